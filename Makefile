@@ -1,0 +1,35 @@
+# deepshrink: two commands on a fresh machine.
+#   make demo   train LeNet-300-100 on Fashion-MNIST, compress it, evaluate and export the file
+#   make test   run the test suite
+# Both create the virtual environment (.venv) and install the pinned dependencies first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.deepshrink-installed
+RUNS   ?= runs/demo
+
+.PHONY: demo test bench setup data clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+data:
+	@bash scripts/ensure-data.sh
+
+test: $(STAMP) data
+	$(PY) -m pytest -q
+
+demo: $(STAMP) data
+	@bash scripts/demo.sh $(PY) $(RUNS)
+
+bench: $(STAMP) data
+	$(PY) bench/deep_compression.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis
