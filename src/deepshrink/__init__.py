@@ -1,3 +1,55 @@
-"""deepshrink: make trained PyTorch networks small and fast for constrained devices."""
+"""deepshrink: make trained PyTorch networks small and fast for constrained devices.
+
+The public API::
+
+    import deepshrink as ds
+    data = ds.load_dataset("fashion-mnist")                 # train / val / test splits
+    model = ds.build_model("lenet-300-100")
+    ds.fit(model, data.tensors("train"), data.tensors("val"), ds.TrainConfig(epochs=20))
+    result = ds.compress(model, data, ds.load_recipe("deep-compression"))
+    open("model.dsz", "wb").write(result.data)             # or ds.save_model(...)
+    net = ds.load("model.dsz")                               # runs from the file alone
+    ds.export("model.dsz", "model.onnx")
+"""
 
 __version__ = "0.1.0"
+
+from deepshrink.data import Dataset, InputSpec, load_dataset  # noqa: E402
+from deepshrink.errors import DeepshrinkError, FormatError  # noqa: E402
+from deepshrink.export import export, to_onnx  # noqa: E402
+from deepshrink.fileformat import Limits, pack_model, save_model  # noqa: E402
+from deepshrink.fileformat.inspect import info  # noqa: E402
+from deepshrink.graph import trace  # noqa: E402
+from deepshrink.models import build_model, load_weights, save_weights  # noqa: E402
+from deepshrink.pipeline import CompressionResult, compress  # noqa: E402
+from deepshrink.recipes import Recipe, builtin_recipes, load_recipe  # noqa: E402
+from deepshrink.runtime import CompressedModel, load  # noqa: E402
+from deepshrink.train import TrainConfig, evaluate, fit  # noqa: E402
+
+__all__ = [
+    "CompressedModel",
+    "CompressionResult",
+    "Dataset",
+    "DeepshrinkError",
+    "FormatError",
+    "InputSpec",
+    "Limits",
+    "Recipe",
+    "TrainConfig",
+    "build_model",
+    "builtin_recipes",
+    "compress",
+    "evaluate",
+    "export",
+    "fit",
+    "info",
+    "load",
+    "load_dataset",
+    "load_recipe",
+    "load_weights",
+    "pack_model",
+    "save_model",
+    "save_weights",
+    "to_onnx",
+    "trace",
+]

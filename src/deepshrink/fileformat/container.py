@@ -1,0 +1,177 @@
+"""The deepshrink container: magic, version, a checksummed compressed JSON header, then sections.
+
+Byte layout (all integers little-endian; see docs/format.md)::
+
+    0   8  magic       89 44 53 5A 0D 0A 1A 0A   ("\\x89DSZ\\r\\n\\x1a\\n")
+    8   2  version     u16, currently 1
+    10  2  flags       u16, bit 0 = header is zlib-compressed; other bits must be 0
+    12  4  header_len  u32, stored header bytes (at most Limits.max_header_bytes)
+    16  4  header_crc  u32, CRC-32 of the stored header bytes
+    20  …  header      JSON object (UTF-8), zlib-compressed when flag bit 0 is set
+    …   …  sections    concatenated, in the order and with the lengths the header lists
+
+The header's ``sections`` entry lists ``[name, length, crc32]`` for every section; the lengths
+must add up to exactly the bytes after the header (no holes, no overlaps, no trailing bytes).
+Every check happens before any allocation sized by the file's claims.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepshrink.errors import (
+    BadMagic,
+    ChecksumMismatch,
+    FormatError,
+    HeaderTooLarge,
+    InvalidHeader,
+    TruncatedFile,
+    UnsupportedVersion,
+)
+from deepshrink.util.atomic import write_bytes_atomic
+from deepshrink.util.limits import Limits
+
+MAGIC = b"\x89DSZ\r\n\x1a\n"
+VERSION = 1
+FLAG_ZLIB = 1
+_PREFIX = struct.Struct("<8sHHII")
+PREFIX_SIZE = _PREFIX.size  # 20
+MAX_SECTIONS = 100_000
+
+
+@dataclass(frozen=True)
+class Container:
+    """A parsed file: the header (a dict) and its sections (name → bytes), all checksums verified."""
+
+    header: dict[str, Any]
+    sections: Mapping[str, memoryview] = field(default_factory=dict)
+    file_bytes: int = 0
+    header_bytes: int = 0
+
+
+def pack(header: Mapping[str, Any], sections: Mapping[str, bytes], *, compress_header: bool = True) -> bytes:
+    """Serialise a header and sections to bytes (deterministic for equal inputs)."""
+    header = dict(header)
+    header["sections"] = [[name, len(data), zlib.crc32(data)] for name, data in sections.items()]
+    raw = json.dumps(header, separators=(",", ":"), sort_keys=True, allow_nan=False).encode("utf-8")
+    stored = zlib.compress(raw, 9) if compress_header else raw
+    flags = FLAG_ZLIB if compress_header else 0
+    prefix = _PREFIX.pack(MAGIC, VERSION, flags, len(stored), zlib.crc32(stored))
+    return b"".join([prefix, stored, *sections.values()])
+
+
+def write(path: str | os.PathLike, header: Mapping[str, Any], sections: Mapping[str, bytes]) -> int:
+    """Write a container atomically (temporary file + rename); returns the file size."""
+    data = pack(header, sections)
+    write_bytes_atomic(path, data)
+    return len(data)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise InvalidHeader(f"header: duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _reject_constant(name: str) -> None:
+    raise InvalidHeader(f"header: {name} is not allowed in JSON")
+
+
+def unpack(data: bytes | bytearray | memoryview, limits: Limits | None = None) -> Container:
+    """Parse and verify a container held in memory. Raises a :class:`FormatError` subclass."""
+    limits = limits or Limits()
+    buf = memoryview(data)
+    if len(buf) < PREFIX_SIZE:
+        if bytes(buf[: len(MAGIC)]) != MAGIC[: len(buf)]:
+            raise BadMagic(f"not a deepshrink file: expected magic {MAGIC!r}")
+        raise TruncatedFile(f"file has {len(buf)} bytes, fewer than the {PREFIX_SIZE}-byte prefix")
+    magic, version, flags, header_len, header_crc = _PREFIX.unpack_from(buf, 0)
+    if magic != MAGIC:
+        raise BadMagic(f"not a deepshrink file: expected magic {MAGIC!r}, got {bytes(magic)!r}")
+    if version != VERSION:
+        raise UnsupportedVersion(f"format version {version} is not supported; this reader reads version {VERSION}")
+    if flags & ~FLAG_ZLIB:
+        raise InvalidHeader(f"unknown flag bits {flags:#06x}; this reader knows only {FLAG_ZLIB:#06x}")
+    if header_len > limits.max_header_bytes:
+        raise HeaderTooLarge(f"header claims {header_len} bytes; the limit is {limits.max_header_bytes}")
+    if PREFIX_SIZE + header_len > len(buf):
+        raise TruncatedFile(
+            f"header claims {header_len} bytes but only {len(buf) - PREFIX_SIZE} follow the prefix"
+        )
+    stored = buf[PREFIX_SIZE : PREFIX_SIZE + header_len]
+    if zlib.crc32(stored) != header_crc:
+        raise ChecksumMismatch("header checksum does not match: the header is corrupt")
+    if flags & FLAG_ZLIB:
+        d = zlib.decompressobj()
+        try:
+            raw = d.decompress(stored, limits.max_header_bytes + 1)
+        except zlib.error as exc:
+            raise InvalidHeader(f"header does not decompress: {exc}") from None
+        if len(raw) > limits.max_header_bytes:
+            raise HeaderTooLarge(f"decompressed header exceeds the limit of {limits.max_header_bytes} bytes")
+        if not d.eof or d.unused_data:
+            raise InvalidHeader("compressed header is incomplete or has trailing bytes")
+    else:
+        raw = bytes(stored)
+    try:
+        header = json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+        )
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidHeader(f"header is not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise InvalidHeader("header must be a JSON object")
+    entries = header.get("sections")
+    if not isinstance(entries, list) or len(entries) > MAX_SECTIONS:
+        raise InvalidHeader(f"header 'sections' must be a list of at most {MAX_SECTIONS} entries")
+    payload = buf[PREFIX_SIZE + header_len :]
+    offset = 0
+    sections: dict[str, memoryview] = {}
+    checks = []
+    for i, entry in enumerate(entries):
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 3
+            or not isinstance(entry[0], str)
+            or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in entry[1:])
+        ):
+            raise InvalidHeader(f"section entry {i} must be [name, length, crc32] with non-negative integers")
+        name, length, crc = entry
+        if name in sections:
+            raise InvalidHeader(f"section {name!r} is listed twice")
+        if offset + length > len(payload):
+            raise TruncatedFile(
+                f"section {name!r} needs bytes {offset}..{offset + length} of the payload, "
+                f"but the payload has {len(payload)} bytes"
+            )
+        sections[name] = payload[offset : offset + length]
+        checks.append((name, crc))
+        offset += length
+    if offset != len(payload):
+        raise InvalidHeader(f"{len(payload) - offset} bytes after the last section are not described by the header")
+    for name, crc in checks:
+        if zlib.crc32(sections[name]) != crc:
+            raise ChecksumMismatch(f"section {name!r} is corrupt: its CRC-32 does not match the header")
+    return Container(header, sections, len(buf), PREFIX_SIZE + header_len)
+
+
+def read(path: str | os.PathLike, limits: Limits | None = None) -> Container:
+    """Read and verify a container from a file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FormatError(f"{str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise FormatError(f"{str(path)!r} is a directory, expected a .dsz file") from None
+    return unpack(data, limits)

@@ -1,0 +1,195 @@
+"""A whole network in one deepshrink file: structure, input specification and coded weights."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from deepshrink import __version__
+from deepshrink.data.spec import InputSpec
+from deepshrink.errors import DeepshrinkError, InvalidHeader, LimitExceeded, ModelError
+from deepshrink.fileformat import container
+from deepshrink.fileformat.container import Container, Limits
+from deepshrink.graph import Graph, build, trace
+from deepshrink.storage import TensorCoding, TensorReport, check_shape, decode_tensor, encode_tensor
+from deepshrink.util.atomic import write_bytes_atomic
+
+FORMAT = "deepshrink"
+_HEADER_KEYS = {"format", "producer", "input", "graph", "tensors", "meta", "sections"}
+
+# Chooses how to store each parameter: (parameter name, tensor, op of its node, role) -> coding.
+CodingRule = Callable[[str, np.ndarray, str, str], TensorCoding]
+
+
+def default_coding(name: str, tensor: np.ndarray, op: str, role: str) -> TensorCoding:
+    """Compress conv and linear weights (8-bit gaps for conv, 5-bit for fc, Huffman);
+    store everything else raw."""
+    if role != "weight" or op not in ("linear", "conv2d"):
+        return TensorCoding(compress=False)
+    return TensorCoding(gap_bits=8 if op == "conv2d" else 5)
+
+
+@dataclass
+class PackReport:
+    """Sizes of a packed model: per tensor, header and file."""
+
+    file_bytes: int
+    header_bytes: int
+    tensors: list[TensorReport] = field(default_factory=list)
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(t.total_bytes for t in self.tensors)
+
+
+def _param_roles(graph: Graph) -> dict[str, tuple[str, str]]:
+    roles: dict[str, tuple[str, str]] = {}
+    for node in graph.nodes:
+        for role, pname in node.params.items():
+            roles.setdefault(pname, (node.op, role))
+    return roles
+
+
+def pack_model(
+    model: nn.Module,
+    input_spec: InputSpec,
+    *,
+    coding: CodingRule = default_coding,
+    meta: Mapping[str, Any] | None = None,
+    graph: Graph | None = None,
+) -> tuple[bytes, PackReport]:
+    """Serialise ``model`` (its parameters as they are now) into deepshrink file bytes.
+
+    The model is traced into a graph; the graph rebuilt from the stored tensors must reproduce
+    the model's output on a probe input, so a file never stores a network that runs differently.
+    """
+    graph = graph or trace(model)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    roles = _param_roles(graph)
+    missing = [p for p in roles if p not in state]
+    if missing:
+        raise ModelError(f"the traced graph refers to parameters the model does not have: {missing}")
+    tensors_desc: dict[str, Any] = {}
+    sections: dict[str, bytes] = {}
+    reports: list[TensorReport] = []
+    for pname, (op, role) in roles.items():
+        array = state[pname].to(torch.float32).numpy()
+        enc = encode_tensor(pname, array, coding(pname, array, op, role))
+        tensors_desc[pname] = enc.descriptor
+        sections.update(enc.sections)
+        reports.append(enc.report)
+    header = {
+        "format": FORMAT,
+        "producer": f"deepshrink {__version__}",
+        "input": input_spec.to_dict(),
+        "graph": graph.to_dict(),
+        "tensors": tensors_desc,
+        "meta": dict(meta or {}),
+    }
+    data = container.pack(header, sections)
+    parsed = container.unpack(data)
+    _verify_rebuild(model, graph, parsed, input_spec)
+    return data, PackReport(len(data), parsed.header_bytes, reports)
+
+
+def _verify_rebuild(model: nn.Module, graph: Graph, parsed: Container, input_spec: InputSpec) -> None:
+    tensors = decode_tensors(parsed, graph, Limits())
+    net = build(graph, tensors)
+    probe = torch.randn(2, *input_spec.shape, generator=torch.Generator().manual_seed(0))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        want = model(probe)
+        got = net(probe)
+    model.train(was_training)
+    if not isinstance(want, torch.Tensor) or want.shape != got.shape or not torch.allclose(want, got, rtol=1e-4, atol=1e-5):
+        raise ModelError(
+            "the stored graph does not reproduce the model's output on a probe input; the model may "
+            "use operations the tracer did not see (e.g. data-dependent control flow)"
+        )
+
+
+def save_model(
+    model: nn.Module,
+    path: str | os.PathLike,
+    input_spec: InputSpec,
+    *,
+    coding: CodingRule = default_coding,
+    meta: Mapping[str, Any] | None = None,
+) -> PackReport:
+    """Write ``model`` to ``path`` as a deepshrink file (atomically)."""
+    data, report = pack_model(model, input_spec, coding=coding, meta=meta)
+    write_bytes_atomic(path, data)
+    return report
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """The validated content of a deepshrink file, before building a network from it."""
+
+    graph: Graph
+    input_spec: InputSpec
+    tensors_desc: Mapping[str, Any]
+    meta: Mapping[str, Any]
+    producer: str
+    container: Container
+
+
+def parse_header(parsed: Container, limits: Limits) -> ModelFile:
+    """Validate the header of a parsed container (no tensor is decoded)."""
+    h = parsed.header
+    if set(h) != _HEADER_KEYS:
+        raise InvalidHeader(f"header keys must be {sorted(_HEADER_KEYS)}, got {sorted(h)}")
+    if h["format"] != FORMAT:
+        raise InvalidHeader(f"header 'format' must be {FORMAT!r}, got {h['format']!r}")
+    if not isinstance(h["producer"], str) or not isinstance(h["meta"], dict):
+        raise InvalidHeader("header 'producer' must be a string and 'meta' an object")
+    graph = Graph.from_dict(h["graph"])
+    try:
+        spec = InputSpec.from_dict(h["input"])
+    except DeepshrinkError as exc:
+        raise InvalidHeader(f"header 'input': {exc}") from None
+    tensors_desc = h["tensors"]
+    if not isinstance(tensors_desc, dict):
+        raise InvalidHeader("header 'tensors' must be an object")
+    wanted = set(graph.param_names)
+    if set(tensors_desc) != wanted:
+        raise InvalidHeader(
+            f"header 'tensors' must describe exactly the graph's parameters: missing "
+            f"{sorted(wanted - set(tensors_desc))}, unexpected {sorted(set(tensors_desc) - wanted)}"
+        )
+    total = 0
+    for name, desc in tensors_desc.items():
+        total += check_shape(desc, f"tensor {name!r}", limits)[1]
+        if total > limits.max_total_elements:
+            raise LimitExceeded(f"the file's tensors exceed the limit of {limits.max_total_elements} elements")
+    used = set()
+    for name in tensors_desc:
+        used.update(k for k in parsed.sections if k == name or k.startswith(name + ":"))
+    stray = sorted(set(parsed.sections) - used)
+    if stray:
+        raise InvalidHeader(f"sections {stray[:5]} belong to no tensor")
+    return ModelFile(graph, spec, tensors_desc, h["meta"], h["producer"], parsed)
+
+
+def decode_tensors(parsed: Container, graph: Graph, limits: Limits) -> dict[str, torch.Tensor]:
+    """Decode every tensor the header describes."""
+    out = {}
+    for name, desc in parsed.header["tensors"].items():
+        out[name] = torch.from_numpy(decode_tensor(name, desc, parsed.sections, limits))
+    return out
+
+
+def read_model_file(path_or_bytes: str | os.PathLike | bytes, limits: Limits | None = None) -> ModelFile:
+    limits = limits or Limits()
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        parsed = container.unpack(path_or_bytes, limits)
+    else:
+        parsed = container.read(path_or_bytes, limits)
+    return parse_header(parsed, limits)

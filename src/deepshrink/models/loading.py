@@ -1,0 +1,73 @@
+"""Build models by name or from user code, and save/load their weights as safetensors."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from deepshrink.errors import ModelError
+from deepshrink.models.zoo import ZOO, create
+from deepshrink.util.atomic import atomic_path
+
+
+def build_model(spec: str, num_classes: int = 10) -> nn.Module:
+    """A zoo name (``lenet-5``) or ``package.module:factory`` naming a callable that returns an
+    ``nn.Module`` (called with no arguments)."""
+    if spec in ZOO:
+        return create(spec, num_classes=num_classes)
+    if ":" not in spec:
+        raise ModelError(
+            f"unknown model {spec!r}: expected one of {sorted(ZOO)} or 'package.module:factory'"
+        )
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(f"cannot import module {module_name!r} for model {spec!r}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise ModelError(f"{module_name!r} has no callable {attr!r} (model {spec!r})")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{spec!r} returned {type(model).__name__}, expected a torch.nn.Module")
+    return model
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write the model's state dict as a safetensors file (atomically)."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a safetensors state dict into ``model`` (strict: names and shapes must match)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"weights file {str(path)!r} does not exist")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{str(path)!r} is not a valid safetensors file: {exc}") from exc
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ModelError(
+            f"weights in {str(path)!r} do not fit the model: missing {missing}, unexpected {unexpected}"
+        )
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(own[name].shape):
+            raise ModelError(
+                f"weights in {str(path)!r}: {name} has shape {tuple(tensor.shape)}, "
+                f"the model expects {tuple(own[name].shape)}"
+            )
+    with torch.no_grad():
+        model.load_state_dict(state, strict=True)
+    return model

@@ -1,0 +1,227 @@
+"""The compression pipeline: run a recipe's stages on a model, measuring accuracy and bytes
+after each stage, and produce the deepshrink file."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from deepshrink.coding import Coder
+from deepshrink.data.dataset import Dataset
+from deepshrink.errors import ConfigError
+from deepshrink.fileformat.model_file import CodingRule, PackReport, pack_model
+from deepshrink.graph import trace
+from deepshrink.prune import apply_mask, current_weight, layer_kind, magnitude_mask, make_permanent, prunable_layers
+from deepshrink.recipes.config import CodeStage, PruneStage, Recipe, ShareStage
+from deepshrink.runtime import load
+from deepshrink.share import centroids_of, finalize, share_module
+from deepshrink.storage import TensorCoding, TensorReport
+from deepshrink.train import evaluate, fit
+
+
+@dataclass
+class StageReport:
+    """Accuracy and size after one stage."""
+
+    stage: str
+    val_accuracy: float
+    test_accuracy: float
+    file_bytes: int
+    payload_bytes: int
+    ratio: float
+    seconds: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LayerRow:
+    """One row of the per-layer table."""
+
+    name: str
+    shape: tuple[int, ...]
+    kept: float
+    bits: int
+    codebook: int
+    encoding: str
+    index_bytes: int
+    weight_bytes: int
+    dense_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        return self.dense_bytes / max(1, self.index_bytes + self.weight_bytes)
+
+
+@dataclass
+class CompressionResult:
+    """Everything a compression run measured, and the compressed file's bytes."""
+
+    recipe: str
+    coder: str
+    dense_bytes: int
+    stages: list[StageReport]
+    layers: list[LayerRow]
+    tensors: list[TensorReport]
+    data: bytes
+    model: nn.Module
+    file_accuracy: float
+
+    @property
+    def baseline(self) -> StageReport:
+        return self.stages[0]
+
+    @property
+    def final(self) -> StageReport:
+        return self.stages[-1]
+
+    @property
+    def file_bytes(self) -> int:
+        return len(self.data)
+
+    @property
+    def ratio(self) -> float:
+        return self.dense_bytes / max(1, self.file_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "coder": self.coder,
+            "dense_bytes": self.dense_bytes,
+            "file_bytes": self.file_bytes,
+            "ratio": self.ratio,
+            "baseline_test_accuracy": self.baseline.test_accuracy,
+            "final_test_accuracy": self.file_accuracy,
+            "accuracy_drop_points": 100 * (self.baseline.test_accuracy - self.file_accuracy),
+            "stages": [asdict(s) for s in self.stages],
+            "layers": [{**asdict(r), "ratio": r.ratio} for r in self.layers],
+            "streams": [
+                {"tensor": t.name, "stream": k, "symbols": s.symbols, "alphabet": s.alphabet,
+                 "coded_bytes": s.coded_bytes, "entropy_bytes": s.entropy_bytes}
+                for t in self.tensors for k, s in t.streams.items()
+            ],
+        }
+
+
+def dense_bytes(model: nn.Module) -> int:
+    """float32 bytes of every parameter the stored graph uses (the uncompressed size)."""
+    graph = trace(model)
+    state = model.state_dict()
+    return sum(state[p].numel() * 4 for p in graph.param_names)
+
+
+def coding_rule(code: CodeStage, coder: Coder, order: list[str], kinds: dict[str, str]) -> CodingRule:
+    """How each parameter is stored, from a code stage's per-layer rules."""
+
+    def rule(name: str, tensor: np.ndarray, op: str, role: str) -> TensorCoding:
+        layer = name[: -len(".weight")] if name.endswith(".weight") else name
+        if role != "weight" or layer not in kinds:
+            return TensorCoding(compress=False)
+        settings = code.layers.resolve(layer, kinds[layer], order)
+        default_gap = 8 if kinds[layer] == "conv" else 5
+        return TensorCoding(coder=coder, gap_bits=settings.get("gap_bits", default_gap))
+
+    return rule
+
+
+def _prune(model: nn.Module, stage: PruneStage, layers: dict[str, nn.Module], order: list[str],
+           data: tuple, progress: bool | None) -> dict[str, Any]:
+    train, val = data
+    targets = {}
+    for name, m in layers.items():
+        s = stage.layers.resolve(name, layer_kind(m), order)
+        if "sparsity" in s or "quality" in s:
+            targets[name] = s
+    if not targets:
+        raise ConfigError("prune stage: no layer matches its rules; nothing to prune")
+    std0 = {name: float(current_weight(layers[name]).std()) for name in targets}
+    hist = []
+    for step in range(1, stage.steps + 1):
+        frac = step / stage.steps
+        for name, s in targets.items():
+            w = current_weight(layers[name])
+            if "sparsity" in s:
+                mask = magnitude_mask(w, sparsity=s["sparsity"] * frac)
+            else:
+                mask = magnitude_mask(w, threshold=s["quality"] * frac * std0[name])
+            apply_mask(layers[name], mask)
+        h = fit(model, train, val, stage.retrain, desc=f"prune {step}/{stage.steps}", progress=progress)
+        hist.append(h.best_val_accuracy)
+    make_permanent(model)
+    return {"val_accuracy_per_step": hist, "targets": {k: dict(v) for k, v in targets.items()}}
+
+
+def _share(model: nn.Module, stage: ShareStage, layers: dict[str, nn.Module], order: list[str],
+           data: tuple, progress: bool | None) -> dict[str, Any]:
+    train, val = data
+    ks = {}
+    for name, m in layers.items():
+        bits = stage.layers.resolve(name, layer_kind(m), order).get("bits")
+        if bits is not None:
+            ks[name] = {"bits": bits, "clusters": share_module(m, bits, init=stage.init)}
+    shared = {id(centroids_of(layers[n])) for n in ks}
+    frozen = {id(m.weight) for n, m in layers.items() if n not in ks}
+    params = [p for p in model.parameters() if id(p) in shared or id(p) not in frozen]
+    before = evaluate(model, val)
+    h = fit(model, train, val, stage.finetune, params=params, desc="share: fine-tune centroids", progress=progress)
+    finalize(model)
+    return {"layers": ks, "val_accuracy_before_finetune": before, "val_accuracy_after_finetune": h.best_val_accuracy}
+
+
+def compress(
+    model: nn.Module,
+    data: Dataset,
+    recipe: Recipe,
+    *,
+    progress: bool | None = None,
+    meta: dict[str, Any] | None = None,
+) -> CompressionResult:
+    """Compress a trained ``model`` with ``recipe`` on ``data``.
+
+    The input model is not modified. Retraining selects epochs on the validation split; the
+    test split is only evaluated for the report. The returned result holds the file's bytes;
+    its final accuracy is measured on a model decoded from those bytes.
+    """
+    model = copy.deepcopy(model).eval()
+    trace(model)  # fail early, before any training, if the model cannot be stored
+    train, val, test = data.tensors("train"), data.tensors("val"), data.tensors("test")
+    layers = prunable_layers(model)
+    order = list(layers)
+    kinds = {n: layer_kind(m) for n, m in layers.items()}
+    dense = dense_bytes(model)
+    stages = [StageReport("baseline", evaluate(model, val), evaluate(model, test), dense, dense, 1.0, 0.0)]
+    code = recipe.code_stage
+    pack_report: PackReport | None = None
+    blob = b""
+    for stage in recipe.stages:
+        start = time.perf_counter()
+        if isinstance(stage, PruneStage):
+            detail = _prune(model, stage, layers, order, (train, val), progress)
+        elif isinstance(stage, ShareStage):
+            detail = _share(model, stage, layers, order, (train, val), progress)
+        else:
+            detail = {"coder": stage.coder.value}
+        coder = stage.coder if isinstance(stage, CodeStage) else Coder.FIXED
+        blob, pack_report = pack_model(
+            model, data.input_spec, coding=coding_rule(code, coder, order, kinds),
+            meta={**(meta or {}), "recipe": recipe.name, "stage": stage.kind},
+        )
+        stages.append(StageReport(
+            stage.kind, evaluate(model, val), evaluate(model, test), len(blob), pack_report.payload_bytes,
+            dense / len(blob), time.perf_counter() - start, detail,
+        ))
+    loaded = load(blob)
+    file_acc = evaluate(loaded, test)
+    rows = []
+    for t in pack_report.tensors:
+        layer = t.name[: -len(".weight")]
+        if layer in layers and t.name.endswith(".weight"):
+            rows.append(LayerRow(layer, t.shape, t.kept, t.value_bits, t.codebook_size, f"{t.enc}/{t.layout}",
+                                 t.index_bytes, t.weight_bytes, t.numel * 4))
+    return CompressionResult(recipe.name, code.coder.value, dense, stages, rows, pack_report.tensors, blob,
+                             model, file_acc)

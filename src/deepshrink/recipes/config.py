@@ -1,0 +1,202 @@
+"""Recipes: a named list of stages (prune, share, code) with their settings, read from TOML."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from deepshrink.coding import Coder
+from deepshrink.errors import ConfigError
+from deepshrink.recipes.rules import LayerRules
+from deepshrink.share.kmeans import INITS
+from deepshrink.train.loop import TrainConfig
+
+NUM = (int, float)
+
+
+def _train(raw: Any, where: str, default: TrainConfig) -> TrainConfig:
+    if raw is None:
+        return default
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table of training settings")
+    fields = set(TrainConfig.__dataclass_fields__)
+    unknown = set(raw) - fields
+    if unknown:
+        raise ConfigError(f"{where}: unknown settings {sorted(unknown)}; allowed: {sorted(fields)}")
+    try:
+        return TrainConfig(**{**default.to_dict(), **raw})
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _keys(raw: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+@dataclass(frozen=True)
+class PruneStage:
+    """Iterative magnitude pruning: ``steps`` cycles of prune → retrain, with per-layer targets
+    ``sparsity`` (fraction pruned) or ``quality`` (threshold = quality × std of the layer)."""
+
+    layers: LayerRules
+    steps: int = 3
+    retrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=1e-4))
+    kind: str = "prune"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 100:
+            raise ConfigError(f"prune: steps must be an integer in 1..100, got {self.steps!r}")
+        for pattern, s in self.layers.rules:
+            if "sparsity" in s and "quality" in s:
+                raise ConfigError(f"prune: layers.{pattern} gives both sparsity and quality; choose one")
+            if "sparsity" in s and not 0 <= s["sparsity"] < 1:
+                raise ConfigError(f"prune: layers.{pattern}.sparsity must be in [0, 1), got {s['sparsity']}")
+            if "quality" in s and not 0 <= s["quality"] <= 100:
+                raise ConfigError(f"prune: layers.{pattern}.quality must be in [0, 100], got {s['quality']}")
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], where: str) -> PruneStage:
+        _keys(raw, {"kind", "steps", "retrain", "layers"}, where)
+        return cls(
+            LayerRules.parse(raw.get("layers"), {"sparsity": NUM, "quality": NUM}, where),
+            raw.get("steps", 3),
+            _train(raw.get("retrain"), f"{where}.retrain", TrainConfig(epochs=2, lr=1e-4)),
+        )
+
+
+@dataclass(frozen=True)
+class ShareStage:
+    """k-means weight sharing with ``bits`` per layer (2**bits - 1 centroids plus zero), then
+    centroid fine-tuning."""
+
+    layers: LayerRules
+    init: str = "linear"
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=1e-4))
+    kind: str = "share"
+
+    def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ConfigError(f"share: init must be one of {INITS}, got {self.init!r}")
+        for pattern, s in self.layers.rules:
+            if "bits" in s and not 1 <= s["bits"] <= 16:
+                raise ConfigError(f"share: layers.{pattern}.bits must be in 1..16, got {s['bits']}")
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], where: str) -> ShareStage:
+        _keys(raw, {"kind", "init", "finetune", "layers"}, where)
+        return cls(
+            LayerRules.parse(raw.get("layers"), {"bits": int}, where),
+            raw.get("init", "linear"),
+            _train(raw.get("finetune"), f"{where}.finetune", TrainConfig(epochs=2, lr=1e-4)),
+        )
+
+
+@dataclass(frozen=True)
+class CodeStage:
+    """Entropy coding of the sparse layout: ``coder`` for every stream, ``gap_bits`` per layer."""
+
+    layers: LayerRules = field(
+        default_factory=lambda: LayerRules((("_conv", {"gap_bits": 8}), ("_linear", {"gap_bits": 5})))
+    )
+    coder: Coder = Coder.HUFFMAN
+    kind: str = "code"
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "coder", Coder(self.coder))
+        except ValueError:
+            raise ConfigError(f"code: coder must be one of {[c.value for c in Coder]}, got {self.coder!r}") from None
+        for pattern, s in self.layers.rules:
+            if "gap_bits" in s and not 1 <= s["gap_bits"] <= 16:
+                raise ConfigError(f"code: layers.{pattern}.gap_bits must be in 1..16, got {s['gap_bits']}")
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], where: str) -> CodeStage:
+        _keys(raw, {"kind", "coder", "layers"}, where)
+        layers = raw.get("layers")
+        return cls(
+            LayerRules.parse(layers, {"gap_bits": int}, where) if layers is not None else CodeStage().layers,
+            raw.get("coder", "huffman"),
+        )
+
+
+Stage = PruneStage | ShareStage | CodeStage
+_STAGES = {"prune": PruneStage, "share": ShareStage, "code": CodeStage}
+_ORDER = {"prune": 0, "share": 1, "code": 2}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A compression recipe: stages run in order (prune before share before code)."""
+
+    name: str
+    stages: tuple[Stage, ...]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        kinds = [s.kind for s in self.stages]
+        if not kinds:
+            raise ConfigError(f"recipe {self.name!r} has no stages")
+        if [_ORDER[k] for k in kinds] != sorted(_ORDER[k] for k in kinds) or len(set(kinds)) != len(kinds):
+            raise ConfigError(
+                f"recipe {self.name!r}: stages must appear at most once each, in the order prune, share, code; got {kinds}"
+            )
+
+    @property
+    def code_stage(self) -> CodeStage:
+        for s in self.stages:
+            if isinstance(s, CodeStage):
+                return s
+        return CodeStage(coder=Coder.FIXED)
+
+    def with_coder(self, coder: Coder | str) -> Recipe:
+        """The same recipe with another entropy coder in its code stage."""
+        stages = tuple(CodeStage(s.layers, Coder(coder)) if isinstance(s, CodeStage) else s for s in self.stages)
+        return Recipe(self.name, stages, self.description)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: str = "recipe") -> Recipe:
+        _keys(raw, {"name", "description", "stages"}, where)
+        stages_raw = raw.get("stages")
+        if not isinstance(stages_raw, list):
+            raise ConfigError(f"{where}: expected a list of [[stages]] tables")
+        stages = []
+        for i, s in enumerate(stages_raw):
+            w = f"{where}: stage {i + 1}"
+            if not isinstance(s, dict) or s.get("kind") not in _STAGES:
+                raise ConfigError(f"{w}: 'kind' must be one of {sorted(_STAGES)}")
+            stages.append(_STAGES[s["kind"]].parse(s, f"{w} ({s['kind']})"))
+        name = raw.get("name", "custom")
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}: name must be a string")
+        return cls(name, tuple(stages), str(raw.get("description", "")))
+
+
+def builtin_recipes() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("deepshrink.recipes").iterdir() if p.name.endswith(".toml"))
+
+
+def load_recipe(spec: str | os.PathLike) -> Recipe:
+    """A built-in recipe by name (see :func:`builtin_recipes`) or a path to a TOML file."""
+    text: str
+    where: str
+    if isinstance(spec, str) and spec in builtin_recipes():
+        text = resources.files("deepshrink.recipes").joinpath(f"{spec}.toml").read_text("utf-8")
+        where = f"built-in recipe {spec!r}"
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigError(f"recipe {str(spec)!r} is neither a built-in recipe {builtin_recipes()} nor a file")
+        text = path.read_text("utf-8")
+        where = f"recipe file {str(path)!r}"
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+    return Recipe.from_dict(raw, where)

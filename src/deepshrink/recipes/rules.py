@@ -1,0 +1,77 @@
+"""Per-layer rules: map layer names to settings.
+
+Keys, from the most to the least specific: an exact layer name; ``"re:<regex>"`` (first match in
+file order, ``re.fullmatch``); ``"_first"`` / ``"_last"`` (the first / last prunable layer);
+``"_conv"`` / ``"_linear"`` (by layer kind); ``"_default"``. A layer that no key matches is left
+alone by the stage. Settings found at several levels are merged, the more specific winning.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from deepshrink.errors import ConfigError
+
+SPECIAL = ("_default", "_conv", "_linear", "_first", "_last")
+
+
+@dataclass(frozen=True)
+class LayerRules:
+    """Ordered ``pattern → settings`` pairs, validated against a set of allowed setting keys."""
+
+    rules: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+
+    @classmethod
+    def parse(cls, raw: Any, allowed: Mapping[str, type | tuple[type, ...]], where: str) -> LayerRules:
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where}: 'layers' must be a table of pattern = {{settings}}")
+        rules = []
+        for pattern, settings in raw.items():
+            if pattern.startswith("re:"):
+                try:
+                    re.compile(pattern[3:])
+                except re.error as exc:
+                    raise ConfigError(f"{where}: bad regular expression {pattern!r}: {exc}") from None
+            elif pattern.startswith("_") and pattern not in SPECIAL:
+                raise ConfigError(f"{where}: unknown special key {pattern!r}; expected one of {SPECIAL}")
+            if not isinstance(settings, Mapping):
+                raise ConfigError(f"{where}: layers.{pattern} must be a table of settings")
+            for key, value in settings.items():
+                if key not in allowed:
+                    raise ConfigError(f"{where}: layers.{pattern}: unknown setting {key!r}; allowed: {sorted(allowed)}")
+                if isinstance(value, bool) and allowed[key] is not bool or not isinstance(value, allowed[key]):
+                    raise ConfigError(f"{where}: layers.{pattern}.{key} has the wrong type: {value!r}")
+            rules.append((pattern, dict(settings)))
+        return cls(tuple(rules))
+
+    def resolve(self, name: str, kind: str, order: Sequence[str]) -> dict[str, Any]:
+        """Merged settings for layer ``name`` of ``kind`` ('conv' or 'linear'); ``order`` lists
+        all prunable layers in definition order."""
+        levels: list[Mapping[str, Any]] = []
+        table = dict(self.rules)
+        if "_default" in table:
+            levels.append(table["_default"])
+        if f"_{kind}" in table:
+            levels.append(table[f"_{kind}"])
+        if order and name == order[0] and "_first" in table:
+            levels.append(table["_first"])
+        if order and name == order[-1] and "_last" in table:
+            levels.append(table["_last"])
+        for pattern, settings in self.rules:
+            if pattern.startswith("re:") and re.fullmatch(pattern[3:], name):
+                levels.append(settings)
+                break
+        if name in table:
+            levels.append(table[name])
+        out: dict[str, Any] = {}
+        for level in levels:
+            out.update(level)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: dict(v) for k, v in self.rules}

@@ -1,0 +1,111 @@
+"""Weight sharing by 1-D k-means (Han et al. 2016), with centroid fine-tuning.
+
+During fine-tuning each shared layer's weight is a parametrization
+(:mod:`torch.nn.utils.parametrize`): ``weight = table[indices]`` with ``table`` the K learnable
+centroids followed by a fixed zero for pruned positions. Autograd sums the gradients of all the
+weights of a cluster into its centroid, exactly the update of the paper; indices and the pruning
+pattern stay fixed. :func:`finalize` removes the parametrization and leaves a plain weight that
+holds at most K distinct non-zero values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.utils.parametrize as P
+from torch import nn
+
+from deepshrink.errors import ConfigError
+
+INITS = ("linear", "density", "random")
+
+
+def kmeans_1d(
+    values: np.ndarray, k: int, *, init: str = "linear", iters: int = 100, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster 1-D ``values`` into at most ``k`` centroids; returns (centroids float32 sorted,
+    labels int64). Vectorised Lloyd iterations: in one dimension the nearest centroid is found by
+    a binary search over the midpoints of the sorted centroids."""
+    if k < 1:
+        raise ConfigError(f"k must be ≥ 1, got {k}")
+    if init not in INITS:
+        raise ConfigError(f"init must be one of {INITS}, got {init!r}")
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64)
+    k = min(k, int(np.unique(v).size))
+    if init == "linear":
+        c = np.linspace(v.min(), v.max(), k)
+    elif init == "density":
+        c = np.quantile(v, (np.arange(k) + 0.5) / k)
+    else:
+        c = np.random.default_rng(seed).choice(v, size=k, replace=False)
+    c = np.sort(c)
+    labels = np.zeros(v.size, np.int64)
+    for _ in range(iters):
+        mids = (c[1:] + c[:-1]) / 2
+        labels = np.searchsorted(mids, v)
+        counts = np.bincount(labels, minlength=len(c))
+        sums = np.bincount(labels, weights=v, minlength=len(c))
+        new = np.where(counts > 0, sums / np.maximum(counts, 1), c)
+        if np.allclose(new, c, rtol=0, atol=1e-12):
+            c = new
+            break
+        c = new
+    # drop empty clusters and relabel
+    used = np.unique(labels)
+    remap = np.full(len(c), -1, np.int64)
+    remap[used] = np.arange(len(used))
+    return c[used].astype(np.float32), remap[labels]
+
+
+class SharedWeight(nn.Module):
+    """Parametrization ``centroids → cat(centroids, [0])[indices]``."""
+
+    def __init__(self, indices: torch.Tensor, centroids: torch.Tensor):
+        super().__init__()
+        self.register_buffer("indices", indices)
+        self._init = centroids
+
+    def forward(self, centroids: torch.Tensor) -> torch.Tensor:
+        table = torch.cat([centroids, centroids.new_zeros(1)])
+        return table[self.indices]
+
+    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
+        return self._init.to(weight.dtype)
+
+
+def share_module(module: nn.Module, bits: int, *, init: str = "linear") -> int:
+    """Cluster the non-zero weights of ``module`` into ``2**bits - 1`` shared values (one symbol of
+    the ``bits``-bit alphabet is kept for zero) and attach the parametrization. Returns K."""
+    if not 1 <= bits <= 16:
+        raise ConfigError(f"bits must be in 1..16, got {bits}")
+    w = module.weight.detach()
+    flat = w.reshape(-1)
+    nz = flat != 0
+    k_max = max(1, (1 << bits) - 1)
+    centroids, labels = kmeans_1d(flat[nz].cpu().numpy(), k_max, init=init)
+    k = len(centroids)
+    idx = torch.full_like(flat, k, dtype=torch.long)
+    idx[nz] = torch.from_numpy(labels)
+    P.register_parametrization(
+        module, "weight", SharedWeight(idx.reshape(w.shape), torch.from_numpy(centroids)), unsafe=True
+    )
+    return k
+
+
+def centroids_of(module: nn.Module) -> nn.Parameter:
+    """The learnable centroid tensor of a shared module."""
+    return module.parametrizations.weight.original
+
+
+def is_shared(module: nn.Module) -> bool:
+    return P.is_parametrized(module, "weight") and isinstance(module.parametrizations.weight[0], SharedWeight)
+
+
+def finalize(model: nn.Module) -> nn.Module:
+    """Remove every sharing parametrization, leaving plain weights with the shared values."""
+    for m in model.modules():
+        if is_shared(m):
+            P.remove_parametrizations(m, "weight", leave_parametrized=True)
+    return model

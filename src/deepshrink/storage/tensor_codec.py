@@ -1,0 +1,288 @@
+"""Encode one float32 tensor into byte sections, and decode it back bit-exactly.
+
+Encodings (the ``enc`` field of a tensor descriptor):
+
+* ``raw``: little-endian float32, all elements.
+* ``codebook``: the tensor holds at most ``max_codebook`` distinct non-zero values (after weight
+  sharing); they form a float32 codebook of K entries and each element is a symbol in [0, K]
+  where K stands for zero. Layout ``dense`` codes one symbol per element; layout ``sparse`` codes
+  only the entries of the relative-index layout (Han et al. 2016): a gap stream and a symbol
+  stream, with filler zeros where a gap overflows ``gap_bits``.
+* ``float``: sparse layout with the surviving values kept as float32 (pruned, not shared).
+
+Symbol and gap streams are coded with a :class:`~deepshrink.coding.Coder` (fixed-length,
+Huffman or ANS). For each candidate layout the encoder measures the real size and keeps the
+smallest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from deepshrink.coding import Coder, decode_positions, decode_stream, encode_positions, encode_stream, entropy_bits
+from deepshrink.errors import ConfigError, CorruptStream, FormatError, InvalidHeader, LimitExceeded
+from deepshrink.util.limits import Limits
+
+MAX_CODEBOOK = 1 << 16
+
+
+@dataclass(frozen=True)
+class TensorCoding:
+    """How to store one tensor. ``compress=False`` stores it raw (float32)."""
+
+    compress: bool = True
+    coder: Coder = Coder.HUFFMAN
+    gap_bits: int = 5
+    max_codebook: int = 256
+    layout: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "coder", Coder(self.coder))
+        if not 1 <= self.gap_bits <= 16:
+            raise ConfigError(f"gap_bits must be in 1..16, got {self.gap_bits}")
+        if not 1 <= self.max_codebook < MAX_CODEBOOK:
+            raise ConfigError(f"max_codebook must be in 1..{MAX_CODEBOOK - 1}, got {self.max_codebook}")
+        if self.layout not in ("auto", "dense", "sparse"):
+            raise ConfigError(f"layout must be 'auto', 'dense' or 'sparse', got {self.layout!r}")
+
+
+@dataclass
+class StreamReport:
+    symbols: int
+    alphabet: int
+    coded_bytes: int
+    entropy_bytes: float
+
+
+@dataclass
+class TensorReport:
+    """What was stored for one tensor, and how large each part is."""
+
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    nonzero: int
+    enc: str
+    layout: str
+    codebook_size: int = 0
+    value_bits: int = 32
+    index_bytes: int = 0
+    weight_bytes: int = 0
+    streams: dict[str, StreamReport] = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.index_bytes + self.weight_bytes
+
+    @property
+    def kept(self) -> float:
+        return self.nonzero / self.numel if self.numel else 0.0
+
+
+@dataclass
+class EncodedTensor:
+    descriptor: dict[str, Any]
+    sections: dict[str, bytes]
+    report: TensorReport
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(v) for v in self.sections.values())
+
+
+def _stream(symbols: np.ndarray, alphabet: int, coder: Coder, bits: int) -> tuple[dict[str, Any], bytes, StreamReport]:
+    data = encode_stream(symbols, alphabet, coder, bits=bits)
+    rep = StreamReport(len(symbols), alphabet, len(data), entropy_bits(symbols, alphabet) / 8.0)
+    return {"coder": coder.value, "n": int(len(symbols)), "bits": bits}, data, rep
+
+
+def _bits_for(alphabet: int) -> int:
+    return max(1, math.ceil(math.log2(alphabet))) if alphabet > 1 else 1
+
+
+def encode_tensor(name: str, array: np.ndarray, coding: TensorCoding) -> EncodedTensor:
+    """Encode ``array`` (any shape, float32) under the key ``name``."""
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    shape = tuple(int(s) for s in array.shape)
+    flat = array.reshape(-1)
+    nonzero_mask = flat != 0
+    nnz = int(nonzero_mask.sum())
+    base = {"shape": list(shape)}
+    candidates: list[EncodedTensor] = []
+    raw = EncodedTensor(
+        {**base, "enc": "raw"},
+        {name: flat.astype("<f4").tobytes()},
+        TensorReport(name, shape, flat.size, nnz, "raw", "dense", weight_bytes=flat.size * 4),
+    )
+    candidates.append(raw)
+    if coding.compress and flat.size:
+        uniq = np.unique(flat[nonzero_mask])
+        positions = np.flatnonzero(nonzero_mask)
+        if len(uniq) <= coding.max_codebook:
+            k = len(uniq)
+            alphabet = k + 1
+            bits = _bits_for(alphabet)
+            codebook = uniq.astype("<f4").tobytes()
+            symbols_all = np.full(flat.size, k, dtype=np.int64)
+            symbols_all[positions] = np.searchsorted(uniq, flat[positions])
+            if coding.layout in ("auto", "dense"):
+                desc, data, rep = _stream(symbols_all, alphabet, coding.coder, bits)
+                candidates.append(EncodedTensor(
+                    {**base, "enc": "codebook", "k": k, "layout": "dense", "sym": desc},
+                    {f"{name}:cb": codebook, f"{name}:sym": data},
+                    TensorReport(name, shape, flat.size, nnz, "codebook", "dense", k, bits,
+                                 index_bytes=0, weight_bytes=len(data) + len(codebook), streams={"sym": rep}),
+                ))
+            if coding.layout in ("auto", "sparse"):
+                gaps, filler = encode_positions(positions, flat.size, coding.gap_bits)
+                syms = np.full(len(gaps), k, dtype=np.int64)
+                syms[~filler] = symbols_all[positions]
+                sdesc, sdata, srep = _stream(syms, alphabet, coding.coder, bits)
+                gdesc, gdata, grep = _stream(gaps, 1 << coding.gap_bits, coding.coder, coding.gap_bits)
+                candidates.append(EncodedTensor(
+                    {**base, "enc": "codebook", "k": k, "layout": "sparse", "gap_bits": coding.gap_bits,
+                     "sym": sdesc, "gap": gdesc},
+                    {f"{name}:cb": codebook, f"{name}:sym": sdata, f"{name}:gap": gdata},
+                    TensorReport(name, shape, flat.size, nnz, "codebook", "sparse", k, bits,
+                                 index_bytes=len(gdata), weight_bytes=len(sdata) + len(codebook),
+                                 streams={"sym": srep, "gap": grep}),
+                ))
+        elif coding.layout in ("auto", "sparse"):
+            gaps, filler = encode_positions(positions, flat.size, coding.gap_bits)
+            values = np.zeros(len(gaps), dtype="<f4")
+            values[~filler] = flat[positions]
+            gdesc, gdata, grep = _stream(gaps, 1 << coding.gap_bits, coding.coder, coding.gap_bits)
+            vbytes = values.tobytes()
+            candidates.append(EncodedTensor(
+                {**base, "enc": "float", "layout": "sparse", "gap_bits": coding.gap_bits, "n": int(len(gaps)),
+                 "gap": gdesc},
+                {f"{name}:val": vbytes, f"{name}:gap": gdata},
+                TensorReport(name, shape, flat.size, nnz, "float", "sparse", 0, 32,
+                             index_bytes=len(gdata), weight_bytes=len(vbytes), streams={"gap": grep}),
+            ))
+        if coding.layout != "auto" and len(candidates) > 1:
+            candidates = candidates[1:]
+    return min(candidates, key=lambda c: c.nbytes)
+
+
+# ----------------------------------------------------------------------------------------------
+# decoding (untrusted input)
+
+
+def _int_field(d: Mapping[str, Any], key: str, lo: int, hi: int, where: str) -> int:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise InvalidHeader(f"{where}: {key!r} must be an integer in [{lo}, {hi}], got {v!r}")
+    return v
+
+
+def _keys(d: Any, required: set[str], where: str) -> None:
+    if not isinstance(d, dict) or set(d) != required:
+        got = sorted(d) if isinstance(d, dict) else type(d).__name__
+        raise InvalidHeader(f"{where}: expected exactly the keys {sorted(required)}, got {got}")
+
+
+def _section(sections: Mapping[str, memoryview], key: str, where: str, length: int | None = None) -> memoryview:
+    if key not in sections:
+        raise InvalidHeader(f"{where}: section {key!r} is missing")
+    data = sections[key]
+    if length is not None and len(data) != length:
+        raise InvalidHeader(f"{where}: section {key!r} has {len(data)} bytes, expected {length}")
+    return data
+
+
+def _decode_stream(desc: Any, data: memoryview, alphabet: int, max_n: int, where: str) -> np.ndarray:
+    _keys(desc, {"coder", "n", "bits"}, where)
+    try:
+        coder = Coder(desc["coder"])
+    except ValueError:
+        raise InvalidHeader(f"{where}: unknown coder {desc['coder']!r}; expected one of {[c.value for c in Coder]}") from None
+    n = _int_field(desc, "n", 0, max_n, where)
+    bits = _int_field(desc, "bits", 1, 32, where)
+    if alphabet > (1 << bits):
+        raise InvalidHeader(f"{where}: {bits} bits cannot hold an alphabet of {alphabet} symbols")
+    try:
+        out = decode_stream(bytes(data), coder, n, alphabet, bits=bits)
+    except FormatError:
+        raise
+    except (ValueError, IndexError, OverflowError) as exc:
+        raise CorruptStream(f"{where}: {exc}") from None
+    return np.asarray(out, dtype=np.int64)
+
+
+def check_shape(desc: Any, where: str, limits: Limits) -> tuple[tuple[int, ...], int]:
+    """Validate a descriptor's shape against the limits; returns (shape, numel)."""
+    if not isinstance(desc, dict):
+        raise InvalidHeader(f"{where}: tensor descriptor must be an object")
+    shape = desc.get("shape")
+    if not isinstance(shape, list) or len(shape) > 8 or any(
+        isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in shape
+    ):
+        raise InvalidHeader(f"{where}: shape must be a list of at most 8 non-negative integers, got {shape!r}")
+    numel = 1
+    for s in shape:
+        numel *= s
+        if numel > limits.max_tensor_elements:
+            raise LimitExceeded(
+                f"{where}: shape {shape} exceeds the limit of {limits.max_tensor_elements} elements per tensor"
+            )
+    return tuple(shape), numel
+
+
+def decode_tensor(name: str, desc: Any, sections: Mapping[str, memoryview], limits: Limits) -> np.ndarray:
+    """Decode one tensor from its descriptor and sections, validating everything first."""
+    where = f"tensor {name!r}"
+    shape, numel = check_shape(desc, where, limits)
+    enc = desc.get("enc")
+    if enc == "raw":
+        _keys(desc, {"shape", "enc"}, where)
+        data = _section(sections, name, where, 4 * numel)
+        return np.frombuffer(data, dtype="<f4").astype(np.float32).reshape(shape)
+    if enc == "codebook":
+        layout = desc.get("layout")
+        if layout == "dense":
+            _keys(desc, {"shape", "enc", "k", "layout", "sym"}, where)
+        elif layout == "sparse":
+            _keys(desc, {"shape", "enc", "k", "layout", "gap_bits", "sym", "gap"}, where)
+        else:
+            raise InvalidHeader(f"{where}: layout must be 'dense' or 'sparse', got {layout!r}")
+        k = _int_field(desc, "k", 0, MAX_CODEBOOK - 1, where)
+        cb = np.frombuffer(_section(sections, f"{name}:cb", where, 4 * k), dtype="<f4").astype(np.float32)
+        table = np.append(cb, np.float32(0.0))
+        if layout == "dense":
+            syms = _decode_stream(desc["sym"], _section(sections, f"{name}:sym", where), k + 1, numel, where)
+            if len(syms) != numel:
+                raise InvalidHeader(f"{where}: dense layout needs {numel} symbols, header says {len(syms)}")
+            return table[syms].reshape(shape)
+        gap_bits = _int_field(desc, "gap_bits", 1, 16, where)
+        gaps = _decode_stream(desc["gap"], _section(sections, f"{name}:gap", where), 1 << gap_bits, numel, where)
+        syms = _decode_stream(desc["sym"], _section(sections, f"{name}:sym", where), k + 1, numel, where)
+        if len(syms) != len(gaps):
+            raise InvalidHeader(f"{where}: {len(syms)} symbols but {len(gaps)} gaps")
+        values = table[syms]
+    elif enc == "float":
+        _keys(desc, {"shape", "enc", "layout", "gap_bits", "n", "gap"}, where)
+        if desc["layout"] != "sparse":
+            raise InvalidHeader(f"{where}: float encoding needs layout 'sparse'")
+        gap_bits = _int_field(desc, "gap_bits", 1, 16, where)
+        n = _int_field(desc, "n", 0, numel, where)
+        values = np.frombuffer(_section(sections, f"{name}:val", where, 4 * n), dtype="<f4").astype(np.float32)
+        gaps = _decode_stream(desc["gap"], _section(sections, f"{name}:gap", where), 1 << gap_bits, numel, where)
+        if len(gaps) != n:
+            raise InvalidHeader(f"{where}: {n} values but {len(gaps)} gaps")
+    else:
+        raise InvalidHeader(f"{where}: unknown encoding {enc!r}; expected 'raw', 'codebook' or 'float'")
+    try:
+        positions = decode_positions(gaps, numel)
+    except FormatError:
+        raise
+    except (ValueError, IndexError) as exc:
+        raise CorruptStream(f"{where}: {exc}") from None
+    out = np.zeros(numel, dtype=np.float32)
+    out[positions] = values
+    return out.reshape(shape)

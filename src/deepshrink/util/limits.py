@@ -1,0 +1,20 @@
+"""Safety limits for reading untrusted files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Safety limits applied when reading a file from an untrusted source."""
+
+    max_header_bytes: int = 1 << 20
+    max_tensor_elements: int = 1 << 28
+    max_total_elements: int = 1 << 30
+
+    def __post_init__(self) -> None:
+        for name in ("max_header_bytes", "max_tensor_elements", "max_total_elements"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"Limits.{name} must be a positive integer, got {v!r}")
