@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -19,7 +20,9 @@ def as_int(value: object, name: str) -> int:
     try:
         return operator.index(value)  # type: ignore[arg-type]
     except TypeError:
-        raise ConfigError(f"{name} must be an integer, got {type(value).__name__} ({value!r})") from None
+        raise ConfigError(
+            f"{name} must be an integer, got {type(value).__name__} ({value!r})"
+        ) from None
 
 
 def check_alphabet(alphabet_size: object) -> int:
@@ -73,47 +76,71 @@ def as_buffer(data: object) -> bytes:
 # --------------------------------------------------------------------------------------------
 # Variable-length bit fields (MSB-first), shared by the Huffman coder.
 
+#: Code words packed per vectorised step (bounds the encoder's temporaries to ~50 MiB).
+PACK_CHUNK = 1 << 20
+#: Bit positions examined per vectorised decoding step (bounds the decoder's temporaries to
+#: ~100 MiB whatever the stream length).
+DECODE_CHUNK_BITS = 1 << 22
 
-def pack_codes(codes: np.ndarray, lengths: np.ndarray) -> tuple[bytes, int]:
-    """Concatenate variable-length code words MSB-first into bytes.
 
-    ``codes[i]`` holds ``lengths[i]`` (1..17) significant bits. Returns the packed bytes
-    (zero-padded to a whole byte) and the exact number of bits written. Code words never
-    overlap, so OR-ing their bits equals adding them, which lets ``np.bincount`` do the
-    scatter in one vectorised call.
+def pack_codes(total_bits: int, parts: Iterable[tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """Concatenate variable-length code words MSB-first into ``ceil(total_bits / 8)`` bytes.
+
+    ``parts`` yields ``(codes, lengths)`` array pairs in stream order; ``codes[i]`` holds
+    ``lengths[i]`` (1..17) significant bits. Code words never overlap, so OR-ing their bits
+    equals adding them, which lets ``np.bincount`` scatter a whole part at once; parts that
+    share a boundary byte are added the same way. Padding bits are zero.
     """
-    lens = lengths.astype(np.int64, copy=False)
-    if lens.size == 0:
-        return b"", 0
-    ends = np.cumsum(lens)
-    total = int(ends[-1])
-    offs = ends - lens
-    nbytes = (total + 7) // 8
-    # 24-bit big-endian window starting at the byte holding the first bit of the code word.
-    v = codes.astype(np.int64, copy=False) << (24 - lens - (offs & 7))
-    byte = offs >> 3
-    idx = np.concatenate([byte, byte + 1, byte + 2])
-    val = np.concatenate([(v >> 16) & 0xFF, (v >> 8) & 0xFF, v & 0xFF]).astype(np.float64)
-    out = np.bincount(idx, weights=val, minlength=nbytes + 2)[:nbytes]
-    return out.astype(np.uint8).tobytes(), total
+    nbytes = (total_bits + 7) // 8
+    out = np.zeros(nbytes + 3, dtype=np.uint8)
+    bit = 0
+    for codes, lengths in parts:
+        lens = lengths.astype(np.int64, copy=False)
+        if lens.size == 0:
+            continue
+        ends = bit + np.cumsum(lens)
+        offs = ends - lens
+        base = bit >> 3
+        # 24-bit big-endian window starting at the byte that holds the code word's first bit.
+        v = codes.astype(np.int64, copy=False) << (24 - lens - (offs & 7))
+        byte = (offs >> 3) - base
+        idx = np.concatenate([byte, byte + 1, byte + 2])
+        val = np.concatenate([(v >> 16) & 0xFF, (v >> 8) & 0xFF, v & 0xFF]).astype(np.float64)
+        acc = np.bincount(idx, weights=val).astype(np.uint8)
+        out[base : base + acc.size] += acc
+        bit = int(ends[-1])
+    if bit != total_bits:  # internal consistency, not input validation
+        raise RuntimeError(f"packed {bit} bits, expected {total_bits}")
+    return out[:nbytes].tobytes()
 
 
-def windows(buf: np.ndarray, start: int, stop: int, width: int) -> np.ndarray:
-    """The ``width``-bit (<= 17) MSB-first window starting at every bit position in [start, stop).
+def windows(buf: np.ndarray, start: int, stop: int, width: int, step: int = 1) -> np.ndarray:
+    """The ``width``-bit (<= 17) MSB-first window at bit positions ``start, start + step, ...
+    < stop``.
 
     ``buf`` is a uint8 array that must extend at least 2 bytes past bit ``stop - 1``'s byte
-    (callers pad it with zeros); bits past the real data read as zero.
+    (callers pad it with zeros).
     """
-    n = stop - start
     dt = np.int32 if stop < (1 << 30) else np.int64
-    b0 = start >> 3
-    b1 = ((stop - 1) >> 3) + 1 if n > 0 else b0
-    seg = buf[b0 : b1 + 2].astype(dt)
-    v = (seg[:-2] << 16) | (seg[1:-1] << 8) | seg[2:]
-    first = start & 7
-    shifts = (24 - width - np.arange(8, dtype=dt)).astype(dt)
-    w = np.repeat(v, 8)[first : first + n]
-    w >>= np.tile(shifts, b1 - b0)[first : first + n]
+    n = stop - start
+    if step == 1:
+        b0 = start >> 3
+        b1 = ((stop - 1) >> 3) + 1 if n > 0 else b0
+        seg = buf[b0 : b1 + 2].astype(dt)
+        v = (seg[:-2] << 16) | (seg[1:-1] << 8) | seg[2:]
+        first = start & 7
+        shifts = (24 - width - np.arange(8, dtype=dt)).astype(dt)
+        w = np.repeat(v, 8)[first : first + n]
+        w >>= np.tile(shifts, b1 - b0)[first : first + n]
+    else:
+        pos = np.arange(start, stop, step, dtype=np.int64)
+        byte = pos >> 3
+        w = (
+            (buf.take(byte).astype(dt) << 16)
+            | (buf.take(byte + 1).astype(dt) << 8)
+            | buf.take(byte + 2).astype(dt)
+        )
+        w >>= (24 - width - (pos & 7)).astype(dt)
     w &= (1 << width) - 1
     return w
 
@@ -131,64 +158,97 @@ def decode_prefix(
 
     ``sym_table``/``len_table`` map every ``width``-bit window to the symbol and length of
     the code word it begins with (length 0 = no valid code word). Every code word must lie
-    inside [start, stop). Returns ``(symbols, end)`` where ``end`` is the absolute bit
-    position after the last code word.
+    inside [start, stop). Returns ``(symbols int64, end)`` where ``end`` is the absolute bit
+    position after the last code word. ``buf`` must hold at least 2 zero bytes past ``stop``.
 
-    Decoding is fully vectorised: ``nxt[i] = i + len(window(i))`` is computed for every bit
-    position, and the chain 0 -> nxt(0) -> ... is followed with pointer doubling: the start
-    of code word ``m`` is ``nxt^m(0)``, composed from ``nxt^(2^k)`` by the binary digits of
-    ``m``; see :func:`_follow_chain`.
+    The bits are processed in regions of at most :data:`DECODE_CHUNK_BITS`; each region is
+    decoded fully vectorised by :func:`_decode_region` and the next region starts where the
+    last complete code word ended.
     """
     n = stop - start
     if count > n:
         raise CorruptStream(
             f"stream claims {count} code words but holds only {n} bits (each takes >= 1 bit)"
         )
+    out = np.empty(count, dtype=np.int64)
     if count == 0:
-        return np.zeros(0, dtype=np.int64), start
-    dt = np.int32 if n + 2 < (1 << 31) else np.int64
+        return out, start
+    valid_lens = np.unique(len_table[len_table > 0]).astype(np.int64)
+    if valid_lens.size == 0:
+        raise CorruptStream("prefix code has no valid code word")
     # All code words are multiples of g bits, so only every g-th position can start one
     # (g > 1 e.g. for equal-length codes, whose bit phases would never synchronise).
-    valid_lens = np.unique(len_table[len_table > 0]).astype(np.int64)
-    g = int(np.gcd.reduce(valid_lens)) if valid_lens.size else 1
-    win = windows(buf, start, stop, width)
-    if g > 1:
-        win = np.ascontiguousarray(win[::g])
-    m = win.size  # candidate positions 0, g, 2g, ... < n; index m = position m*g, m + 1 = error
+    g = int(np.gcd.reduce(valid_lens))
+    syms_of = sym_table.astype(np.int64)
+    lens_of = len_table.astype(np.int64)
+    pos, done = start, 0
+    while done < count:
+        region_end = min(stop, pos + max(DECODE_CHUNK_BITS, 64))  # > any code word
+        want = min(count - done, region_end - pos)
+        syms, end = _decode_region(buf, pos, region_end, want, syms_of, lens_of, width, g)
+        if syms.size == 0 or (region_end == stop and syms.size < want):
+            raise CorruptStream("code word running past the end of the stream")
+        out[done : done + syms.size] = syms
+        done += syms.size
+        pos = end
+    return out, pos
+
+
+def _decode_region(
+    buf: np.ndarray,
+    start: int,
+    stop: int,
+    want: int,
+    sym_table: np.ndarray,
+    len_table: np.ndarray,
+    width: int,
+    g: int,
+) -> tuple[np.ndarray, int]:
+    """Decode up to ``want`` code words that lie entirely in [start, stop).
+
+    ``nxt(i) = i + len(window(i))`` is computed at every candidate position ``start + g*i``
+    and the chain ``0 -> nxt(0) -> ...`` is followed by pointer doubling
+    (:func:`_follow_chain`). Index ``m`` (= number of candidates) stands for a code word
+    ending exactly at ``stop``, ``m + 1`` for one crossing ``stop`` (decoding pauses), and
+    ``m + 2`` for an invalid code word (:class:`CorruptStream`).
+    """
+    n = stop - start
+    dt = np.int32 if n + 3 < (1 << 31) else np.int64
+    win = windows(buf, start, stop, width, g)
+    m = win.size
     lens = len_table.astype(dt).take(win)
     nxt = np.arange(m, dtype=dt) * dt(g) + lens
-    bad = m + 1
-    jump = np.empty(m + 2, dtype=dt)
-    jump[:m] = np.where((lens > 0) & (nxt <= n), nxt // dt(g), bad)
-    jump[m:] = bad
+    jump = np.empty(m + 3, dtype=dt)
+    jump[:m] = np.where(lens == 0, m + 2, np.where(nxt > n, m + 1, nxt // dt(g) if g > 1 else nxt))
+    jump[m : m + 2] = m + 1
+    jump[m + 2] = m + 2
     del nxt, lens
 
-    p = _follow_chain(jump, count)
-    end = int(p[-1])
-    if end > m:
-        raise CorruptStream("invalid code word or code word running past the end of the stream")
-    syms = sym_table.astype(np.int64).take(win.take(p[:-1]))
-    return syms, start + end * g
+    p = _follow_chain(jump, want)
+    if int(p[-1]) == m + 2:
+        raise CorruptStream("invalid code word in the stream")
+    decoded = int(np.count_nonzero(p[1:] <= m))
+    syms = sym_table.take(win.take(p[:decoded]))
+    return syms, start + int(p[decoded]) * g
 
 
 def _follow_chain(jump: np.ndarray, count: int) -> np.ndarray:
-    """Positions ``p[m] = nxt^m(0)`` for ``m = 0..count`` by pointer doubling.
+    """Chain positions ``p[j] = nxt^j(0)`` for ``j = 0..count`` by pointer doubling.
 
-    ``jump`` is ``nxt`` over positions ``0..m+1``, where ``m`` (one past the region) and
-    ``m + 1`` (error) are absorbing sentinels that both map to ``m + 1``.
-    Invariant at level ``k``: ``jump = nxt^(2^k)`` restricted to a domain ``dom`` that holds
-    the whole chain and is closed under ``jump``, and ``p`` holds ``p[0 .. 2^k - 1]``; then
-    ``jump[p]`` are ``p[2^k .. 2^(k+1) - 1]`` (seed doubling, O(count) in total).
+    ``jump`` is ``nxt`` over indices ``0..m+2``; the last three are sentinels that map into
+    the absorbing last two. Invariant at level ``k``: ``jump = nxt^(2^k)`` restricted to a
+    domain that holds the whole chain and is closed under ``jump``, and ``p`` holds
+    ``p[0 .. 2^k - 1]``; then ``jump[p]`` are ``p[2^k .. 2^(k+1) - 1]`` (seed doubling, O(count)
+    work in total).
 
     Prefix codes self-synchronise, so the image of ``nxt^(2^k)`` quickly shrinks towards
     the chain itself; the domain is then shrunk to ``p`` plus that image (still closed and
     still holding the chain), which makes the later squarings ~avg-code-length times
-    cheaper. ``jump`` and ``p`` are kept as indices into ``dom`` (sorted, so the two
-    sentinels stay last). Shrinking stops being attempted once it no longer pays (e.g.
-    fixed-length codes, whose bit phases never merge).
+    cheaper. ``jump`` and ``p`` are kept as indices into the domain (sorted, so the
+    sentinels stay last). Shrinking stops being attempted once it no longer pays.
     """
     dt = jump.dtype
-    dom: np.ndarray | None = None  # domain positions (None: identity 0..m+1)
+    dom: np.ndarray | None = None  # domain indices (None: identity)
     shrink = True
     p = np.zeros(1, dtype=dt)
     while True:
@@ -202,7 +262,7 @@ def _follow_chain(jump: np.ndarray, count: int) -> np.ndarray:
         mark = np.zeros(size, dtype=bool)
         mark[jump] = True
         mark[p] = True
-        mark[-2:] = True
+        mark[-3:] = True
         keep = np.flatnonzero(mark).astype(dt)
         if keep.size > 0.85 * size:
             shrink = False

@@ -61,7 +61,8 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
         )
     if len(buf) > need:
         raise CorruptStream(
-            f"fixed {b}-bit stream of {n} symbols needs {need} bytes, got {len(buf)} (trailing bytes)"
+            f"fixed {b}-bit stream of {n} symbols needs {need} bytes, got {len(buf)} "
+            "(trailing bytes)"
         )
     if n == 0:
         return np.zeros(0, dtype=np.int64)

@@ -1,5 +1,8 @@
 """Canonical, length-limited Huffman coding, vectorised with numpy.
 
+Code lengths are optimal under the 16-bit limit (package-merge, :func:`code_lengths`);
+code words are canonical (:func:`canonical_codes`).
+
 Payload layout (``encode``/``decode``)
 --------------------------------------
 An empty symbol array encodes to ``b""``. Otherwise the payload is one header byte followed
@@ -31,11 +34,12 @@ the padding bits must be zero; otherwise it raises :class:`CorruptStream`.
 
 from __future__ import annotations
 
-import heapq
+import itertools
 
 import numpy as np
 
 from deepshrink.coding._util import (
+    PACK_CHUNK,
     as_buffer,
     as_int,
     check_alphabet,
@@ -59,44 +63,54 @@ _MODE_DELTA = 1
 # Code construction
 
 
-def _huffman_depths(weights: list[int]) -> np.ndarray:
-    """Leaf depths of a Huffman tree over ``len(weights) >= 2`` positive weights."""
-    k = len(weights)
-    heap = [(w, i) for i, w in enumerate(weights)]
-    heapq.heapify(heap)
-    parent = np.empty(2 * k - 1, dtype=np.int64)
-    nid = k
-    while len(heap) > 1:
-        w1, i1 = heapq.heappop(heap)
-        w2, i2 = heapq.heappop(heap)
-        parent[i1] = nid
-        parent[i2] = nid
-        heapq.heappush(heap, (w1 + w2, nid))
-        nid += 1
-    root = 2 * k - 2
-    parent[root] = root
-    # Distance to the root by pointer jumping (log2(depth) vectorised steps).
-    dist = np.ones(2 * k - 1, dtype=np.int64)
-    dist[root] = 0
-    anc = parent
-    while np.any(anc != root):
-        dist = dist + dist[anc]
-        anc = anc[anc]
-    return dist[:k]
+def _package_merge(weights: np.ndarray, limit: int) -> np.ndarray:
+    """Optimal code lengths (at most ``limit``) for ``k >= 2`` positive weights, ``k <= 2**limit``.
+
+    Package-merge (Larmore & Hirschberg 1990), vectorised per level: list ``L`` holds the
+    sorted leaves; list ``j`` merges the leaves with the pairwise sums ("packages") of list
+    ``j + 1``. The first ``2k - 2`` items of list 1 are selected; a selected package selects
+    the two items it was made of, which are always a prefix of the deeper list. A leaf's
+    code length is the number of lists in which it is selected. With ``limit >= k - 1`` the
+    result is an unrestricted optimal (Huffman) code.
+    """
+    k = weights.size
+    order = np.argsort(weights, kind="stable")
+    leaf_w = weights[order]
+    levels: list[tuple[np.ndarray, np.ndarray]] = []  # per list: (leaf id or -1, weight)
+    ids, w = order, leaf_w
+    levels.append((ids, w))
+    for _ in range(limit - 1):
+        half = w.size // 2
+        pkg = w[0 : 2 * half : 2] + w[1 : 2 * half : 2]
+        merged_w = np.concatenate([leaf_w, pkg])
+        merged_id = np.concatenate([order, np.full(half, -1, dtype=order.dtype)])
+        srt = np.argsort(merged_w, kind="stable")  # ties: leaves first
+        ids, w = merged_id[srt], merged_w[srt]
+        levels.append((ids, w))
+    lengths = np.zeros(k, dtype=np.int64)
+    take = 2 * k - 2
+    for ids, _ in reversed(levels):  # list 1 first
+        sel = ids[:take]
+        leaves = sel[sel >= 0]
+        lengths[leaves] += 1
+        take = 2 * (sel.size - leaves.size)
+    return lengths
 
 
 def code_lengths(counts: np.ndarray, max_len: int = MAX_CODE_LENGTH) -> np.ndarray:
-    """Huffman code lengths (uint8) for symbol ``counts``, limited to ``max_len`` bits.
+    """Optimal code lengths (uint8) for symbol ``counts``, limited to ``max_len`` bits.
 
-    Absent symbols (count 0) get length 0; a single present symbol gets length 1. When the
-    optimal code is longer than ``max_len``, the counts are flattened (``max(1, c >> 1)``
-    for present symbols) and the code rebuilt until it fits.
+    Absent symbols (count 0) get length 0; a single present symbol gets length 1. The
+    lengths minimise ``sum(counts * lengths)`` among prefix codes with no code longer than
+    ``max_len`` (package-merge); when the limit does not bind this is a Huffman code.
     """
     c = np.asarray(counts)
     if c.ndim != 1:
         raise ConfigError(f"counts must be a 1-D integer array, got shape {c.shape}")
     if c.size and c.dtype.kind not in "iu":
         raise ConfigError(f"counts must have an integer dtype, got {c.dtype}")
+    if c.size and c.dtype == np.uint64 and int(c.max()) > np.iinfo(np.int64).max:
+        raise ConfigError("counts must fit in int64")
     c = c.astype(np.int64)
     if c.size and int(c.min()) < 0:
         raise ConfigError("counts must be >= 0")
@@ -114,12 +128,12 @@ def code_lengths(counts: np.ndarray, max_len: int = MAX_CODE_LENGTH) -> np.ndarr
     if k > (1 << lim):
         raise ConfigError(f"{k} symbols cannot have codes of at most {lim} bits")
     w = c[present]
-    while True:
-        depths = _huffman_depths(w.tolist())
-        if int(depths.max()) <= lim:
-            break
-        w = np.maximum(1, w >> 1)
-    out[present] = depths
+    # Every list of package-merge sums to at most limit * sum(w) <= 32 * k * max(w): keep
+    # that clear of int64 overflow (only matters for astronomically large counts).
+    shift = max(0, int(w.max()).bit_length() + k.bit_length() + 6 - 62)
+    if shift:
+        w = np.maximum(1, w >> shift)
+    out[present] = _package_merge(w, min(lim, k - 1))
     return out
 
 
@@ -239,10 +253,11 @@ def encode(symbols: np.ndarray, alphabet_size: int) -> bytes:
     codes = canonical_codes(lengths).astype(np.int64)
     w = int(lengths.max()).bit_length()
     mode, tcode, tlen = _table_tokens(lengths, w)
-    body, nbits = pack_codes(
-        np.concatenate([tcode, codes[syms]]), np.concatenate([tlen, lengths[syms]])
-    )
-    pad = (-nbits) % 8
+    total = int(tlen.sum()) + int(counts @ lengths)
+    chunks = (syms[i : i + PACK_CHUNK] for i in range(0, syms.size, PACK_CHUNK))
+    parts = itertools.chain([(tcode, tlen)], ((codes.take(c), lengths.take(c)) for c in chunks))
+    body = pack_codes(total, parts)
+    pad = (-total) % 8
     return bytes([(mode << 6) | (pad << 3) | w]) + body
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepshrink.errors import InvalidHeader
 from deepshrink.fileformat.container import Limits
 from deepshrink.fileformat.model_file import ModelFile, decode_tensors, read_model_file
 from deepshrink.graph import Graph, build
@@ -31,6 +32,13 @@ class CompressedModel(nn.Module):
         self.file_bytes = model_file.container.file_bytes
         self._tensors = tensors
         self.eval()
+        try:  # a dry run on the declared input shape: layer shapes must chain
+            with torch.no_grad():
+                self.net(torch.zeros(1, *self.input_spec.shape))
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise InvalidHeader(
+                f"the stored network does not run on its declared input shape {self.input_spec.shape}: {exc}"
+            ) from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -131,7 +131,7 @@ def fit(
             opt.step()
             if sched is not None:
                 sched.step()
-            running += float(loss) * len(idx)
+            running += loss.item() * len(idx)
             count += len(idx)
             bar.update(1)
         acc = evaluate(model, val)

@@ -1,0 +1,31 @@
+"""Lossless coding of integer symbol streams: fixed-length, canonical Huffman and ANS.
+
+All coders are vectorised with numpy (or run inside ``constriction``); none loops in Python
+per symbol. Decoders treat their input as untrusted and raise
+:class:`~deepshrink.errors.CorruptStream` on malformed data; bad arguments raise
+:class:`~deepshrink.errors.ConfigError`.
+"""
+
+from deepshrink.coding import ans, huffman
+from deepshrink.coding.entropy import entropy_bits, histogram
+from deepshrink.coding.fixed import pack_bits, unpack_bits
+from deepshrink.coding.huffman import canonical_codes, code_lengths
+from deepshrink.coding.relative import decode_positions, encode_positions
+from deepshrink.coding.streams import Coder, decode_stream, encode_stream, fixed_bits
+
+__all__ = [
+    "Coder",
+    "ans",
+    "canonical_codes",
+    "code_lengths",
+    "decode_positions",
+    "decode_stream",
+    "encode_positions",
+    "encode_stream",
+    "entropy_bits",
+    "fixed_bits",
+    "histogram",
+    "huffman",
+    "pack_bits",
+    "unpack_bits",
+]

@@ -1,0 +1,92 @@
+"""One entry point for every coder: :class:`Coder`, :func:`encode_stream`, :func:`decode_stream`.
+
+Payloads carry no symbol count; the caller stores ``count`` (and, for ``fixed``, ``bits``).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+from deepshrink.coding import ans, fixed, huffman
+from deepshrink.coding._util import as_int, check_alphabet, check_count, check_symbols
+from deepshrink.errors import ConfigError, CorruptStream
+
+__all__ = ["Coder", "encode_stream", "decode_stream", "fixed_bits"]
+
+
+class Coder(enum.StrEnum):
+    """Entropy coder of a symbol stream."""
+
+    FIXED = "fixed"
+    HUFFMAN = "huffman"
+    ANS = "ans"
+
+
+def _coder(coder: object) -> Coder:
+    try:
+        return Coder(coder)
+    except ValueError:
+        raise ConfigError(
+            f"coder must be one of {[c.value for c in Coder]}, got {coder!r}"
+        ) from None
+
+
+def fixed_bits(alphabet_size: int, bits: int | None = None) -> int:
+    """Bits per symbol of the fixed coder: ``bits``, or ``max(1, ceil(log2(alphabet_size)))``."""
+    a = check_alphabet(alphabet_size)
+    if bits is None:
+        return max(1, (a - 1).bit_length())
+    b = as_int(bits, "bits")
+    if not 1 <= b <= 32:
+        raise ConfigError(f"bits must be in 1..32, got {b}")
+    if a > 1 << b:
+        raise ConfigError(f"{b} bits cannot hold an alphabet of {a} symbols")
+    return b
+
+
+def encode_stream(
+    symbols: np.ndarray, alphabet_size: int, coder: Coder | str, bits: int | None = None
+) -> bytes:
+    """Encode symbols in ``[0, alphabet_size)`` with ``coder``.
+
+    ``bits`` only affects the ``fixed`` coder (default ``ceil(log2(alphabet_size))``, at
+    least 1); it is validated but otherwise ignored by the entropy coders.
+    """
+    c = _coder(coder)
+    a = check_alphabet(alphabet_size)
+    syms = check_symbols(symbols, a)
+    b = fixed_bits(a, bits)
+    if c is Coder.FIXED:
+        return fixed.pack_bits(syms, b)
+    if c is Coder.HUFFMAN:
+        return huffman.encode(syms, a)
+    return ans.encode(syms, a)
+
+
+def decode_stream(
+    data: bytes,
+    coder: Coder | str,
+    count: int,
+    alphabet_size: int,
+    bits: int | None = None,
+) -> np.ndarray:
+    """Decode ``count`` symbols (int64) written by :func:`encode_stream` with the same arguments.
+
+    :class:`CorruptStream` if the payload is malformed or decodes to a symbol outside
+    ``[0, alphabet_size)``; :class:`ConfigError` for invalid arguments.
+    """
+    c = _coder(coder)
+    a = check_alphabet(alphabet_size)
+    n = check_count(count)
+    b = fixed_bits(a, bits)
+    if c is Coder.FIXED:
+        out = fixed.unpack_bits(data, b, n)
+    elif c is Coder.HUFFMAN:
+        out = huffman.decode(data, n, a)
+    else:
+        out = ans.decode(data, n, a)
+    if out.size and (int(out.min()) < 0 or int(out.max()) >= a):
+        raise CorruptStream(f"{c.value} stream decodes to a symbol outside [0, {a})")
+    return out

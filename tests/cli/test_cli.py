@@ -1,0 +1,85 @@
+"""The command line end to end, on a small real subset of Fashion-MNIST, through --json."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from safetensors.numpy import load_file
+
+from deepshrink.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main([*argv, "--json", "--no-progress"])
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1, out  # exactly one JSON object on stdout
+    return code, json.loads(lines[0])
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    p = tmp_path_factory.mktemp("r") / "fast.toml"
+    p.write_text(
+        'name = "fast"\n[[stages]]\nkind = "prune"\nsteps = 1\n[stages.retrain]\nepochs = 1\n'
+        '[stages.layers]\n_default = { sparsity = 0.8 }\n'
+        '[[stages]]\nkind = "share"\n[stages.finetune]\nepochs = 1\n[stages.layers]\n_default = { bits = 4 }\n'
+        '[[stages]]\nkind = "code"\n'
+    )
+    return p
+
+
+def test_cli_train_compress_eval_info_export(tmp_path, capsys, fashion, recipe):
+    base = tmp_path / "base.safetensors"
+    code, out = run_cli(capsys, "train", "--model", "lenet-300-100", "--data", "fashion-mnist",
+                        "--limit", "2000", "--epochs", "2", "-o", str(base))
+    assert code == 0 and base.exists() and out["parameters"] == 266_610
+    assert 0.5 < out["test_accuracy"] <= 1
+
+    dsz = tmp_path / "m.dsz"
+    code, out = run_cli(capsys, "compress", "--model", "lenet-300-100", "--weights", str(base), "--data",
+                        "fashion-mnist", "--limit", "2000", "--recipe", str(recipe), "-o", str(dsz))
+    assert code == 0 and dsz.stat().st_size == out["file_bytes"]
+    assert out["ratio"] > 10 and [s["stage"] for s in out["stages"]] == ["baseline", "prune", "share", "code"]
+    assert {"name", "shape", "kept", "bits", "index_bytes", "weight_bytes", "ratio"} <= set(out["layers"][0])
+
+    code, ev = run_cli(capsys, "eval", str(dsz), "--data", "fashion-mnist", "--limit", "2000")
+    assert code == 0 and ev["accuracy"] == pytest.approx(out["final_test_accuracy"])
+
+    code, info = run_cli(capsys, "info", str(dsz))
+    assert code == 0 and info["file_bytes"] == dsz.stat().st_size
+    assert [t["name"] for t in info["tensors"]] == ["1.weight", "1.bias", "3.weight", "3.bias", "5.weight", "5.bias"]
+    assert info["input"]["shape"] == [1, 28, 28]
+
+    onnx_path = tmp_path / "m.onnx"
+    code, ex = run_cli(capsys, "export", str(dsz), "-o", str(onnx_path))
+    assert code == 0 and ex["argmax_agreement"] == 1.0 and ex["max_abs_diff"] < 1e-4
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape[1:] == [1, 28, 28]
+
+    st_path = tmp_path / "m.safetensors"
+    code, ex = run_cli(capsys, "export", str(dsz), "-o", str(st_path))
+    state = load_file(str(st_path))
+    assert code == 0 and state["1.weight"].shape == (300, 784)
+    assert np.mean(state["1.weight"] == 0) > 0.75  # the pruning survives into the dense export
+
+
+def test_cli_errors_are_typed_and_json(tmp_path, capsys):
+    bad = tmp_path / "bad.dsz"
+    bad.write_bytes(b"definitely not a model")
+    code, out = run_cli(capsys, "info", str(bad))
+    assert code == 2 and out["type"] == "BadMagic" and "not a deepshrink file" in out["error"]
+    code, out = run_cli(capsys, "train", "--model", "resnet-9000", "--data", "fashion-mnist", "-o", str(tmp_path / "x"))
+    assert code == 2 and "unknown model" in out["error"]
+    code, out = run_cli(capsys, "eval", str(bad), "--data", str(tmp_path / "none.npz"))
+    assert code == 2
+    code, out = run_cli(capsys, "export", str(bad), "-o", str(tmp_path / "m.tflite"))
+    assert code == 2 and "onnx" in out["error"]
+
+
+def test_cli_entry_point_runs_as_module():
+    r = subprocess.run([sys.executable, "-m", "deepshrink", "--version"], capture_output=True, text=True, check=False)
+    assert r.returncode == 0 and r.stdout.startswith("deepshrink ")

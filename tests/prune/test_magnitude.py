@@ -1,0 +1,63 @@
+import pytest
+import torch
+from torch import nn
+
+from deepshrink.errors import ConfigError
+from deepshrink.prune import apply_mask, magnitude_mask, make_permanent, prunable_layers, sparsity_of
+from deepshrink.train import TrainConfig, fit
+
+
+def test_mask_keeps_largest_magnitudes_exactly():
+    w = torch.tensor([[0.1, -5.0, 0.3], [2.0, -0.05, 0.0]])
+    m = magnitude_mask(w, sparsity=0.5)
+    assert m.tolist() == [[0, 1, 0], [1, 0, 0]] or m.sum() == 3
+    assert m[0, 1] == 1 and m[1, 0] == 1 and m[1, 2] == 0
+    assert int(m.sum()) == 3
+    t = magnitude_mask(w, threshold=0.2)
+    assert t.tolist() == [[0, 1, 1], [1, 0, 0]]
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.9, 0.99])
+def test_mask_sparsity_is_exact(sparsity):
+    w = torch.randn(64, 100)
+    m = magnitude_mask(w, sparsity=sparsity)
+    assert int((m == 0).sum()) == round(sparsity * w.numel())
+
+
+def test_mask_rejects_bad_arguments():
+    w = torch.randn(3, 3)
+    with pytest.raises(ConfigError):
+        magnitude_mask(w)
+    with pytest.raises(ConfigError):
+        magnitude_mask(w, sparsity=1.0)
+    with pytest.raises(ConfigError):
+        magnitude_mask(w, sparsity=0.5, threshold=0.1)
+
+
+def test_masks_stay_zero_through_retraining_and_become_permanent():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 3))
+    x, y = torch.randn(256, 20), torch.randint(0, 3, (256,))
+    masks = {}
+    for name, m in prunable_layers(model).items():
+        masks[name] = magnitude_mask(m.weight, sparsity=0.7)
+        apply_mask(m, masks[name])
+    before = {n: m.weight_orig.detach().clone() for n, m in prunable_layers(model).items()}
+    fit(model, (x, y), (x, y), TrainConfig(epochs=3, lr=1e-2, keep_best=False), progress=False)
+    for name, m in prunable_layers(model).items():
+        assert torch.all(m.weight[masks[name] == 0] == 0)
+        assert not torch.equal(m.weight_orig, before[name])  # it did train
+    make_permanent(model)
+    for name, m in prunable_layers(model).items():
+        assert isinstance(m.weight, nn.Parameter) and not hasattr(m, "weight_mask")
+        assert torch.all(m.weight[masks[name] == 0] == 0)
+    assert all(abs(s - 0.7) < 0.01 for s in sparsity_of(model).values())
+
+
+def test_iterative_masks_only_tighten():
+    lin = nn.Linear(50, 50)
+    apply_mask(lin, magnitude_mask(lin.weight, sparsity=0.5))
+    first = lin.weight_mask.clone()
+    apply_mask(lin, magnitude_mask(lin.weight_orig * lin.weight_mask, sparsity=0.8))
+    assert torch.all(lin.weight_mask <= first)
+    assert abs(float((lin.weight_mask == 0).float().mean()) - 0.8) < 0.01
