@@ -62,7 +62,7 @@ def test_compress_end_to_end(trained, fashion_small, quick_recipe):
     # pruning and sharing really happened, layer by layer
     for row in result.layers:
         assert row.kept <= (0.31 if row.name == "5" else 0.11)
-        assert row.codebook <= 31 and row.bits == 5
+        assert 16 <= row.codebook <= 31 and row.bits == 5  # sign-split linear init leaves few clusters empty
     # a real network: far above chance on held-out data after compression
     assert result.file_accuracy > 0.70
     d = result.to_dict()
@@ -109,7 +109,7 @@ def test_user_model_through_the_api(fashion_small):
             self.fc = nn.Linear(6 * 14 * 14, 10)
 
         def forward(self, x):
-            return self.fc(self.pool(torch.relu(self.conv(x))).view(x.size(0), -1))
+            return self.fc(self.pool(torch.relu(self.conv(x))).reshape(x.size(0), -1))
 
     recipe = Recipe.from_dict({"name": "t", "stages": [
         {"kind": "prune", "steps": 1, "retrain": {"epochs": 1}, "layers": {"_default": {"sparsity": 0.5}}},

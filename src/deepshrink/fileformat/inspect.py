@@ -14,7 +14,8 @@ def info(path: str | os.PathLike | bytes, limits: Limits | None = None) -> dict[
     mf = read_model_file(path, limits)
     sections = {k: len(v) for k, v in mf.container.sections.items()}
     tensors = []
-    for name, desc in mf.tensors_desc.items():
+    for name in mf.graph.param_names:  # in network order
+        desc = mf.tensors_desc[name]
         own = {k: n for k, n in sections.items() if k == name or k.startswith(name + ":")}
         numel = 1
         for s in desc["shape"]:

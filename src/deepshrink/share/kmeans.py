@@ -35,7 +35,7 @@ def kmeans_1d(
         return np.zeros(0, np.float32), np.zeros(0, np.int64)
     k = min(k, int(np.unique(v).size))
     if init == "linear":
-        c = np.linspace(v.min(), v.max(), k)
+        c = _linear_init(v, k)
     elif init == "density":
         c = np.quantile(v, (np.arange(k) + 0.5) / k)
     else:
@@ -57,6 +57,21 @@ def kmeans_1d(
     remap = np.full(len(c), -1, np.int64)
     remap[used] = np.arange(len(used))
     return c[used].astype(np.float32), remap[labels]
+
+
+def _linear_init(v: np.ndarray, k: int) -> np.ndarray:
+    """Centroids evenly spaced over the range of the values (Han et al.'s linear initialisation),
+    but over the negative and the positive parts separately when both signs occur. After
+    pruning, the weights leave a gap around zero; plain ``linspace(min, max)`` would put
+    centroids in that gap, where they stay empty and waste code space."""
+    neg, pos = v[v < 0], v[v > 0]
+    if len(neg) == 0 or len(pos) == 0 or k < 2:
+        return np.linspace(v.min(), v.max(), k)
+    span_neg, span_pos = neg.max() - neg.min(), pos.max() - pos.min()
+    total = span_neg + span_pos
+    k_neg = int(round(k * span_neg / total)) if total > 0 else k // 2
+    k_neg = min(max(k_neg, 1), k - 1)
+    return np.concatenate([np.linspace(neg.min(), neg.max(), k_neg), np.linspace(pos.min(), pos.max(), k - k_neg)])
 
 
 class SharedWeight(nn.Module):
