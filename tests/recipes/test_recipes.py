@@ -54,6 +54,7 @@ def test_recipe_from_user_file(tmp_path):
         ('[[stages]]\nkind = "share"\n[stages.finetune]\nepochs = -1\n', "epochs"),
         ('[[stages]]\nkind = "share"\n[stages.finetune]\nlearning_rate = 1\n', "unknown settings"),
         ('[[stages]]\nkind = "code"\ncoder = "zip"\n', "coder"),
+        ('[[stages]]\nkind = "code"\n[stages.layers]\n_default = { gap_bits = "best" }\n', "gap_bits"),
         ('stages = 3\n', "list"),
         ('name = \n', "TOML"),
     ],

@@ -70,3 +70,22 @@ def test_centroid_gradient_is_sum_of_cluster_gradients():
     for j in range(len(expected)):
         expected[j] = dense_grad[idx == j].sum()
     torch.testing.assert_close(centroids_of(lin).grad, expected)
+
+
+def test_round_to_half_keeps_sharing_and_zeros():
+    from deepshrink.share import round_to_half
+    from deepshrink.storage import TensorCoding, encode_tensor
+
+    lin = nn.Linear(30, 20)
+    with torch.no_grad():
+        lin.weight[lin.weight.abs() < 0.05] = 0
+    share_module(lin, bits=4)
+    finalize(lin)
+    zeros = lin.weight == 0
+    n_values = len(torch.unique(lin.weight))
+    round_to_half(lin)
+    w = lin.weight.detach()
+    assert torch.equal(w, w.half().float()) and torch.equal(w == 0, zeros)
+    assert len(torch.unique(w)) <= n_values
+    enc = encode_tensor("b", lin.bias.detach().numpy(), TensorCoding(compress=False))
+    assert enc.descriptor["dtype"] == "float16" and enc.nbytes == 2 * 20

@@ -15,10 +15,12 @@ def tensors(draw):
     n = int(np.prod(shape))
     seed = draw(st.integers(0, 2**31))
     rng = np.random.default_rng(seed)
-    kind = draw(st.sampled_from(["shared", "float", "zeros", "dense-shared"]))
+    kind = draw(st.sampled_from(["shared", "float", "zeros", "dense-shared", "half"]))
     density = draw(st.sampled_from([0.0, 0.01, 0.1, 0.5, 1.0]))
     if kind == "zeros":
         a = np.zeros(n, np.float32)
+    elif kind == "half":
+        a = rng.standard_normal(n).astype(np.float16).astype(np.float32) * (rng.random(n) < density)
     elif kind == "float":
         a = rng.standard_normal(n).astype(np.float32) * (rng.random(n) < density)
     else:
@@ -31,7 +33,8 @@ def tensors(draw):
 
 
 @settings(max_examples=80, deadline=None)
-@given(tensors(), st.sampled_from(list(Coder)), st.integers(1, 9), st.sampled_from(["auto", "dense", "sparse"]))
+@given(tensors(), st.sampled_from(list(Coder)), st.one_of(st.none(), st.integers(1, 9)),
+       st.sampled_from(["auto", "dense", "sparse"]))
 def test_round_trip_is_bit_exact(array, coder, gap_bits, layout):
     enc = encode_tensor("w", array, TensorCoding(coder=coder, gap_bits=gap_bits, layout=layout))
     sections = {k: memoryview(v) for k, v in enc.sections.items()}
@@ -55,8 +58,11 @@ def test_auto_layout_picks_the_smallest():
 def test_uncompressed_tensors_are_raw():
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     enc = encode_tensor("b", a, TensorCoding(compress=False))
-    assert enc.descriptor == {"shape": [2, 3], "enc": "raw"}
-    assert enc.sections == {"b": a.astype("<f4").tobytes()}
+    assert enc.descriptor == {"shape": [2, 3], "dtype": "float16", "enc": "raw"}  # small ints are exact in fp16
+    assert enc.sections == {"b": a.astype("<f2").tobytes()}
+    b = a + np.float32(1e-4)
+    enc = encode_tensor("b", b, TensorCoding(compress=False))
+    assert enc.descriptor["dtype"] == "float32" and enc.sections == {"b": b.astype("<f4").tobytes()}
 
 
 def _encoded():
@@ -73,6 +79,8 @@ def _encoded():
         (lambda d, s: d.update(shape=[-1, 100]), InvalidHeader),
         (lambda d, s: d.update(shape="big"), InvalidHeader),
         (lambda d, s: d.update(enc="pickle"), InvalidHeader),
+        (lambda d, s: d.update(dtype="float64"), InvalidHeader),
+        (lambda d, s: d.pop("dtype"), InvalidHeader),
         (lambda d, s: d.update(k=2), InvalidHeader),
         (lambda d, s: d.update(layout="diagonal"), InvalidHeader),
         (lambda d, s: d["sym"].update(n=10**8), InvalidHeader),
@@ -90,3 +98,13 @@ def test_hostile_descriptors_raise_format_errors(mutate, error):
     mutate(desc, sections)
     with pytest.raises(error):
         decode_tensor("w", desc, sections, Limits())
+
+
+def test_auto_gap_bits_is_never_worse_than_a_fixed_width():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(50_000).astype(np.float32) * (rng.random(50_000) < 0.03)
+    a = np.round(a * 4) / 4  # few distinct values: codebook encoding
+    auto = encode_tensor("w", a, TensorCoding(gap_bits=None, layout="sparse"))
+    for g in (3, 5, 8):
+        assert auto.nbytes <= encode_tensor("w", a, TensorCoding(gap_bits=g, layout="sparse")).nbytes
+    assert 2 <= auto.descriptor["gap_bits"] <= 10

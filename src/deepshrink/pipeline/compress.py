@@ -20,7 +20,7 @@ from deepshrink.graph import trace
 from deepshrink.prune import apply_mask, current_weight, layer_kind, magnitude_mask, make_permanent, prunable_layers
 from deepshrink.recipes.config import CodeStage, PruneStage, Recipe, ShareStage
 from deepshrink.runtime import load
-from deepshrink.share import centroids_of, finalize, share_module
+from deepshrink.share import centroids_of, finalize, round_to_half, share_module
 from deepshrink.storage import TensorCoding, TensorReport
 from deepshrink.train import evaluate, fit
 
@@ -124,7 +124,8 @@ def coding_rule(code: CodeStage, coder: Coder, order: list[str], kinds: dict[str
             return TensorCoding(compress=False)
         settings = code.layers.resolve(layer, kinds[layer], order)
         default_gap = 8 if kinds[layer] == "conv" else 5
-        return TensorCoding(coder=coder, gap_bits=settings.get("gap_bits", default_gap))
+        gap_bits = settings.get("gap_bits", default_gap)
+        return TensorCoding(coder=coder, gap_bits=None if gap_bits == "auto" else gap_bits)
 
     return rule
 
@@ -170,6 +171,8 @@ def _share(model: nn.Module, stage: ShareStage, layers: dict[str, nn.Module], or
     before = evaluate(model, val)
     h = fit(model, train, val, stage.finetune, params=params, desc="share: fine-tune centroids", progress=progress)
     finalize(model)
+    if stage.float16:
+        round_to_half(model)
     return {"layers": ks, "val_accuracy_before_finetune": before, "val_accuracy_after_finetune": h.best_val_accuracy}
 
 

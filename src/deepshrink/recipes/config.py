@@ -73,14 +73,18 @@ class PruneStage:
 @dataclass(frozen=True)
 class ShareStage:
     """k-means weight sharing with ``bits`` per layer (2**bits - 1 centroids plus zero), then
-    centroid fine-tuning."""
+    centroid fine-tuning. With ``float16`` the centroids and all other parameters (biases) are
+    rounded to float16 afterwards, halving their stored bytes."""
 
     layers: LayerRules
     init: str = "linear"
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=1e-4))
+    float16: bool = False
     kind: str = "share"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.float16, bool):
+            raise ConfigError(f"share: float16 must be true or false, got {self.float16!r}")
         if self.init not in INITS:
             raise ConfigError(f"share: init must be one of {INITS}, got {self.init!r}")
         for pattern, s in self.layers.rules:
@@ -89,11 +93,12 @@ class ShareStage:
 
     @classmethod
     def parse(cls, raw: dict[str, Any], where: str) -> ShareStage:
-        _keys(raw, {"kind", "init", "finetune", "layers"}, where)
+        _keys(raw, {"kind", "init", "finetune", "layers", "float16"}, where)
         return cls(
             LayerRules.parse(raw.get("layers"), {"bits": int}, where),
             raw.get("init", "linear"),
             _train(raw.get("finetune"), f"{where}.finetune", TrainConfig(epochs=2, lr=1e-4)),
+            raw.get("float16", False),
         )
 
 
@@ -113,15 +118,16 @@ class CodeStage:
         except ValueError:
             raise ConfigError(f"code: coder must be one of {[c.value for c in Coder]}, got {self.coder!r}") from None
         for pattern, s in self.layers.rules:
-            if "gap_bits" in s and not 1 <= s["gap_bits"] <= 16:
-                raise ConfigError(f"code: layers.{pattern}.gap_bits must be in 1..16, got {s['gap_bits']}")
+            g = s.get("gap_bits", 5)
+            if not (g == "auto" or (isinstance(g, int) and 1 <= g <= 16)):
+                raise ConfigError(f"code: layers.{pattern}.gap_bits must be 1..16 or \"auto\", got {g!r}")
 
     @classmethod
     def parse(cls, raw: dict[str, Any], where: str) -> CodeStage:
         _keys(raw, {"kind", "coder", "layers"}, where)
         layers = raw.get("layers")
         return cls(
-            LayerRules.parse(layers, {"gap_bits": int}, where) if layers is not None else CodeStage().layers,
+            LayerRules.parse(layers, {"gap_bits": (int, str)}, where) if layers is not None else CodeStage().layers,
             raw.get("coder", "huffman"),
         )
 

@@ -124,3 +124,13 @@ def finalize(model: nn.Module) -> nn.Module:
         if is_shared(m):
             P.remove_parametrizations(m, "weight", leave_parametrized=True)
     return model
+
+
+@torch.no_grad()
+def round_to_half(model: nn.Module) -> nn.Module:
+    """Round every parameter to the nearest float16 value (kept as float32). Shared weights stay
+    shared (their centroids are rounded) and zeros stay zero; storage then keeps codebooks and
+    biases in half the bytes, losslessly."""
+    for p in model.parameters():
+        p.copy_(p.to(torch.float16).to(p.dtype))
+    return model

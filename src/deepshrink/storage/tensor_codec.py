@@ -29,21 +29,32 @@ from deepshrink.errors import ConfigError, CorruptStream, FormatError, InvalidHe
 from deepshrink.util.limits import Limits
 
 MAX_CODEBOOK = 1 << 16
+_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+
+
+def value_dtype(values: np.ndarray) -> str:
+    """'float16' when every value survives a round trip through float16 exactly (for example
+    after :func:`deepshrink.share.round_to_half`), else 'float32'. Storage is lossless either way."""
+    v = np.asarray(values, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        return "float16" if np.array_equal(v.astype(np.float16).astype(np.float32), v) else "float32"
+AUTO_GAP_BITS = tuple(range(2, 11))
 
 
 @dataclass(frozen=True)
 class TensorCoding:
-    """How to store one tensor. ``compress=False`` stores it raw (float32)."""
+    """How to store one tensor. ``compress=False`` stores it raw (float32). ``gap_bits=None``
+    tries every width in :data:`AUTO_GAP_BITS` and keeps the smallest result."""
 
     compress: bool = True
     coder: Coder = Coder.HUFFMAN
-    gap_bits: int = 5
+    gap_bits: int | None = 5
     max_codebook: int = 256
     layout: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "coder", Coder(self.coder))
-        if not 1 <= self.gap_bits <= 16:
+        if self.gap_bits is not None and not 1 <= self.gap_bits <= 16:
             raise ConfigError(f"gap_bits must be in 1..16, got {self.gap_bits}")
         if not 1 <= self.max_codebook < MAX_CODEBOOK:
             raise ConfigError(f"max_codebook must be in 1..{MAX_CODEBOOK - 1}, got {self.max_codebook}")
@@ -105,69 +116,77 @@ def _bits_for(alphabet: int) -> int:
     return max(1, math.ceil(math.log2(alphabet))) if alphabet > 1 else 1
 
 
+def _sparse(name: str, base: dict[str, Any], positions: np.ndarray, numel: int, gap_bits: int,
+            coder: Coder, nnz: int, codebook: tuple[int, bytes, np.ndarray] | None,
+            values: np.ndarray) -> EncodedTensor:
+    """The relative-index layout with ``gap_bits``; values by codebook symbols (``codebook`` =
+    (K, codebook bytes, symbol per position)) or as float32."""
+    shape = tuple(base["shape"])
+    gaps, filler = encode_positions(positions, numel, gap_bits)
+    gdesc, gdata, grep = _stream(gaps, 1 << gap_bits, coder, gap_bits)
+    if codebook is not None:
+        k, cb, symbols = codebook
+        syms = np.full(len(gaps), k, dtype=np.int64)
+        syms[~filler] = symbols
+        bits = _bits_for(k + 1)
+        sdesc, sdata, srep = _stream(syms, k + 1, coder, bits)
+        return EncodedTensor(
+            {**base, "enc": "codebook", "k": k, "layout": "sparse", "gap_bits": gap_bits, "sym": sdesc, "gap": gdesc},
+            {f"{name}:cb": cb, f"{name}:sym": sdata, f"{name}:gap": gdata},
+            TensorReport(name, shape, numel, nnz, "codebook", "sparse", k, bits, index_bytes=len(gdata),
+                         weight_bytes=len(sdata) + len(cb), streams={"sym": srep, "gap": grep}),
+        )
+    vals = np.zeros(len(gaps), dtype=_DTYPES[base["dtype"]])
+    vals[~filler] = values
+    vbytes = vals.tobytes()
+    return EncodedTensor(
+        {**base, "enc": "float", "layout": "sparse", "gap_bits": gap_bits, "n": int(len(gaps)), "gap": gdesc},
+        {f"{name}:val": vbytes, f"{name}:gap": gdata},
+        TensorReport(name, shape, numel, nnz, "float", "sparse", 0, 32, index_bytes=len(gdata),
+                     weight_bytes=len(vbytes), streams={"gap": grep}),
+    )
+
+
 def encode_tensor(name: str, array: np.ndarray, coding: TensorCoding) -> EncodedTensor:
-    """Encode ``array`` (any shape, float32) under the key ``name``."""
+    """Encode ``array`` (any shape, float32) under the key ``name``: every candidate encoding
+    allowed by ``coding`` is built and the smallest is kept."""
     array = np.ascontiguousarray(array, dtype=np.float32)
     shape = tuple(int(s) for s in array.shape)
     flat = array.reshape(-1)
-    nonzero_mask = flat != 0
-    nnz = int(nonzero_mask.sum())
-    base = {"shape": list(shape)}
-    candidates: list[EncodedTensor] = []
+    positions = np.flatnonzero(flat)
+    nnz = len(positions)
+    base = {"shape": list(shape), "dtype": value_dtype(flat)}
     raw = EncodedTensor(
         {**base, "enc": "raw"},
-        {name: flat.astype("<f4").tobytes()},
-        TensorReport(name, shape, flat.size, nnz, "raw", "dense", weight_bytes=flat.size * 4),
+        {name: flat.astype(_DTYPES[base["dtype"]]).tobytes()},
+        TensorReport(name, shape, flat.size, nnz, "raw", "dense",
+                     weight_bytes=flat.size * _DTYPES[base["dtype"]].itemsize),
     )
-    candidates.append(raw)
-    if coding.compress and flat.size:
-        uniq = np.unique(flat[nonzero_mask])
-        positions = np.flatnonzero(nonzero_mask)
-        if len(uniq) <= coding.max_codebook:
-            k = len(uniq)
-            alphabet = k + 1
-            bits = _bits_for(alphabet)
-            codebook = uniq.astype("<f4").tobytes()
+    if not coding.compress or flat.size == 0:
+        return raw
+    candidates: list[EncodedTensor] = [] if coding.layout != "auto" else [raw]
+    values = flat[positions]
+    uniq = np.unique(values)
+    codebook = None
+    if len(uniq) <= coding.max_codebook:
+        k = len(uniq)
+        codebook = (k, uniq.astype(_DTYPES[base["dtype"]]).tobytes(), np.searchsorted(uniq, values))
+        if coding.layout in ("auto", "dense"):
+            bits = _bits_for(k + 1)
             symbols_all = np.full(flat.size, k, dtype=np.int64)
-            symbols_all[positions] = np.searchsorted(uniq, flat[positions])
-            if coding.layout in ("auto", "dense"):
-                desc, data, rep = _stream(symbols_all, alphabet, coding.coder, bits)
-                candidates.append(EncodedTensor(
-                    {**base, "enc": "codebook", "k": k, "layout": "dense", "sym": desc},
-                    {f"{name}:cb": codebook, f"{name}:sym": data},
-                    TensorReport(name, shape, flat.size, nnz, "codebook", "dense", k, bits,
-                                 index_bytes=0, weight_bytes=len(data) + len(codebook), streams={"sym": rep}),
-                ))
-            if coding.layout in ("auto", "sparse"):
-                gaps, filler = encode_positions(positions, flat.size, coding.gap_bits)
-                syms = np.full(len(gaps), k, dtype=np.int64)
-                syms[~filler] = symbols_all[positions]
-                sdesc, sdata, srep = _stream(syms, alphabet, coding.coder, bits)
-                gdesc, gdata, grep = _stream(gaps, 1 << coding.gap_bits, coding.coder, coding.gap_bits)
-                candidates.append(EncodedTensor(
-                    {**base, "enc": "codebook", "k": k, "layout": "sparse", "gap_bits": coding.gap_bits,
-                     "sym": sdesc, "gap": gdesc},
-                    {f"{name}:cb": codebook, f"{name}:sym": sdata, f"{name}:gap": gdata},
-                    TensorReport(name, shape, flat.size, nnz, "codebook", "sparse", k, bits,
-                                 index_bytes=len(gdata), weight_bytes=len(sdata) + len(codebook),
-                                 streams={"sym": srep, "gap": grep}),
-                ))
-        elif coding.layout in ("auto", "sparse"):
-            gaps, filler = encode_positions(positions, flat.size, coding.gap_bits)
-            values = np.zeros(len(gaps), dtype="<f4")
-            values[~filler] = flat[positions]
-            gdesc, gdata, grep = _stream(gaps, 1 << coding.gap_bits, coding.coder, coding.gap_bits)
-            vbytes = values.tobytes()
+            symbols_all[positions] = codebook[2]
+            desc, data, rep = _stream(symbols_all, k + 1, coding.coder, bits)
             candidates.append(EncodedTensor(
-                {**base, "enc": "float", "layout": "sparse", "gap_bits": coding.gap_bits, "n": int(len(gaps)),
-                 "gap": gdesc},
-                {f"{name}:val": vbytes, f"{name}:gap": gdata},
-                TensorReport(name, shape, flat.size, nnz, "float", "sparse", 0, 32,
-                             index_bytes=len(gdata), weight_bytes=len(vbytes), streams={"gap": grep}),
+                {**base, "enc": "codebook", "k": k, "layout": "dense", "sym": desc},
+                {f"{name}:cb": codebook[1], f"{name}:sym": data},
+                TensorReport(name, shape, flat.size, nnz, "codebook", "dense", k, bits,
+                             weight_bytes=len(data) + len(codebook[1]), streams={"sym": rep}),
             ))
-        if coding.layout != "auto" and len(candidates) > 1:
-            candidates = candidates[1:]
-    return min(candidates, key=lambda c: c.nbytes)
+    if coding.layout in ("auto", "sparse"):
+        widths = AUTO_GAP_BITS if coding.gap_bits is None else (coding.gap_bits,)
+        for gap_bits in widths:
+            candidates.append(_sparse(name, base, positions, flat.size, gap_bits, coding.coder, nnz, codebook, values))
+    return min(candidates or [raw], key=lambda c: c.nbytes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,20 +258,23 @@ def decode_tensor(name: str, desc: Any, sections: Mapping[str, memoryview], limi
     where = f"tensor {name!r}"
     shape, numel = check_shape(desc, where, limits)
     enc = desc.get("enc")
+    dt = _DTYPES.get(desc.get("dtype")) if isinstance(desc.get("dtype"), str) else None
+    if dt is None:
+        raise InvalidHeader(f"{where}: dtype must be one of {sorted(_DTYPES)}, got {desc.get('dtype')!r}")
     if enc == "raw":
-        _keys(desc, {"shape", "enc"}, where)
-        data = _section(sections, name, where, 4 * numel)
-        return np.frombuffer(data, dtype="<f4").astype(np.float32).reshape(shape)
+        _keys(desc, {"shape", "dtype", "enc"}, where)
+        data = _section(sections, name, where, dt.itemsize * numel)
+        return np.frombuffer(data, dtype=dt).astype(np.float32).reshape(shape)
     if enc == "codebook":
         layout = desc.get("layout")
         if layout == "dense":
-            _keys(desc, {"shape", "enc", "k", "layout", "sym"}, where)
+            _keys(desc, {"shape", "dtype", "enc", "k", "layout", "sym"}, where)
         elif layout == "sparse":
-            _keys(desc, {"shape", "enc", "k", "layout", "gap_bits", "sym", "gap"}, where)
+            _keys(desc, {"shape", "dtype", "enc", "k", "layout", "gap_bits", "sym", "gap"}, where)
         else:
             raise InvalidHeader(f"{where}: layout must be 'dense' or 'sparse', got {layout!r}")
         k = _int_field(desc, "k", 0, MAX_CODEBOOK - 1, where)
-        cb = np.frombuffer(_section(sections, f"{name}:cb", where, 4 * k), dtype="<f4").astype(np.float32)
+        cb = np.frombuffer(_section(sections, f"{name}:cb", where, dt.itemsize * k), dtype=dt).astype(np.float32)
         table = np.append(cb, np.float32(0.0))
         if layout == "dense":
             syms = _decode_stream(desc["sym"], _section(sections, f"{name}:sym", where), k + 1, numel, where)
@@ -266,12 +288,12 @@ def decode_tensor(name: str, desc: Any, sections: Mapping[str, memoryview], limi
             raise InvalidHeader(f"{where}: {len(syms)} symbols but {len(gaps)} gaps")
         values = table[syms]
     elif enc == "float":
-        _keys(desc, {"shape", "enc", "layout", "gap_bits", "n", "gap"}, where)
+        _keys(desc, {"shape", "dtype", "enc", "layout", "gap_bits", "n", "gap"}, where)
         if desc["layout"] != "sparse":
             raise InvalidHeader(f"{where}: float encoding needs layout 'sparse'")
         gap_bits = _int_field(desc, "gap_bits", 1, 16, where)
         n = _int_field(desc, "n", 0, numel, where)
-        values = np.frombuffer(_section(sections, f"{name}:val", where, 4 * n), dtype="<f4").astype(np.float32)
+        values = np.frombuffer(_section(sections, f"{name}:val", where, dt.itemsize * n), dtype=dt).astype(np.float32)
         gaps = _decode_stream(desc["gap"], _section(sections, f"{name}:gap", where), 1 << gap_bits, numel, where)
         if len(gaps) != n:
             raise InvalidHeader(f"{where}: {n} values but {len(gaps)} gaps")
