@@ -132,7 +132,7 @@ def coding_rule(code: CodeStage, coder: Coder, order: list[str], kinds: dict[str
 
 def _prune(model: nn.Module, stage: PruneStage, layers: dict[str, nn.Module], order: list[str],
            data: tuple, progress: bool | None) -> dict[str, Any]:
-    train, val = data
+    train, val, teacher = data
     targets = {}
     for name, m in layers.items():
         s = stage.layers.resolve(name, layer_kind(m), order)
@@ -151,7 +151,8 @@ def _prune(model: nn.Module, stage: PruneStage, layers: dict[str, nn.Module], or
             else:
                 mask = magnitude_mask(w, threshold=s["quality"] * frac * std0[name])
             apply_mask(layers[name], mask)
-        h = fit(model, train, val, stage.retrain, desc=f"prune {step}/{stage.steps}", progress=progress)
+        h = fit(model, train, val, stage.retrain, desc=f"prune {step}/{stage.steps}", progress=progress,
+                teacher_logits=teacher)
         hist.append(h.best_val_accuracy)
     make_permanent(model)
     return {"val_accuracy_per_step": hist, "targets": {k: dict(v) for k, v in targets.items()}}
@@ -159,7 +160,7 @@ def _prune(model: nn.Module, stage: PruneStage, layers: dict[str, nn.Module], or
 
 def _share(model: nn.Module, stage: ShareStage, layers: dict[str, nn.Module], order: list[str],
            data: tuple, progress: bool | None) -> dict[str, Any]:
-    train, val = data
+    train, val, teacher = data
     ks = {}
     for name, m in layers.items():
         bits = stage.layers.resolve(name, layer_kind(m), order).get("bits")
@@ -169,11 +170,18 @@ def _share(model: nn.Module, stage: ShareStage, layers: dict[str, nn.Module], or
     frozen = {id(m.weight) for n, m in layers.items() if n not in ks}
     params = [p for p in model.parameters() if id(p) in shared or id(p) not in frozen]
     before = evaluate(model, val)
-    h = fit(model, train, val, stage.finetune, params=params, desc="share: fine-tune centroids", progress=progress)
+    h = fit(model, train, val, stage.finetune, params=params, desc="share: fine-tune centroids", progress=progress,
+            teacher_logits=teacher)
     finalize(model)
     if stage.float16:
         round_to_half(model)
     return {"layers": ks, "val_accuracy_before_finetune": before, "val_accuracy_after_finetune": h.best_val_accuracy}
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 def compress(
@@ -199,14 +207,17 @@ def compress(
     dense = dense_bytes(model)
     stages = [StageReport("baseline", evaluate(model, val), evaluate(model, test), dense, dense, 1.0, 0.0)]
     code = recipe.code_stage
+    teacher = None
+    if recipe.distills:
+        teacher = _logits(model, train[0])  # the dense model teaches its compressed self
     pack_report: PackReport | None = None
     blob = b""
     for stage in recipe.stages:
         start = time.perf_counter()
         if isinstance(stage, PruneStage):
-            detail = _prune(model, stage, layers, order, (train, val), progress)
+            detail = _prune(model, stage, layers, order, (train, val, teacher), progress)
         elif isinstance(stage, ShareStage):
-            detail = _share(model, stage, layers, order, (train, val), progress)
+            detail = _share(model, stage, layers, order, (train, val, teacher), progress)
         else:
             detail = {"coder": stage.coder.value}
         coder = stage.coder if isinstance(stage, CodeStage) else Coder.FIXED

@@ -155,6 +155,14 @@ class Recipe:
             )
 
     @property
+    def distills(self) -> bool:
+        """Whether any (re)training stage learns from the dense model's soft targets."""
+        return any(
+            isinstance(s, PruneStage) and s.retrain.distill > 0 or isinstance(s, ShareStage) and s.finetune.distill > 0
+            for s in self.stages
+        )
+
+    @property
     def code_stage(self) -> CodeStage:
         for s in self.stages:
             if isinstance(s, CodeStage):

@@ -32,6 +32,8 @@ class TrainConfig:
     schedule: str = "cosine"
     seed: int = 0
     keep_best: bool = True
+    distill: float = 0.0
+    temperature: float = 4.0
 
     def __post_init__(self) -> None:
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
@@ -46,6 +48,10 @@ class TrainConfig:
             raise ConfigError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if not (0 <= self.weight_decay < 1) or not (0 <= self.momentum < 1):
             raise ConfigError("weight_decay and momentum must be in [0, 1)")
+        if not (isinstance(self.distill, (int, float)) and 0 <= self.distill <= 1):
+            raise ConfigError(f"distill (weight of the teacher's soft targets) must be in [0, 1], got {self.distill!r}")
+        if not (isinstance(self.temperature, (int, float)) and 0 < self.temperature <= 100):
+            raise ConfigError(f"temperature must be in (0, 100], got {self.temperature!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,13 +95,19 @@ def fit(
     params: Iterable[nn.Parameter] | None = None,
     desc: str = "train",
     progress: bool | None = None,
+    teacher_logits: torch.Tensor | None = None,
 ) -> History:
     """Train ``model`` (or only ``params``) with cross-entropy; returns the history.
 
     With ``keep_best`` the weights of the epoch with the best validation accuracy are restored at
     the end (validation data comes from the training set, never the test set). Any forward
     pre-hooks or parametrizations on the model (pruning masks, shared weights) stay active.
+
+    With ``config.distill > 0`` and ``teacher_logits`` (the teacher's outputs on ``train``, in
+    order) the loss is ``(1 - a)·CE + a·T²·KL(teacher_T ‖ student_T)`` (Hinton et al. 2015).
     """
+    if config.distill > 0 and (teacher_logits is None or len(teacher_logits) != len(train[0])):
+        raise ConfigError("distill > 0 needs teacher_logits with one row per training sample")
     hist = History()
     if config.epochs == 0:
         hist.val_accuracy.append(evaluate(model, val))
@@ -126,7 +138,13 @@ def fit(
         for i in range(0, len(x), config.batch_size):
             idx = order[i : i + config.batch_size]
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            out = model(x[idx])
+            loss = F.cross_entropy(out, y[idx])
+            if config.distill > 0:
+                t = config.temperature
+                soft = F.kl_div(F.log_softmax(out / t, dim=1), F.log_softmax(teacher_logits[idx] / t, dim=1),
+                                reduction="batchmean", log_target=True)
+                loss = (1 - config.distill) * loss + config.distill * t * t * soft
             loss.backward()
             opt.step()
             if sched is not None:
