@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from deepshrink import __version__
@@ -29,11 +30,21 @@ def _progress(args: argparse.Namespace) -> bool | None:
 def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="fashion-mnist",
                    help="'fashion-mnist', 'mnist', a folder of IDX files, or an .npz file (default: fashion-mnist)")
-    p.add_argument("--val-size", type=float, default=5000,
+    p.add_argument("--val-size", type=_val_size, default=5000,
                    help="validation samples carved from the training data (count, or fraction < 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None,
                    help="use only this many training samples (quick runs); validation and test are subset too")
+
+
+def _val_size(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {text!r}") from None
+    if not (0 <= v < 1 or (v >= 1 and v == int(v) and v < 1e9)):
+        raise argparse.ArgumentTypeError(f"expected a whole count ≥ 1 or a fraction in [0, 1), got {text!r}")
+    return v
 
 
 def _load_data(args: argparse.Namespace):
@@ -161,23 +172,23 @@ def cmd_info(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
     out = {"command": "info", "file": str(args.file), **info(args.file)}
     if not args.json:
-        console.print(f"[bold]{args.file}[/]: {out['producer']}, format v{out['format_version']}, "
+        console.print(f"[bold]{escape(str(args.file))}[/]: {escape(out['producer'])}, format v{out['format_version']}, "
                       f"{_kb(out['file_bytes'])} (header {_kb(out['header_bytes'])}), dense {_kb(out['dense_bytes'])}, "
                       f"ratio {out['ratio']:.1f}×")
         spec = out["input"]
-        console.print(f"input: shape {spec['shape']} {spec['dtype']}, × {spec['scale']:.6g}, mean {spec['mean']}, std {spec['std']}")
+        console.print(escape(f"input: shape {spec['shape']} {spec['dtype']}, × {spec['scale']:.6g}, mean {spec['mean']}, std {spec['std']}"))
         g = Table(title="graph")
         for col in ("node", "op", "inputs", "params"):
             g.add_column(col)
         for n in out["graph"]:
-            g.add_row(n["name"], n["op"], ", ".join(n["inputs"]),
-                      ", ".join(f"{r} {'×'.join(map(str, s))}" for r, s in n["params"].items()))
+            g.add_row(escape(n["name"]), n["op"], escape(", ".join(n["inputs"])),
+                      escape(", ".join(f"{r} {'×'.join(map(str, s))}" for r, s in n["params"].items())))
         console.print(g)
         t = Table(title="tensors")
         for col in ("tensor", "shape", "encoding", "coder", "codebook", "bytes", "dense", "ratio"):
             t.add_column(col, justify="right" if col in ("bytes", "dense", "ratio", "codebook") else "left")
         for x in out["tensors"]:
-            t.add_row(x["name"], "×".join(map(str, x["shape"])), f"{x['encoding']}/{x['layout']}", x["coder"],
+            t.add_row(escape(x["name"]), "×".join(map(str, x["shape"])), f"{x['encoding']}/{x['layout']}", x["coder"],
                       str(x["codebook"]), _kb(x["bytes"]), _kb(x["dense_bytes"]),
                       f"{x['ratio']:.1f}×" if x["ratio"] else "-")
         console.print(t)
@@ -252,15 +263,24 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     try:
         out = args.func(args, console)
-    except DeepshrinkError as exc:
-        if args.json:
-            print(json.dumps({"command": args.command, "error": str(exc), "type": type(exc).__name__}))
-        else:
-            Console(stderr=True).print(f"[red]error[/]: {exc}", highlight=False)
-        return 2
+    except (DeepshrinkError, OSError) as exc:  # bad input: a typed message, exit status 2
+        return _fail(args, exc, 2)
+    except Exception as exc:  # a bug: still one JSON object with --json, then the traceback
+        _fail(args, exc, 1)
+        if not args.json:
+            raise
+        return 1
     if args.json:
-        print(json.dumps(out, default=_jsonable))
+        print(json.dumps(out, default=_jsonable, allow_nan=False))
     return 0
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, code: int) -> int:
+    if args.json:
+        print(json.dumps({"command": args.command, "error": str(exc), "type": type(exc).__name__}))
+    else:
+        Console(stderr=True).print(f"[red]error[/]: {escape(str(exc))}", highlight=False)
+    return code
 
 
 def _jsonable(o: Any) -> Any:

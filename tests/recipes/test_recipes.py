@@ -28,6 +28,10 @@ def test_rule_precedence():
     assert rules.resolve("fc1", "linear", order)["sparsity"] == 0.8
     assert rules.resolve("fc2", "linear", order)["sparsity"] == 0.1
     assert rules.resolve("out", "linear", order)["sparsity"] == 0.7
+    # alternatives: a more specific quality replaces a generic sparsity
+    rules = LayerRules.parse({"_linear": {"sparsity": 0.9}, "fc3": {"quality": 0.5}},
+                             {"sparsity": (int, float), "quality": (int, float)}, "t")
+    assert rules.resolve("fc3", "linear", ["fc3"], exclusive=[{"sparsity", "quality"}]) == {"quality": 0.5}
 
 
 def test_recipe_from_user_file(tmp_path):

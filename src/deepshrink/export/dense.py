@@ -12,7 +12,7 @@ import onnxruntime as ort
 import torch
 from safetensors.torch import save_file
 
-from deepshrink.errors import ConfigError
+from deepshrink.errors import ConfigError, UnsupportedOperationError
 from deepshrink.export.onnx_export import save_onnx, to_onnx
 from deepshrink.runtime.model import CompressedModel, load
 from deepshrink.util.atomic import atomic_path
@@ -36,8 +36,11 @@ def export_safetensors(model: CompressedModel, path: str | os.PathLike) -> int:
 def onnx_agreement(model: CompressedModel, onnx_bytes: bytes, n: int = 16, seed: int = 0) -> dict[str, float]:
     """Run onnxruntime and PyTorch on the same random input; max |difference| and argmax agreement."""
     x = torch.randn(n, *model.input_spec.shape, generator=torch.Generator().manual_seed(seed))
-    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"input": x.numpy()})[0]
+    try:
+        sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"input": x.numpy()})[0]
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise UnsupportedOperationError(f"onnxruntime cannot run the exported network: {exc}") from None
     with torch.no_grad():
         want = model(x).numpy()
     return {
@@ -57,6 +60,11 @@ def export(path: str | os.PathLike, out: str | os.PathLike, fmt: str | None = No
     if fmt == "safetensors":
         return {"format": fmt, "path": str(out), "bytes": export_safetensors(model, out)}
     proto = to_onnx(model.graph, model.dense_state_dict(), model.input_spec.shape)
-    size = save_onnx(proto, out)
     check = onnx_agreement(model, proto.SerializeToString())
+    if check["max_abs_diff"] > 1e-3 or check["argmax_agreement"] < 1.0:
+        raise UnsupportedOperationError(
+            f"onnxruntime and PyTorch disagree on the exported network (max |diff| {check['max_abs_diff']:.3g}); "
+            "nothing was written"
+        )
+    size = save_onnx(proto, out)
     return {"format": fmt, "path": str(out), "bytes": size, **check}

@@ -109,7 +109,10 @@ def to_onnx(
             raise UnsupportedOperationError(f"op {op!r} has no ONNX translation")
 
     out_name = "output"
-    nodes.append(helper.make_node("Identity", [graph.output], [out_name], name="output"))
+    taken = {n.name for n in graph.nodes} | set(inits)
+    while out_name in taken:  # a layer may itself be called "output"
+        out_name += "_"
+    nodes.append(helper.make_node("Identity", [graph.output], [out_name], name=out_name))
     inp = helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", *input_shape])
     with torch.no_grad():  # the output's per-sample shape, from one dry run in PyTorch
         probe = build(graph, tensors)(torch.zeros(1, *input_shape))
@@ -119,7 +122,10 @@ def to_onnx(
     )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="deepshrink")
     model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise UnsupportedOperationError(f"the network cannot be expressed in ONNX opset {OPSET}: {exc}") from None
     return model
 
 

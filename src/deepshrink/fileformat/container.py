@@ -18,6 +18,7 @@ Every check happens before any allocation sized by the file's claims.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import zlib
@@ -87,6 +88,19 @@ def _reject_constant(name: str) -> None:
     raise InvalidHeader(f"header: {name} is not allowed in JSON")
 
 
+def _parse_int(text: str) -> int:
+    if len(text) > 20:
+        raise InvalidHeader(f"header: integer with {len(text)} digits is out of range")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text) if len(text) <= 64 else math.inf
+    if not math.isfinite(value):
+        raise InvalidHeader(f"header: number {text[:30]!r} is out of the float range")
+    return value
+
+
 def unpack(data: bytes | bytearray | memoryview, limits: Limits | None = None) -> Container:
     """Parse and verify a container held in memory. Raises a :class:`FormatError` subclass."""
     limits = limits or Limits()
@@ -125,9 +139,12 @@ def unpack(data: bytes | bytearray | memoryview, limits: Limits | None = None) -
         raw = bytes(stored)
     try:
         header = json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+            raw.decode("utf-8"), object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant,
+            parse_int=_parse_int, parse_float=_parse_float,
         )
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # lone surrogates (\ud800) parse but are not text: refuse them here, not in a printer
+        json.dumps(header, ensure_ascii=False).encode("utf-8")
+    except (UnicodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
         raise InvalidHeader(f"header is not valid UTF-8 JSON: {exc}") from None
     if not isinstance(header, dict):
         raise InvalidHeader("header must be a JSON object")
@@ -169,9 +186,11 @@ def read(path: str | os.PathLike, limits: Limits | None = None) -> Container:
     """Read and verify a container from a file."""
     path = Path(path)
     try:
+        if not path.exists():
+            raise FormatError(f"{str(path)!r} does not exist")
+        if not path.is_file():
+            raise FormatError(f"{str(path)!r} is not a regular file, expected a .dsz file")
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise FormatError(f"{str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise FormatError(f"{str(path)!r} is a directory, expected a .dsz file") from None
+    except OSError as exc:
+        raise FormatError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
     return unpack(data, limits)

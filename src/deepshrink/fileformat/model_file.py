@@ -17,7 +17,7 @@ from deepshrink.errors import DeepshrinkError, InvalidHeader, LimitExceeded, Mod
 from deepshrink.fileformat import container
 from deepshrink.fileformat.container import Container, Limits
 from deepshrink.graph import Graph, build, trace
-from deepshrink.storage import TensorCoding, TensorReport, check_shape, decode_tensor, encode_tensor
+from deepshrink.storage import TensorCoding, TensorReport, check_descriptor, decode_tensor, encode_tensor, section_owner
 from deepshrink.util.atomic import write_bytes_atomic
 
 FORMAT = "deepshrink"
@@ -164,15 +164,12 @@ def parse_header(parsed: Container, limits: Limits) -> ModelFile:
             f"header 'tensors' must describe exactly the graph's parameters: missing "
             f"{sorted(wanted - set(tensors_desc))}, unexpected {sorted(set(tensors_desc) - wanted)}"
         )
-    total = 0
-    for name, desc in tensors_desc.items():
-        total += check_shape(desc, f"tensor {name!r}", limits)[1]
-        if total > limits.max_total_elements:
-            raise LimitExceeded(f"the file's tensors exceed the limit of {limits.max_total_elements} elements")
-    used = set()
-    for name in tensors_desc:
-        used.update(k for k in parsed.sections if k == name or k.startswith(name + ":"))
-    stray = sorted(set(parsed.sections) - used)
+    numels = {name: check_descriptor(name, desc, limits)[1] for name, desc in tensors_desc.items()}
+    # every node reference counts: a network builds one copy of a parameter per node using it
+    total = sum(numels[p] for node in graph.nodes for p in node.params.values())
+    if total > limits.max_total_elements:
+        raise LimitExceeded(f"the file's network needs {total} parameter values, over the limit of {limits.max_total_elements}")
+    stray = sorted(k for k in parsed.sections if section_owner(k) not in tensors_desc)
     if stray:
         raise InvalidHeader(f"sections {stray[:5]} belong to no tensor")
     return ModelFile(graph, spec, tensors_desc, h["meta"], h["producer"], parsed)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepshrink.errors import InvalidHeader
+from deepshrink.errors import InvalidHeader, LimitExceeded
 from deepshrink.graph.ir import INPUT, Graph, Node
 
 
@@ -22,7 +22,7 @@ def _expect(node: Node, role: str, tensors: Mapping[str, torch.Tensor], ndim: in
     return t
 
 
-def _module(node: Node, tensors: Mapping[str, torch.Tensor]) -> nn.Module | None:
+def _module(node: Node, tensors: Mapping[str, torch.Tensor], device: str) -> nn.Module | None:
     op, a = node.op, node.attrs
     if op == "linear":
         w = _expect(node, "weight", tensors, 2)
@@ -30,6 +30,8 @@ def _module(node: Node, tensors: Mapping[str, torch.Tensor]) -> nn.Module | None
     elif op == "conv2d":
         w = _expect(node, "weight", tensors, 4)
         groups = a["groups"]
+        if w.shape[0] % groups:
+            raise InvalidHeader(f"node {node.name!r}: {w.shape[0]} output channels are not divisible by groups={groups}")
         m = nn.Conv2d(
             w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride=tuple(a["stride"]),
             padding=tuple(a["padding"]), dilation=tuple(a["dilation"]), groups=groups,
@@ -51,36 +53,60 @@ def _module(node: Node, tensors: Mapping[str, torch.Tensor]) -> nn.Module | None
                 f"node {node.name!r}: {role} {pname!r} has shape {tuple(t.shape)}, expected {expected}"
             )
         params[role] = t
-    m = m.to_empty(device="cpu")
+    m = m.to_empty(device=device)
+    if device == "meta":
+        return m
     with torch.no_grad():
+        for t in list(m.parameters()) + list(m.buffers()):
+            t.zero_()  # nothing uninitialised, even for a role the node does not name
         for role, t in params.items():
             getattr(m, role).copy_(t)
-    if op == "batch_norm":
-        m.num_batches_tracked.zero_()
     return m
 
 
 class GraphNet(nn.Module):
     """An ``nn.Module`` that runs a :class:`Graph` with the given parameter tensors."""
 
-    def __init__(self, graph: Graph, tensors: Mapping[str, torch.Tensor]):
+    def __init__(self, graph: Graph, tensors: Mapping[str, torch.Tensor], device: str = "cpu"):
         super().__init__()
         self.graph = graph
         self.layers = nn.ModuleDict()
         self._keys: dict[str, str] = {}
+        self._sources: dict[str, tuple[str, str]] = {}  # parameter name -> (layer key, role)
         for node in graph.nodes:
-            m = _module(node, tensors)
+            m = _module(node, tensors, device)
             if m is not None:
                 key = f"n{len(self._keys)}"
                 self._keys[node.name] = key
                 self.layers[key] = m
+                for role, pname in node.params.items():
+                    self._sources.setdefault(pname, (key, role))
+        # free every intermediate value after its last use
+        last: dict[str, int] = {}
+        for i, node in enumerate(graph.nodes):
+            for inp in node.inputs:
+                last[inp] = i
+        self._free_after = [[n for n, j in last.items() if j == i and n != graph.output] for i in range(len(graph.nodes))]
+        self.max_elements: int | None = None
         self.eval()
+
+    def named_graph_tensors(self) -> dict[str, torch.Tensor]:
+        """The network's parameters under their names in the graph (the source model's names)."""
+        return {p: getattr(self.layers[key], role) for p, (key, role) in self._sources.items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env: dict[str, torch.Tensor] = {INPUT: x}
-        for node in self.graph.nodes:
-            args = [env[i] for i in node.inputs]
-            env[node.name] = self._apply(node, args)
+        for i, node in enumerate(self.graph.nodes):
+            args = [env[j] for j in node.inputs]
+            out = self._apply(node, args)
+            if self.max_elements is not None and out.numel() > self.max_elements:
+                raise LimitExceeded(
+                    f"node {node.name!r} produces {out.numel()} values per input batch, "
+                    f"more than the limit of {self.max_elements}"
+                )
+            env[node.name] = out
+            for j in self._free_after[i]:
+                env.pop(j, None)
         return env[self.graph.output]
 
     def _apply(self, node: Node, args: list[torch.Tensor]) -> torch.Tensor:
@@ -125,6 +151,7 @@ class GraphNet(nn.Module):
         raise InvalidHeader(f"node {node.name!r}: op {op!r} has no PyTorch implementation")
 
 
-def build(graph: Graph, tensors: Mapping[str, torch.Tensor]) -> GraphNet:
-    """Build a runnable module; raises :class:`InvalidHeader` if a parameter is missing or misshapen."""
-    return GraphNet(graph, tensors)
+def build(graph: Graph, tensors: Mapping[str, torch.Tensor], device: str = "cpu") -> GraphNet:
+    """Build a runnable module; raises :class:`InvalidHeader` if a parameter is missing or misshapen.
+    ``device="meta"`` builds it without data, for checking shapes at no memory cost."""
+    return GraphNet(graph, tensors, device)

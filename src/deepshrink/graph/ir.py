@@ -20,6 +20,7 @@ from deepshrink.errors import InvalidHeader
 INPUT = "input"
 MAX_NODES = 10_000
 _NAME = re.compile(r"^[A-Za-z0-9_.:/\-]{1,200}$")
+_PARAM_NAME = re.compile(r"^[A-Za-z0-9_./\-]{1,200}$")  # no ':' (it separates a tensor's sections)
 
 
 def _int(lo: int, hi: int = 1 << 31) -> Callable[[Any], int]:
@@ -43,9 +44,15 @@ def _pair(lo: int) -> Callable[[Any], list[int]]:
 
 
 def _float(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ValueError(f"expected a finite number, got {v!r}")
-    return float(v)
+    try:
+        out = float(v)
+    except OverflowError:
+        raise ValueError(f"expected a finite number, got an integer of {len(str(v))} digits") from None
+    if not math.isfinite(out):
+        raise ValueError(f"expected a finite number, got {v!r}")
+    return out
 
 
 def _bool(v: Any) -> bool:
@@ -205,17 +212,21 @@ def _validate(graph: Graph) -> None:
                 f"(optional {list(spec.optional_params)}), got {sorted(roles)}"
             )
         for pname in node.params.values():
-            if not isinstance(pname, str) or not _NAME.match(pname):
-                raise InvalidHeader(f"{where}: parameter name {pname!r} is not valid")
+            if not isinstance(pname, str) or not _PARAM_NAME.match(pname):
+                raise InvalidHeader(f"{where}: parameter name {pname!r} must match {_PARAM_NAME.pattern}")
+        if node.op == "batch_norm" and ("weight" in roles) != ("bias" in roles):
+            raise InvalidHeader(f"{where}: batch_norm takes both weight and bias, or neither")
         if set(node.attrs) != set(spec.attrs):
             raise InvalidHeader(
                 f"{where}: op {node.op} needs attributes {sorted(spec.attrs)}, got {sorted(node.attrs)}"
             )
+        normalised = {}
         for key, check in spec.attrs.items():
             try:
-                check(node.attrs[key])
+                normalised[key] = check(node.attrs[key])
             except ValueError as exc:
                 raise InvalidHeader(f"{where}: attribute {key}: {exc}") from None
+        object.__setattr__(node, "attrs", normalised)  # e.g. an integer eps becomes a float
         known.add(node.name)
     if not isinstance(graph.output, str) or graph.output not in known or graph.output == INPUT:
         raise InvalidHeader(f"graph output {graph.output!r} must name one of its nodes")

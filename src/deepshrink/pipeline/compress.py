@@ -135,7 +135,7 @@ def _prune(model: nn.Module, stage: PruneStage, layers: dict[str, nn.Module], or
     train, val, teacher = data
     targets = {}
     for name, m in layers.items():
-        s = stage.layers.resolve(name, layer_kind(m), order)
+        s = stage.layers.resolve(name, layer_kind(m), order, exclusive=[{"sparsity", "quality"}])
         if "sparsity" in s or "quality" in s:
             targets[name] = s
     if not targets:

@@ -49,9 +49,12 @@ class LayerRules:
             rules.append((pattern, dict(settings)))
         return cls(tuple(rules))
 
-    def resolve(self, name: str, kind: str, order: Sequence[str]) -> dict[str, Any]:
+    def resolve(
+        self, name: str, kind: str, order: Sequence[str], exclusive: Sequence[set[str]] = ()
+    ) -> dict[str, Any]:
         """Merged settings for layer ``name`` of ``kind`` ('conv' or 'linear'); ``order`` lists
-        all prunable layers in definition order."""
+        all prunable layers in definition order. Keys of one ``exclusive`` group are alternatives:
+        a more specific level that sets one of them drops the others set by less specific levels."""
         levels: list[Mapping[str, Any]] = []
         table = dict(self.rules)
         if "_default" in table:
@@ -70,6 +73,10 @@ class LayerRules:
             levels.append(table[name])
         out: dict[str, Any] = {}
         for level in levels:
+            for group in exclusive:
+                if group & set(level):
+                    for key in group:
+                        out.pop(key, None)
             out.update(level)
         return out
 

@@ -132,5 +132,7 @@ def round_to_half(model: nn.Module) -> nn.Module:
     shared (their centroids are rounded) and zeros stay zero; storage then keeps codebooks and
     biases in half the bytes, losslessly."""
     for p in model.parameters():
-        p.copy_(p.to(torch.float16).to(p.dtype))
+        half = p.to(torch.float16)
+        if torch.isfinite(half).all():  # a tensor beyond float16's range stays as it is
+            p.copy_(half.to(p.dtype))
     return model

@@ -5,9 +5,10 @@ from deepshrink.storage.tensor_codec import (
     StreamReport,
     TensorCoding,
     TensorReport,
-    check_shape,
+    check_descriptor,
     decode_tensor,
     encode_tensor,
+    section_owner,
 )
 
 __all__ = [
@@ -15,7 +16,8 @@ __all__ = [
     "StreamReport",
     "TensorCoding",
     "TensorReport",
-    "check_shape",
+    "check_descriptor",
     "decode_tensor",
     "encode_tensor",
+    "section_owner",
 ]

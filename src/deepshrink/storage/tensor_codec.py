@@ -215,7 +215,7 @@ def _section(sections: Mapping[str, memoryview], key: str, where: str, length: i
     return data
 
 
-def _decode_stream(desc: Any, data: memoryview, alphabet: int, max_n: int, where: str) -> np.ndarray:
+def _check_stream(desc: Any, alphabet: int, max_n: int, where: str) -> tuple[Coder, int, int]:
     _keys(desc, {"coder", "n", "bits"}, where)
     try:
         coder = Coder(desc["coder"])
@@ -225,6 +225,11 @@ def _decode_stream(desc: Any, data: memoryview, alphabet: int, max_n: int, where
     bits = _int_field(desc, "bits", 1, 32, where)
     if alphabet > (1 << bits):
         raise InvalidHeader(f"{where}: {bits} bits cannot hold an alphabet of {alphabet} symbols")
+    return coder, n, bits
+
+
+def _decode_stream(desc: Any, data: memoryview, alphabet: int, max_n: int, where: str) -> np.ndarray:
+    coder, n, bits = _check_stream(desc, alphabet, max_n, where)
     try:
         out = decode_stream(bytes(data), coder, n, alphabet, bits=bits)
     except FormatError:
@@ -234,8 +239,17 @@ def _decode_stream(desc: Any, data: memoryview, alphabet: int, max_n: int, where
     return np.asarray(out, dtype=np.int64)
 
 
-def check_shape(desc: Any, where: str, limits: Limits) -> tuple[tuple[int, ...], int]:
-    """Validate a descriptor's shape against the limits; returns (shape, numel)."""
+_LAYOUT_KEYS = {
+    ("raw", None): {"shape", "dtype", "enc"},
+    ("codebook", "dense"): {"shape", "dtype", "enc", "k", "layout", "sym"},
+    ("codebook", "sparse"): {"shape", "dtype", "enc", "k", "layout", "gap_bits", "sym", "gap"},
+    ("float", "sparse"): {"shape", "dtype", "enc", "layout", "gap_bits", "n", "gap"},
+}
+
+
+def check_descriptor(name: str, desc: Any, limits: Limits) -> tuple[tuple[int, ...], int]:
+    """Validate a tensor descriptor completely (no section is read); returns (shape, numel)."""
+    where = f"tensor {name!r}"
     if not isinstance(desc, dict):
         raise InvalidHeader(f"{where}: tensor descriptor must be an object")
     shape = desc.get("shape")
@@ -250,55 +264,63 @@ def check_shape(desc: Any, where: str, limits: Limits) -> tuple[tuple[int, ...],
             raise LimitExceeded(
                 f"{where}: shape {shape} exceeds the limit of {limits.max_tensor_elements} elements per tensor"
             )
+    enc, layout = desc.get("enc"), desc.get("layout")
+    keys = _LAYOUT_KEYS.get((enc, layout if enc != "raw" else None)) if isinstance(enc, str) and (
+        layout is None or isinstance(layout, str)) else None
+    if keys is None:
+        raise InvalidHeader(
+            f"{where}: unknown encoding/layout {enc!r}/{layout!r}; expected raw, codebook/dense, "
+            "codebook/sparse or float/sparse"
+        )
+    _keys(desc, keys, where)
+    if desc["dtype"] not in _DTYPES:
+        raise InvalidHeader(f"{where}: dtype must be one of {sorted(_DTYPES)}, got {desc['dtype']!r}")
+    if enc == "codebook":
+        k = _int_field(desc, "k", 0, MAX_CODEBOOK - 1, where)
+        _check_stream(desc["sym"], k + 1, numel, where)
+    if "gap_bits" in keys:
+        gap_bits = _int_field(desc, "gap_bits", 1, 16, where)
+        _check_stream(desc["gap"], 1 << gap_bits, numel, where)
+    if enc == "float":
+        _int_field(desc, "n", 0, numel, where)
     return tuple(shape), numel
+
+
+def section_owner(section: str) -> str:
+    """The tensor a section belongs to: ``w`` for ``w``, ``w:sym``, ``w:gap``, ``w:cb``, ``w:val``."""
+    return section.rpartition(":")[0] if ":" in section else section
 
 
 def decode_tensor(name: str, desc: Any, sections: Mapping[str, memoryview], limits: Limits) -> np.ndarray:
     """Decode one tensor from its descriptor and sections, validating everything first."""
     where = f"tensor {name!r}"
-    shape, numel = check_shape(desc, where, limits)
-    enc = desc.get("enc")
-    dt = _DTYPES.get(desc.get("dtype")) if isinstance(desc.get("dtype"), str) else None
-    if dt is None:
-        raise InvalidHeader(f"{where}: dtype must be one of {sorted(_DTYPES)}, got {desc.get('dtype')!r}")
+    shape, numel = check_descriptor(name, desc, limits)
+    enc = desc["enc"]
+    dt = _DTYPES[desc["dtype"]]
     if enc == "raw":
-        _keys(desc, {"shape", "dtype", "enc"}, where)
         data = _section(sections, name, where, dt.itemsize * numel)
         return np.frombuffer(data, dtype=dt).astype(np.float32).reshape(shape)
+    gaps = None
     if enc == "codebook":
-        layout = desc.get("layout")
-        if layout == "dense":
-            _keys(desc, {"shape", "dtype", "enc", "k", "layout", "sym"}, where)
-        elif layout == "sparse":
-            _keys(desc, {"shape", "dtype", "enc", "k", "layout", "gap_bits", "sym", "gap"}, where)
-        else:
-            raise InvalidHeader(f"{where}: layout must be 'dense' or 'sparse', got {layout!r}")
-        k = _int_field(desc, "k", 0, MAX_CODEBOOK - 1, where)
+        k = desc["k"]
         cb = np.frombuffer(_section(sections, f"{name}:cb", where, dt.itemsize * k), dtype=dt).astype(np.float32)
         table = np.append(cb, np.float32(0.0))
-        if layout == "dense":
-            syms = _decode_stream(desc["sym"], _section(sections, f"{name}:sym", where), k + 1, numel, where)
+        if desc["layout"] == "sparse":
+            gaps = _decode_stream(desc["gap"], _section(sections, f"{name}:gap", where), 1 << desc["gap_bits"], numel, where)
+        syms = _decode_stream(desc["sym"], _section(sections, f"{name}:sym", where), k + 1, numel, where)
+        if gaps is None:
             if len(syms) != numel:
                 raise InvalidHeader(f"{where}: dense layout needs {numel} symbols, header says {len(syms)}")
             return table[syms].reshape(shape)
-        gap_bits = _int_field(desc, "gap_bits", 1, 16, where)
-        gaps = _decode_stream(desc["gap"], _section(sections, f"{name}:gap", where), 1 << gap_bits, numel, where)
-        syms = _decode_stream(desc["sym"], _section(sections, f"{name}:sym", where), k + 1, numel, where)
         if len(syms) != len(gaps):
             raise InvalidHeader(f"{where}: {len(syms)} symbols but {len(gaps)} gaps")
         values = table[syms]
-    elif enc == "float":
-        _keys(desc, {"shape", "dtype", "enc", "layout", "gap_bits", "n", "gap"}, where)
-        if desc["layout"] != "sparse":
-            raise InvalidHeader(f"{where}: float encoding needs layout 'sparse'")
-        gap_bits = _int_field(desc, "gap_bits", 1, 16, where)
-        n = _int_field(desc, "n", 0, numel, where)
+    else:  # float, sparse
+        n = desc["n"]
         values = np.frombuffer(_section(sections, f"{name}:val", where, dt.itemsize * n), dtype=dt).astype(np.float32)
-        gaps = _decode_stream(desc["gap"], _section(sections, f"{name}:gap", where), 1 << gap_bits, numel, where)
+        gaps = _decode_stream(desc["gap"], _section(sections, f"{name}:gap", where), 1 << desc["gap_bits"], numel, where)
         if len(gaps) != n:
             raise InvalidHeader(f"{where}: {n} values but {len(gaps)} gaps")
-    else:
-        raise InvalidHeader(f"{where}: unknown encoding {enc!r}; expected 'raw', 'codebook' or 'float'")
     try:
         positions = decode_positions(gaps, numel)
     except FormatError:
