@@ -96,7 +96,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     }
     if not args.json:
         console.print(f"trained [bold]{args.model}[/] in {hist.seconds:.1f} s: validation {_pct(out['val_accuracy'])} "
-                      f"(epoch {out['best_epoch']}), test {_pct(test_acc)} → {args.output}")
+                      f"(epoch {out['best_epoch']}), test {_pct(test_acc)} → {escape(str(args.output))}")
     return out
 
 
@@ -122,7 +122,7 @@ def cmd_compress(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
 
 def print_compress(console: Console, out: dict[str, Any]) -> None:
-    t = Table(title=f"deepshrink compress: recipe {out['recipe']}, coder {out['coder']}")
+    t = Table(title=escape(f"deepshrink compress: recipe {out['recipe']}, coder {out['coder']}"))
     for col in ("stage", "val acc", "test acc", "bytes", "ratio", "time"):
         t.add_column(col, justify="right" if col != "stage" else "left")
     for s in out["stages"]:
@@ -136,10 +136,18 @@ def print_compress(console: Console, out: dict[str, Any]) -> None:
         lt.add_row(r["name"], "×".join(map(str, r["shape"])), _pct(r["kept"]), str(r["bits"]), r["encoding"],
                    _kb(r["index_bytes"]), _kb(r["weight_bytes"]), f"{r['ratio']:.1f}×")
     console.print(lt)
+    st = Table(title="coded streams: size next to the empirical (order-0) entropy")
+    for col in ("tensor", "stream", "symbols", "alphabet", "entropy", "coded", "overhead"):
+        st.add_column(col, justify="left" if col in ("tensor", "stream") else "right")
+    for r in out["streams"]:
+        ent = r["entropy_bytes"]
+        st.add_row(escape(r["tensor"]), r["stream"], f"{r['symbols']:,}", str(r["alphabet"]), _kb(ent),
+                   _kb(r["coded_bytes"]), f"{100 * (r['coded_bytes'] / ent - 1):+.1f}%" if ent > 0 else "-")
+    console.print(st)
     console.print(
         f"dense {_kb(out['dense_bytes'])} → file {_kb(out['file_bytes'])} ([bold]{out['ratio']:.1f}×[/]); "
         f"test accuracy {_pct(out['baseline_test_accuracy'])} → {_pct(out['final_test_accuracy'])} "
-        f"(measured from the file; {out['accuracy_drop_points']:+.2f} points drop) → {out['output']}"
+        f"(measured from the file; {out['accuracy_drop_points']:+.2f} points drop) → {escape(out['output'])}"
     )
 
 
@@ -162,7 +170,7 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> dict[str, Any]:
            "samples": int(len(y)), "accuracy": acc, "seconds": time.perf_counter() - start,
            "file_bytes": model.file_bytes}
     if not args.json:
-        console.print(f"{args.file}: accuracy {_pct(acc)} on {len(y)} {args.split} samples of {args.data} "
+        console.print(f"{escape(str(args.file))}: accuracy {_pct(acc)} on {len(y)} {args.split} samples of {escape(str(args.data))} "
                       "(input scaling and normalisation from the file)")
     return out
 
@@ -204,7 +212,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         if out["format"] == "onnx":
             extra = (f"; onnxruntime vs PyTorch: max |diff| {out['max_abs_diff']:.2e}, "
                      f"argmax agreement {_pct(out['argmax_agreement'])}")
-        console.print(f"exported {args.file} → {out['path']} ({out['format']}, {_kb(out['bytes'])}){extra}")
+        console.print(f"exported {escape(str(args.file))} → {escape(out['path'])} ({out['format']}, {_kb(out['bytes'])}){extra}")
     return out
 
 

@@ -83,6 +83,19 @@ PACK_CHUNK = 1 << 20
 DECODE_CHUNK_BITS = 1 << 22
 
 
+def open_stream(data: object, count: object, alphabet_size: object, coder: str) -> tuple[int, int, bytes]:
+    """Validate a decoder's arguments: (alphabet size, count, payload). An empty stream must
+    hold exactly zero symbols and vice versa, else :class:`CorruptStream`."""
+    a = check_alphabet(alphabet_size)
+    n = check_count(count)
+    buf = as_buffer(data)
+    if n == 0 and buf:
+        raise CorruptStream(f"{coder} stream of 0 symbols must be empty, got {len(buf)} bytes")
+    if n and not buf:
+        raise CorruptStream(f"{coder} stream of {n} symbols is empty")
+    return a, n, buf
+
+
 def pack_codes(total_bits: int, parts: Iterable[tuple[np.ndarray, np.ndarray]]) -> bytes:
     """Concatenate variable-length code words MSB-first into ``ceil(total_bits / 8)`` bytes.
 

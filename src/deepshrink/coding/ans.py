@@ -50,7 +50,7 @@ import math
 import constriction
 import numpy as np
 
-from deepshrink.coding._util import as_buffer, check_alphabet, check_count, check_symbols
+from deepshrink.coding._util import check_alphabet, check_symbols, open_stream
 from deepshrink.errors import ConfigError, CorruptStream
 
 __all__ = ["encode", "decode", "quantize_frequencies", "precision_bits", "PRECISION_BITS"]
@@ -208,15 +208,9 @@ def decode(data: bytes, count: int, alphabet_size: int) -> np.ndarray:
     :class:`CorruptStream` on any malformed input (see the module docstring). ``count`` is
     trusted as an allocation size: the caller bounds it.
     """
-    a = check_alphabet(alphabet_size)
-    n = check_count(count)
-    buf = as_buffer(data)
+    a, n, buf = open_stream(data, count, alphabet_size, "ANS")
     if n == 0:
-        if buf:
-            raise CorruptStream(f"ANS stream of 0 symbols must be empty, got {len(buf)} bytes")
         return np.zeros(0, dtype=np.int64)
-    if not buf:
-        raise CorruptStream(f"ANS stream of {n} symbols is empty")
     raw = np.frombuffer(buf, dtype=np.uint8)
     p = precision_bits(a)
     total = n if n <= 1 << p else 1 << p

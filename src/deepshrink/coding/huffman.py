@@ -40,12 +40,11 @@ import numpy as np
 
 from deepshrink.coding._util import (
     PACK_CHUNK,
-    as_buffer,
     as_int,
     check_alphabet,
-    check_count,
     check_symbols,
     decode_prefix,
+    open_stream,
     pack_codes,
 )
 from deepshrink.errors import ConfigError, CorruptStream
@@ -266,15 +265,9 @@ def decode(data: bytes, count: int, alphabet_size: int) -> np.ndarray:
 
     :class:`CorruptStream` on any malformed input (see the module docstring).
     """
-    a = check_alphabet(alphabet_size)
-    n = check_count(count)
-    buf = as_buffer(data)
+    a, n, buf = open_stream(data, count, alphabet_size, "huffman")
     if n == 0:
-        if buf:
-            raise CorruptStream(f"huffman stream of 0 symbols must be empty, got {len(buf)} bytes")
         return np.zeros(0, dtype=np.int64)
-    if not buf:
-        raise CorruptStream(f"huffman stream of {n} symbols is empty")
     head = buf[0]
     mode, pad, w = head >> 6, (head >> 3) & 7, head & 7
     if mode not in (_MODE_FIXED, _MODE_DELTA):
