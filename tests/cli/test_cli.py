@@ -83,3 +83,27 @@ def test_cli_errors_are_typed_and_json(tmp_path, capsys):
 def test_cli_entry_point_runs_as_module():
     r = subprocess.run([sys.executable, "-m", "deepshrink", "--version"], capture_output=True, text=True, check=False)
     assert r.returncode == 0 and r.stdout.startswith("deepshrink ")
+
+
+def test_cli_user_model_factory_and_npz_data(tmp_path, capsys, monkeypatch, recipe):
+    (tmp_path / "usermodels.py").write_text(
+        "from torch import nn\n"
+        "def small():\n"
+        "    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 13 * 13, 3))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 900)
+    x = (rng.random((900, 28, 28)) * 60).astype(np.uint8)
+    x[np.arange(900), y * 9, :] = 255  # a learnable pattern: the class draws a bright row
+    np.savez(tmp_path / "toy.npz", x_train=x[:700], y_train=y[:700], x_test=x[700:], y_test=y[700:])
+    data = str(tmp_path / "toy.npz")
+    w = tmp_path / "w.safetensors"
+    code, out = run_cli(capsys, "train", "--model", "usermodels:small", "--data", data, "--val-size", "100",
+                        "--epochs", "6", "--batch-size", "16", "-o", str(w))
+    assert code == 0 and out["test_accuracy"] > 0.9
+    code, out = run_cli(capsys, "compress", "--model", "usermodels:small", "--weights", str(w), "--data", data,
+                        "--val-size", "100", "--recipe", str(recipe), "-o", str(tmp_path / "u.dsz"))
+    assert code == 0 and out["final_test_accuracy"] > 0.9
+    code, ev = run_cli(capsys, "eval", str(tmp_path / "u.dsz"), "--data", data, "--val-size", "100")
+    assert code == 0 and ev["accuracy"] == pytest.approx(out["final_test_accuracy"])
