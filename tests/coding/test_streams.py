@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepshrink.coding import Coder, decode_stream, encode_stream, fixed_bits, pack_bits
+from deepshrink.coding import Coder, ans, decode_stream, encode_stream, fixed_bits, huffman, pack_bits
 from deepshrink.errors import ConfigError, CorruptStream
 
-from ._strategies import symbol_streams
+from ._strategies import skewed, symbol_streams
 
 
 def test_coder_values():
@@ -74,3 +74,31 @@ def test_truncated_streams_raise(coder):
     for cut in range(len(data)):
         with pytest.raises(CorruptStream):
             decode_stream(data[:cut], coder, syms.size, 20)
+
+
+@pytest.mark.parametrize("codec", [huffman, ans], ids=["huffman", "ans"])
+@settings(max_examples=100, deadline=None)
+@given(data=st.binary(max_size=64), count=st.integers(0, 600), a=st.integers(1, 300))
+def test_random_garbage_raises_corrupt_stream_or_decodes_validly(codec, data, count, a):
+    try:
+        out = codec.decode(data, count, a)
+    except CorruptStream:
+        return
+    assert out.shape == (count,)
+    assert out.size == 0 or (out.min() >= 0 and out.max() < a)
+
+
+@pytest.mark.parametrize("codec", [huffman, ans], ids=["huffman", "ans"])
+@settings(max_examples=60, deadline=None)
+@given(pos_seed=st.integers(0, 10**6), bit=st.integers(0, 7))
+def test_bit_flips_raise_or_decode_in_range(codec, pos_seed, bit):
+    syms = skewed(300, 12, 0.7, seed=5)
+    data = codec.encode(syms, 12)
+    bad = bytearray(data)
+    bad[pos_seed % len(data)] ^= 1 << bit
+    try:
+        out = codec.decode(bytes(bad), syms.size, 12)
+    except CorruptStream:
+        return
+    assert out.shape == syms.shape
+    assert out.min() >= 0 and out.max() < 12
