@@ -51,7 +51,7 @@ def test_cli_train_compress_eval_info_export(tmp_path, capsys, fashion, recipe):
 
     code, info = run_cli(capsys, "info", str(dsz))
     assert code == 0 and info["file_bytes"] == dsz.stat().st_size
-    assert sorted(t["name"] for t in info["tensors"]) == ["1.bias", "1.weight", "3.bias", "3.weight", "5.bias", "5.weight"]
+    assert sorted(t["name"] for t in info["tensors"]) == ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight", "fc3.bias", "fc3.weight"]
     assert info["input"]["shape"] == [1, 28, 28]
 
     onnx_path = tmp_path / "m.onnx"
@@ -63,8 +63,8 @@ def test_cli_train_compress_eval_info_export(tmp_path, capsys, fashion, recipe):
     st_path = tmp_path / "m.safetensors"
     code, ex = run_cli(capsys, "export", str(dsz), "-o", str(st_path))
     state = load_file(str(st_path))
-    assert code == 0 and state["1.weight"].shape == (300, 784)
-    assert np.mean(state["1.weight"] == 0) > 0.75  # the pruning survives into the dense export
+    assert code == 0 and state["fc1.weight"].shape == (300, 784)
+    assert np.mean(state["fc1.weight"] == 0) > 0.75  # the pruning survives into the dense export
 
 
 def test_cli_errors_are_typed_and_json(tmp_path, capsys):

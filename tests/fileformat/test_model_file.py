@@ -87,10 +87,10 @@ def _rewrite(data: bytes, edit) -> bytes:
     [
         (lambda h, s: h.update(format="onnx"), InvalidHeader, "format"),
         (lambda h, s: h.pop("graph"), InvalidHeader, "keys"),
-        (lambda h, s: h["tensors"].pop("1.weight"), InvalidHeader, "missing"),
+        (lambda h, s: h["tensors"].pop("fc1.weight"), InvalidHeader, "missing"),
         (lambda h, s: s.update({"stray": b"x"}), InvalidHeader, "belong to no tensor"),
-        (lambda h, s: h["tensors"]["1.weight"].update(shape=[300, 783]), FormatError, "shape|run|position"),
-        (lambda h, s: h["tensors"]["1.bias"].update(shape=[2**40]), LimitExceeded, "limit"),
+        (lambda h, s: h["tensors"]["fc1.weight"].update(shape=[300, 783]), FormatError, "shape|run|position"),
+        (lambda h, s: h["tensors"]["fc1.bias"].update(shape=[2**40]), LimitExceeded, "limit"),
         (lambda h, s: h["input"].update(shape=[1, 28, 27]), InvalidHeader, "declared input shape"),
         (lambda h, s: h["input"].update(std=[0.0]), InvalidHeader, "input"),
         (lambda h, s: h["graph"]["nodes"][1].update(op="eval"), InvalidHeader, "unknown op"),

@@ -89,10 +89,10 @@ def test_build_checks_parameter_shapes():
     model = create("lenet-300-100")
     graph = trace(model)
     state = dict(model.state_dict())
-    state["1.bias"] = torch.zeros(299)
+    state["fc1.bias"] = torch.zeros(299)
     with pytest.raises(InvalidHeader, match="shape"):
         build(graph, state)
-    del state["1.weight"]
+    del state["fc1.weight"]
     with pytest.raises(InvalidHeader, match="missing"):
         build(graph, state)
 

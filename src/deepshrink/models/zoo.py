@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 from torch import nn
@@ -11,29 +12,29 @@ from deepshrink.errors import ModelError
 
 def lenet_300_100(num_classes: int = 10, in_features: int = 784) -> nn.Module:
     """LeNet-300-100: a 784-300-100-10 multilayer perceptron (266,610 parameters)."""
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(in_features, 300),
-        nn.ReLU(),
-        nn.Linear(300, 100),
-        nn.ReLU(),
-        nn.Linear(100, num_classes),
-    )
+    return nn.Sequential(OrderedDict([
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(in_features, 300)),
+        ("relu1", nn.ReLU()),
+        ("fc2", nn.Linear(300, 100)),
+        ("relu2", nn.ReLU()),
+        ("fc3", nn.Linear(100, num_classes)),
+    ]))
 
 
 def lenet_5(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     """LeNet-5 as in Caffe's example and Han et al.: conv 20@5×5, pool, conv 50@5×5, pool,
     fc 500, fc 10 (431,080 parameters for 28×28 inputs)."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 20, kernel_size=5),
-        nn.MaxPool2d(2),
-        nn.Conv2d(20, 50, kernel_size=5),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(800, 500),
-        nn.ReLU(),
-        nn.Linear(500, num_classes),
-    )
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(in_channels, 20, kernel_size=5)),
+        ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(20, 50, kernel_size=5)),
+        ("pool2", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(800, 500)),
+        ("relu1", nn.ReLU()),
+        ("fc2", nn.Linear(500, num_classes)),
+    ]))
 
 
 ZOO: dict[str, Callable[..., nn.Module]] = {
