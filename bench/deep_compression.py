@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import ROOT, environment, update_section  # noqa: E402
 
 EPOCHS = {"lenet-300-100": 20, "lenet-5": 10}
+RECIPE = {"lenet-300-100": "deep-compression", "lenet-5": "deep-compression-lenet5"}
 TARGET = {"lenet-300-100": 40.0, "lenet-5": 39.0}
 PAPER = {"lenet-300-100": "1.64% → 1.58% error, 40× (MNIST)", "lenet-5": "0.80% → 0.74% error, 39× (MNIST)"}
 
@@ -65,7 +66,7 @@ def run(name: str, data: ds.Dataset, recipe: ds.Recipe, seed: int) -> dict:
                         for t in rep.tensors for k, s in t.streams.items()],
         }
     out = result.to_dict()
-    out.update(model=name, train_seconds=train_s, compress_seconds=compress_s,
+    out.update(model=name, recipe=recipe.name, train_seconds=train_s, compress_seconds=compress_s,
                baseline_best_epoch=hist.best_epoch + 1, coders=coders)
     return out
 
@@ -121,17 +122,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["lenet-300-100", "lenet-5"], choices=sorted(EPOCHS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--recipe", default="deep-compression")
+    parser.add_argument("--recipe", default=None,
+                        help="one recipe for every model (default: deep-compression, and deep-compression-lenet5 for lenet-5)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     data = ds.load_dataset("fashion-mnist", val_size=5000, seed=args.seed)
-    recipe = ds.load_recipe(args.recipe)
-    results = [run(m, data, recipe, args.seed) for m in args.models]
+    results = [run(m, data, ds.load_recipe(args.recipe or RECIPE[m]), args.seed) for m in args.models]
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "deep_compression.json").write_text(json.dumps(results, indent=1, default=list))
     command = "python bench/deep_compression.py " + " ".join(sys.argv[1:])
-    update_section("deep-compression", markdown(results, command.strip(), args.recipe))
+    recipes = args.recipe or ", ".join(f"{RECIPE[m]} ({m})" for m in args.models)
+    update_section("deep-compression", markdown(results, command.strip(), recipes))
     for r in results:
         print(f"{r['model']}: {100 * r['baseline_test_accuracy']:.2f}% → {100 * r['final_test_accuracy']:.2f}% "
               f"at {r['ratio']:.1f}× ({r['file_bytes']:,} bytes)")
