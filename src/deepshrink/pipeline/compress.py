@@ -16,7 +16,7 @@ from deepshrink.coding import Coder
 from deepshrink.data.dataset import Dataset
 from deepshrink.errors import ConfigError
 from deepshrink.fileformat.model_file import CodingRule, PackReport, pack_model
-from deepshrink.graph import trace
+from deepshrink.graph import Graph, trace
 from deepshrink.prune import apply_mask, current_weight, layer_kind, magnitude_mask, make_permanent, prunable_layers
 from deepshrink.recipes.config import CodeStage, PruneStage, Recipe, ShareStage
 from deepshrink.runtime import load
@@ -108,9 +108,9 @@ class CompressionResult:
         }
 
 
-def dense_bytes(model: nn.Module) -> int:
+def dense_bytes(model: nn.Module, graph: Graph | None = None) -> int:
     """float32 bytes of every parameter the stored graph uses (the uncompressed size)."""
-    graph = trace(model)
+    graph = graph or trace(model)
     state = model.state_dict()
     return sum(state[p].numel() * 4 for p in graph.param_names)
 
@@ -199,12 +199,12 @@ def compress(
     its final accuracy is measured on a model decoded from those bytes.
     """
     model = copy.deepcopy(model).eval()
-    trace(model)  # fail early, before any training, if the model cannot be stored
+    graph = trace(model)  # fail early, before any training, if the model cannot be stored
     train, val, test = data.tensors("train"), data.tensors("val"), data.tensors("test")
     layers = prunable_layers(model)
     order = list(layers)
     kinds = {n: layer_kind(m) for n, m in layers.items()}
-    dense = dense_bytes(model)
+    dense = dense_bytes(model, graph)
     stages = [StageReport("baseline", evaluate(model, val), evaluate(model, test), dense, dense, 1.0, 0.0)]
     code = recipe.code_stage
     teacher = None
@@ -223,7 +223,7 @@ def compress(
         coder = stage.coder if isinstance(stage, CodeStage) else Coder.FIXED
         blob, pack_report = pack_model(
             model, data.input_spec, coding=coding_rule(code, coder, order, kinds),
-            meta={**(meta or {}), "recipe": recipe.name, "stage": stage.kind},
+            meta={**(meta or {}), "recipe": recipe.name, "stage": stage.kind}, graph=graph,
         )
         stages.append(StageReport(
             stage.kind, evaluate(model, val), evaluate(model, test), len(blob), pack_report.payload_bytes,
