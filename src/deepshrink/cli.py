@@ -81,7 +81,10 @@ def cmd_train(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     from deepshrink.models import save_weights
     from deepshrink.train import TrainConfig, evaluate, fit
 
+    import torch
+
     data = _load_data(args)
+    torch.manual_seed(args.seed)  # the initial weights too: one seed, one result
     model = _model(args, data.num_classes)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     hist = fit(model, data.tensors("train"), data.tensors("val"), cfg, desc=f"train {args.model}",

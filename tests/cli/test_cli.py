@@ -107,3 +107,14 @@ def test_cli_user_model_factory_and_npz_data(tmp_path, capsys, monkeypatch, reci
     assert code == 0 and out["final_test_accuracy"] > 0.9
     code, ev = run_cli(capsys, "eval", str(tmp_path / "u.dsz"), "--data", data, "--val-size", "100")
     assert code == 0 and ev["accuracy"] == pytest.approx(out["final_test_accuracy"])
+
+
+def test_cli_train_is_reproducible(tmp_path, capsys, fashion):
+    outs = []
+    for i in range(2):
+        path = tmp_path / f"w{i}.safetensors"
+        code, out = run_cli(capsys, "train", "--model", "lenet-300-100", "--limit", "500", "--epochs", "1",
+                            "--seed", "3", "-o", str(path))
+        assert code == 0
+        outs.append(path.read_bytes())
+    assert outs[0] == outs[1]
