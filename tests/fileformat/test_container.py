@@ -143,3 +143,13 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         container.write(path, {"format": "x"}, {"a": b"second"})
     assert path.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["m.dsz"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    path = tmp_path / "m.dsz"
+    container.write(path, {"format": "x"}, {"a": b"x"})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
