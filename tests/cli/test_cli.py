@@ -116,5 +116,8 @@ def test_cli_train_is_reproducible(tmp_path, capsys, fashion):
         code, out = run_cli(capsys, "train", "--model", "lenet-300-100", "--limit", "500", "--epochs", "1",
                             "--seed", "3", "-o", str(path))
         assert code == 0
-        outs.append(path.read_bytes())
-    assert outs[0] == outs[1]
+        outs.append(load_file(str(path)))
+    # same seed, same initial weights and batches; CPU kernels may reorder float sums, so allow
+    # rounding-level differences (unseeded initial weights differ by ~0.1)
+    for name, w in outs[0].items():
+        np.testing.assert_allclose(w, outs[1][name], rtol=0, atol=1e-5)
