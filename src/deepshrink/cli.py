@@ -299,8 +299,6 @@ def _jsonable(o: Any) -> Any:
         return str(o)
     if hasattr(o, "tolist"):
         return o.tolist()
-    if isinstance(o, tuple):
-        return list(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 

@@ -155,12 +155,6 @@ class Graph:
                 seen.setdefault(pname, None)
         return list(seen)
 
-    def node(self, name: str) -> Node:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
-
     def to_dict(self) -> dict[str, Any]:
         return {"nodes": [n.to_dict() for n in self.nodes], "output": self.output}
 
