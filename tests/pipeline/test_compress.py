@@ -120,3 +120,25 @@ def test_user_model_through_the_api(fashion_small):
     loaded = ds.load(result.data)
     assert np.array_equal(loaded.predict(fashion_small.x_test[:100]),
                           result.model(fashion_small.tensors("test")[0][:100]).argmax(1).numpy())
+
+
+def test_svd_recipe_factorises_stores_and_exports(trained, fashion_small, tmp_path):
+    import onnx
+
+    builtin = ds.load_recipe("svd")
+    assert [s.kind for s in builtin.stages] == ["lowrank"]
+    recipe = Recipe.from_dict({"name": "svd-quick", "stages": [  # the built-in rules, one epoch
+        {"kind": "lowrank", "finetune": {"epochs": 1}, "layers": builtin.stages[0].layers.to_dict()},
+        {"kind": "code"},
+    ]})
+    result = ds.compress(trained, fashion_small, recipe, progress=False)
+    ranks = result.stages[1].detail["ranks"]
+    assert ranks == {"fc1": 54, "fc2": 18}  # 54 * (784 + 300) <= 0.25 * 784 * 300
+    assert [r.name for r in result.layers] == ["fc1.first", "fc1.second", "fc2.first", "fc2.second", "fc3"]
+    assert 3.0 < result.ratio < 4.5  # about a quarter of the parameters, stored as float32
+    assert result.file_accuracy > 0.7
+    path = tmp_path / "svd.dsz"
+    path.write_bytes(result.data)
+    ds.export(path, tmp_path / "svd.onnx")
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "svd.onnx")).graph.node]
+    assert ops.count("Gemm") == 5  # the exported graph has the smaller layers, not a dense matrix

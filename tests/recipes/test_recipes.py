@@ -60,6 +60,11 @@ def test_recipe_from_user_file(tmp_path):
         ('[[stages]]\nkind = "code"\ncoder = "zip"\n', "coder"),
         ('[[stages]]\nkind = "code"\n[stages.layers]\n_default = { gap_bits = "best" }\n', "gap_bits"),
         ('stages = 3\n', "list"),
+        ('[[stages]]\nkind = "lowrank"\n[stages.layers]\n_default = { rank = 0 }\n', "rank"),
+        ('[[stages]]\nkind = "lowrank"\n[stages.layers]\n_default = { rank = 1.5 }\n', "rank"),
+        ('[[stages]]\nkind = "lowrank"\n[stages.layers]\n_default = { rank = 2, energy = 0.9 }\n', "choose one"),
+        ('[[stages]]\nkind = "lowrank"\nmethod = "cp"\n', "method"),
+        ('[[stages]]\nkind = "share"\n[[stages]]\nkind = "lowrank"\n', "order"),
         ('name = \n', "TOML"),
     ],
 )

@@ -18,7 +18,8 @@ from deepshrink.errors import ConfigError
 from deepshrink.fileformat.model_file import CodingRule, PackReport, pack_model
 from deepshrink.graph import Graph, trace
 from deepshrink.prune import apply_mask, current_weight, layer_kind, magnitude_mask, make_permanent, prunable_layers
-from deepshrink.recipes.config import CodeStage, PruneStage, Recipe, ShareStage
+from deepshrink.lowrank import factorize_linear
+from deepshrink.recipes.config import CodeStage, LowRankStage, PruneStage, Recipe, ShareStage
 from deepshrink.runtime import load
 from deepshrink.share import centroids_of, finalize, round_to_half, share_module
 from deepshrink.storage import TensorCoding, TensorReport
@@ -184,6 +185,30 @@ def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2000) -> torch.
     return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+def _lowrank(model: nn.Module, stage: LowRankStage, layers: dict[str, nn.Module], order: list[str],
+             data: tuple, progress: bool | None) -> dict[str, Any]:
+    train, val, teacher = data
+    ranks = {}
+    for name, m in layers.items():
+        s = stage.layers.resolve(name, layer_kind(m), order, exclusive=[{"rank", "energy"}])
+        if not isinstance(m, nn.Linear) or s.get("skip") or ("rank" not in s and "energy" not in s):
+            continue
+        fac = factorize_linear(m, rank=s.get("rank", 1.0), energy=s.get("energy"))
+        _set_module(model, name, fac)
+        ranks[name] = fac.first.out_features
+    if not ranks:
+        raise ConfigError("lowrank stage: no linear layer matches its rules; nothing to factorise")
+    before = evaluate(model, val)
+    h = fit(model, train, val, stage.finetune, desc="lowrank: fine-tune factors", progress=progress,
+            teacher_logits=teacher)
+    return {"ranks": ranks, "val_accuracy_before_finetune": before, "val_accuracy_after_finetune": h.best_val_accuracy}
+
+
 def compress(
     model: nn.Module,
     data: Dataset,
@@ -216,6 +241,12 @@ def compress(
         start = time.perf_counter()
         if isinstance(stage, PruneStage):
             detail = _prune(model, stage, layers, order, (train, val, teacher), progress)
+        elif isinstance(stage, LowRankStage):
+            detail = _lowrank(model, stage, layers, order, (train, val, teacher), progress)
+            graph = trace(model)  # the structure changed: two layers where there was one
+            layers = prunable_layers(model)
+            order = list(layers)
+            kinds = {n: layer_kind(m) for n, m in layers.items()}
         elif isinstance(stage, ShareStage):
             detail = _share(model, stage, layers, order, (train, val, teacher), progress)
         else:

@@ -132,9 +132,42 @@ class CodeStage:
         )
 
 
-Stage = PruneStage | ShareStage | CodeStage
-_STAGES = {"prune": PruneStage, "share": ShareStage, "code": CodeStage}
-_ORDER = {"prune": 0, "share": 1, "code": 2}
+@dataclass(frozen=True)
+class LowRankStage:
+    """Low-rank factorisation of linear layers by truncated SVD, then fine-tuning. Per layer:
+    ``rank`` (int = absolute, float = fraction of the layer's parameters), or ``energy`` (share
+    of the squared singular values to keep), or ``skip = true``."""
+
+    layers: LayerRules
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=3e-4))
+    method: str = "svd"
+    kind: str = "lowrank"
+
+    def __post_init__(self) -> None:
+        if self.method != "svd":
+            raise ConfigError(f"lowrank: method must be 'svd', got {self.method!r}")
+        for pattern, s in self.layers.rules:
+            if "rank" in s and "energy" in s:
+                raise ConfigError(f"lowrank: layers.{pattern} gives both rank and energy; choose one")
+            r = s.get("rank", 1)
+            if isinstance(r, bool) or (isinstance(r, int) and r < 1) or (isinstance(r, float) and not 0 < r <= 1):
+                raise ConfigError(f"lowrank: layers.{pattern}.rank must be an int ≥ 1 or a fraction in (0, 1], got {r!r}")
+            if "energy" in s and not 0 < s["energy"] <= 1:
+                raise ConfigError(f"lowrank: layers.{pattern}.energy must be in (0, 1], got {s['energy']!r}")
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], where: str) -> LowRankStage:
+        _keys(raw, {"kind", "method", "finetune", "layers"}, where)
+        return cls(
+            LayerRules.parse(raw.get("layers"), {"rank": NUM, "energy": NUM, "skip": bool}, where),
+            _train(raw.get("finetune"), f"{where}.finetune", TrainConfig(epochs=3, lr=3e-4)),
+            raw.get("method", "svd"),
+        )
+
+
+Stage = PruneStage | LowRankStage | ShareStage | CodeStage
+_STAGES = {"prune": PruneStage, "lowrank": LowRankStage, "share": ShareStage, "code": CodeStage}
+_ORDER = {"prune": 0, "lowrank": 1, "share": 2, "code": 3}
 
 
 @dataclass(frozen=True)
@@ -151,14 +184,16 @@ class Recipe:
             raise ConfigError(f"recipe {self.name!r} has no stages")
         if [_ORDER[k] for k in kinds] != sorted(_ORDER[k] for k in kinds) or len(set(kinds)) != len(kinds):
             raise ConfigError(
-                f"recipe {self.name!r}: stages must appear at most once each, in the order prune, share, code; got {kinds}"
+                f"recipe {self.name!r}: stages must appear at most once each, in the order prune, lowrank, share, "
+                f"code; got {kinds}"
             )
 
     @property
     def distills(self) -> bool:
         """Whether any (re)training stage learns from the dense model's soft targets."""
         return any(
-            isinstance(s, PruneStage) and s.retrain.distill > 0 or isinstance(s, ShareStage) and s.finetune.distill > 0
+            isinstance(s, PruneStage) and s.retrain.distill > 0
+            or isinstance(s, (LowRankStage, ShareStage)) and s.finetune.distill > 0
             for s in self.stages
         )
 
