@@ -146,7 +146,8 @@ def print_compress(console: Console, out: dict[str, Any]) -> None:
         ent = r["entropy_bytes"]
         st.add_row(escape(r["tensor"]), r["stream"], f"{r['symbols']:,}", str(r["alphabet"]), _kb(ent),
                    _kb(r["coded_bytes"]), f"{100 * (r['coded_bytes'] / ent - 1):+.1f}%" if ent > 0 else "-")
-    console.print(st)
+    if out["streams"]:
+        console.print(st)
     console.print(
         f"dense {_kb(out['dense_bytes'])} → file {_kb(out['file_bytes'])} ([bold]{out['ratio']:.1f}×[/]); "
         f"test accuracy {_pct(out['baseline_test_accuracy'])} → {_pct(out['final_test_accuracy'])} "
