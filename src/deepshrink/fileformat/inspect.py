@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
 from deepshrink.fileformat.container import VERSION, Limits
 from deepshrink.fileformat.model_file import read_model_file
+from deepshrink.storage import section_owner
 
 
 def info(path: str | os.PathLike | bytes, limits: Limits | None = None) -> dict[str, Any]:
     """Structure and per-tensor / per-section sizes of a deepshrink file (checksums verified)."""
     mf = read_model_file(path, limits)
     sections = {k: len(v) for k, v in mf.container.sections.items()}
+    by_tensor: dict[str, dict[str, int]] = {}
+    for k, n in sections.items():  # one pass, as parse_header's stray-section check
+        by_tensor.setdefault(section_owner(k), {})[k] = n
     tensors = []
     for name in mf.graph.param_names:  # in network order
         desc = mf.tensors_desc[name]
-        own = {k: n for k, n in sections.items() if k == name or k.startswith(name + ":")}
-        numel = 1
-        for s in desc["shape"]:
-            numel *= s
+        own = by_tensor.get(name, {})
+        numel = math.prod(desc["shape"])
         stored = sum(own.values())
         tensors.append({
             "name": name,
