@@ -27,6 +27,10 @@ class UnsupportedOperationError(ModelError):
     """A model uses an operation that the deepshrink graph format cannot store."""
 
 
+class DecompositionError(DeepshrinkError, ArithmeticError):
+    """A tensor decomposition has no trustworthy answer (for example a degenerate CP fit)."""
+
+
 class FormatError(DeepshrinkError, ValueError):
     """A deepshrink (.dsz) file is malformed. Subclasses name the exact failure."""
 

@@ -132,8 +132,8 @@ def test_svd_recipe_factorises_stores_and_exports(trained, fashion_small, tmp_pa
         {"kind": "code"},
     ]})
     result = ds.compress(trained, fashion_small, recipe, progress=False)
-    ranks = result.stages[1].detail["ranks"]
-    assert ranks == {"fc1": 54, "fc2": 18}  # 54 * (784 + 300) <= 0.25 * 784 * 300
+    layers = result.stages[1].detail["layers"]
+    assert {n: d["shapes"][0][0] for n, d in layers.items()} == {"fc1": 54, "fc2": 18}  # 54 * (784 + 300) <= 0.25 * 784 * 300
     assert [r.name for r in result.layers] == ["fc1.first", "fc1.second", "fc2.first", "fc2.second", "fc3"]
     assert 3.0 < result.ratio < 4.5  # about a quarter of the parameters, stored as float32
     assert result.file_accuracy > 0.7

@@ -1,5 +1,34 @@
-"""Low-rank factorisation (issue 3, in progress): truncated SVD of linear layers."""
+"""Low-rank factorisation: truncated SVD and Sparse Low Rank (SLR) for linear layers; spatial SVD,
+Tucker-2 and CP for convolutions. Every scheme replaces a layer by a ``Sequential`` of smaller
+real layers, so files, the runtime and ONNX export see ordinary layers."""
 
+from deepshrink.lowrank.conv import (
+    cp_conv,
+    cp_degeneracy,
+    cp_factors,
+    cp_rank,
+    spatial_factors,
+    spatial_rank,
+    spatial_svd_conv,
+    tucker2_conv,
+    tucker2_factors,
+    tucker_ranks,
+)
+from deepshrink.lowrank.factorize import CONV_METHODS, LINEAR_METHODS, METHODS, check_method, factorize, weight_counts
+from deepshrink.lowrank.slr import (
+    IMPORTANCE,
+    NeuronScores,
+    least_important,
+    neuron_importance,
+    slr_linear,
+    slr_masks,
+    slr_rank,
+)
 from deepshrink.lowrank.svd import factorize_linear, resolve_rank, truncated_svd
 
-__all__ = ["factorize_linear", "resolve_rank", "truncated_svd"]
+__all__ = [
+    "CONV_METHODS", "IMPORTANCE", "LINEAR_METHODS", "METHODS", "NeuronScores", "check_method", "cp_conv",
+    "cp_degeneracy", "cp_factors", "cp_rank", "factorize", "factorize_linear", "least_important",
+    "neuron_importance", "resolve_rank", "slr_linear", "slr_masks", "slr_rank", "spatial_factors", "spatial_rank",
+    "spatial_svd_conv", "truncated_svd", "tucker2_conv", "tucker2_factors", "tucker_ranks", "weight_counts",
+]

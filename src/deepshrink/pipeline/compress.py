@@ -18,7 +18,7 @@ from deepshrink.errors import ConfigError
 from deepshrink.fileformat.model_file import CodingRule, PackReport, pack_model
 from deepshrink.graph import Graph, trace
 from deepshrink.prune import apply_mask, current_weight, layer_kind, magnitude_mask, make_permanent, prunable_layers
-from deepshrink.lowrank import factorize_linear
+from deepshrink.lowrank import NeuronScores, check_method, factorize, neuron_importance, weight_counts
 from deepshrink.recipes.config import CodeStage, LowRankStage, PruneStage, Recipe, ShareStage
 from deepshrink.runtime import load
 from deepshrink.share import centroids_of, finalize, round_to_half, share_module
@@ -190,23 +190,73 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
+MAX_DROP_GRID = tuple(round(0.02 * 1.25 ** i, 4) for i in range(18)) + (1.0,)  # 2 % .. 100 % of the weights
+
+
+def _search_fraction(model: nn.Module, name: str, build, val: tuple, base: float, max_drop: float) -> float:
+    """The smallest weight fraction on :data:`MAX_DROP_GRID` whose factorisation of layer ``name``
+    alone keeps validation accuracy within ``max_drop`` points of ``base`` (binary search; the
+    accuracy is taken as monotone in the fraction)."""
+    original = model.get_submodule(name)
+    lo, hi = 0, len(MAX_DROP_GRID) - 1
+    try:
+        while lo < hi:
+            mid = (lo + hi) // 2
+            _set_module(model, name, build(MAX_DROP_GRID[mid]))
+            if 100 * (base - evaluate(model, val)) <= max_drop:
+                hi = mid
+            else:
+                lo = mid + 1
+    finally:
+        _set_module(model, name, original)
+    return MAX_DROP_GRID[lo]
+
+
 def _lowrank(model: nn.Module, stage: LowRankStage, layers: dict[str, nn.Module], order: list[str],
              data: tuple, progress: bool | None) -> dict[str, Any]:
     train, val, teacher = data
-    ranks = {}
+    plans: dict[str, dict[str, Any]] = {}
     for name, m in layers.items():
-        s = stage.layers.resolve(name, layer_kind(m), order, exclusive=[{"rank", "energy"}])
-        if not isinstance(m, nn.Linear) or s.get("skip") or ("rank" not in s and "energy" not in s):
+        s = stage.layers.resolve(name, layer_kind(m), order, exclusive=[{"rank", "energy", "max_drop"}])
+        if s.get("skip") or not {"rank", "energy", "max_drop"} & set(s):
             continue
-        fac = factorize_linear(m, rank=s.get("rank", 1.0), energy=s.get("energy"))
-        _set_module(model, name, fac)
-        ranks[name] = fac.first.out_features
-    if not ranks:
-        raise ConfigError("lowrank stage: no linear layer matches its rules; nothing to factorise")
+        method = s.get("method", stage.method)
+        check_method(method, m, f"lowrank: layer {name!r}")
+        plans[name] = {**s, "method": method, "importance": s.get("importance", stage.importance)}
+    if not plans:
+        raise ConfigError("lowrank stage: no layer matches its rules; nothing to factorise")
+    calib = (train[0][: stage.calibration], train[1][: stage.calibration])
+    batches = [(calib[0][i : i + 256], calib[1][i : i + 256]) for i in range(0, len(calib[0]), 256)]
+    scores: dict[str, NeuronScores] = {}
+    for strategy in {p["importance"] for p in plans.values() if p["method"] == "slr"}:
+        chosen = {n: layers[n] for n, p in plans.items() if p["method"] == "slr" and p["importance"] == strategy}
+        scores.update(neuron_importance(model, chosen, strategy, batches))
+    search_val = (val[0][:2000], val[1][:2000])
+    base = evaluate(model, search_val) if any("max_drop" in p for p in plans.values()) else float("nan")
+    built, report = {}, {}
+    for name, p in plans.items():
+        layer = layers[name]
+
+        def build(rank, layer=layer, p=p, name=name):
+            return factorize(layer, p["method"], rank=rank, energy=p.get("energy"), scores=scores.get(name),
+                             reduced_rank=p.get("reduced_rank", 0.5), unimportant=p.get("unimportant", 0.5))
+
+        rank = _search_fraction(model, name, build, search_val, base, p["max_drop"]) if "max_drop" in p \
+            else p.get("rank", 1.0)
+        built[name] = build(rank)
+        before, (total, nonzero) = layer.weight.numel(), weight_counts(built[name])
+        report[name] = {"method": p["method"], "rank": rank, "weights_before": before, "weights_after": total,
+                        "nonzero_after": nonzero,
+                        "shapes": [list(q.weight.shape) for q in prunable_layers(built[name]).values()]}
+        if p["method"] == "slr":
+            report[name]["importance"] = p["importance"]
+    for name, module in built.items():
+        _set_module(model, name, module)
     before = evaluate(model, val)
     h = fit(model, train, val, stage.finetune, desc="lowrank: fine-tune factors", progress=progress,
             teacher_logits=teacher)
-    return {"ranks": ranks, "val_accuracy_before_finetune": before, "val_accuracy_after_finetune": h.best_val_accuracy}
+    make_permanent(model)  # SLR's fixed zero pattern becomes plain zeros
+    return {"layers": report, "val_accuracy_before_finetune": before, "val_accuracy_after_finetune": h.best_val_accuracy}
 
 
 def compress(

@@ -134,34 +134,67 @@ class CodeStage:
 
 @dataclass(frozen=True)
 class LowRankStage:
-    """Low-rank factorisation of linear layers by truncated SVD, then fine-tuning. Per layer:
-    ``rank`` (int = absolute, float = fraction of the layer's parameters), or ``energy`` (share
-    of the squared singular values to keep), or ``skip = true``."""
+    """Low-rank factorisation, then fine-tuning with the zero pattern of sparse (SLR) factors fixed.
+
+    Per layer: ``method`` (``svd`` or ``slr`` for linear layers, ``spatial``, ``tucker`` or ``cp``
+    for convolutions; the stage's ``method`` is the default); the rank as ``rank`` (int = absolute,
+    float = fraction of the layer's weights kept, non-zeros for SLR), ``energy`` (share of the
+    squared singular values kept) or ``max_drop`` (the smallest rank whose validation accuracy,
+    before fine-tuning and with only that layer factorised, drops by at most this many points);
+    or ``skip = true``. SLR also takes ``reduced_rank`` (r_s: int, or fraction of the rank),
+    ``unimportant`` (fraction of input and of output neurons that keep only r_s components) and
+    ``importance`` (``weight``, ``activation`` or ``taylor``; the stage's ``importance`` is the
+    default), scored on ``calibration`` training samples."""
 
     layers: LayerRules
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=3e-4))
     method: str = "svd"
+    importance: str = "weight"
+    calibration: int = 2048
     kind: str = "lowrank"
 
     def __post_init__(self) -> None:
-        if self.method != "svd":
-            raise ConfigError(f"lowrank: method must be 'svd', got {self.method!r}")
+        from deepshrink.lowrank import IMPORTANCE, METHODS
+
+        if self.method not in METHODS:
+            raise ConfigError(f"lowrank: method must be one of {METHODS}, got {self.method!r}")
+        if self.importance not in IMPORTANCE:
+            raise ConfigError(f"lowrank: importance must be one of {IMPORTANCE}, got {self.importance!r}")
+        if isinstance(self.calibration, bool) or not isinstance(self.calibration, int) or self.calibration < 1:
+            raise ConfigError(f"lowrank: calibration (samples) must be a positive integer, got {self.calibration!r}")
         for pattern, s in self.layers.rules:
-            if "rank" in s and "energy" in s:
-                raise ConfigError(f"lowrank: layers.{pattern} gives both rank and energy; choose one")
+            where = f"lowrank: layers.{pattern}"
+            given = [k for k in ("rank", "energy", "max_drop") if k in s]
+            if len(given) > 1:
+                raise ConfigError(f"{where} gives {' and '.join(given)}; choose one")
             r = s.get("rank", 1)
             if isinstance(r, bool) or (isinstance(r, int) and r < 1) or (isinstance(r, float) and not 0 < r <= 1):
-                raise ConfigError(f"lowrank: layers.{pattern}.rank must be an int ≥ 1 or a fraction in (0, 1], got {r!r}")
+                raise ConfigError(f"{where}.rank must be an int ≥ 1 or a fraction in (0, 1], got {r!r}")
             if "energy" in s and not 0 < s["energy"] <= 1:
-                raise ConfigError(f"lowrank: layers.{pattern}.energy must be in (0, 1], got {s['energy']!r}")
+                raise ConfigError(f"{where}.energy must be in (0, 1], got {s['energy']!r}")
+            if "max_drop" in s and not 0 <= s["max_drop"] <= 100:
+                raise ConfigError(f"{where}.max_drop (accuracy points) must be in [0, 100], got {s['max_drop']!r}")
+            if s.get("method", self.method) not in METHODS:
+                raise ConfigError(f"{where}.method must be one of {METHODS}, got {s['method']!r}")
+            if s.get("importance", self.importance) not in IMPORTANCE:
+                raise ConfigError(f"{where}.importance must be one of {IMPORTANCE}, got {s['importance']!r}")
+            rs = s.get("reduced_rank", 0.5)
+            if isinstance(rs, int) and rs < 0 or isinstance(rs, float) and not 0 <= rs < 1:
+                raise ConfigError(f"{where}.reduced_rank must be an int ≥ 0 or a fraction in [0, 1), got {rs!r}")
+            if not 0 <= s.get("unimportant", 0.5) < 1:
+                raise ConfigError(f"{where}.unimportant must be a fraction in [0, 1), got {s['unimportant']!r}")
 
     @classmethod
     def parse(cls, raw: dict[str, Any], where: str) -> LowRankStage:
-        _keys(raw, {"kind", "method", "finetune", "layers"}, where)
+        _keys(raw, {"kind", "method", "importance", "calibration", "finetune", "layers"}, where)
+        allowed = {"method": str, "rank": NUM, "energy": NUM, "max_drop": NUM, "skip": bool, "reduced_rank": NUM,
+                   "unimportant": NUM, "importance": str}
         return cls(
-            LayerRules.parse(raw.get("layers"), {"rank": NUM, "energy": NUM, "skip": bool}, where),
+            LayerRules.parse(raw.get("layers"), allowed, where),
             _train(raw.get("finetune"), f"{where}.finetune", TrainConfig(epochs=3, lr=3e-4)),
             raw.get("method", "svd"),
+            raw.get("importance", "weight"),
+            raw.get("calibration", 2048),
         )
 
 
