@@ -142,3 +142,38 @@ def test_svd_recipe_factorises_stores_and_exports(trained, fashion_small, tmp_pa
     ds.export(path, tmp_path / "svd.onnx")
     ops = [n.op_type for n in onnx.load(str(tmp_path / "svd.onnx")).graph.node]
     assert ops.count("Gemm") == 5  # the exported graph has the smaller layers, not a dense matrix
+
+
+def test_lowrank_max_drop_picks_the_smallest_rank_within_the_tolerance(trained, fashion_small):
+    from deepshrink.lowrank import factorize
+    from deepshrink.pipeline.compress import MAX_DROP_GRID
+
+    recipe = Recipe.from_dict({"name": "drop", "stages": [
+        {"kind": "lowrank", "finetune": {"epochs": 0}, "layers": {"fc1": {"max_drop": 1.0}}}]})
+    result = ds.compress(trained, fashion_small, recipe, progress=False)
+    chosen = result.stages[1].detail["layers"]["fc1"]["rank"]
+    assert chosen in MAX_DROP_GRID
+    val = fashion_small.tensors("val")
+    base = ds.evaluate(trained, val)
+
+    def drop(fraction):
+        model = __import__("copy").deepcopy(trained)
+        model.fc1 = factorize(model.fc1, "svd", rank=fraction)
+        return 100 * (base - ds.evaluate(model, val))
+
+    assert drop(chosen) <= 1.0
+    i = MAX_DROP_GRID.index(chosen)
+    assert i == 0 or drop(MAX_DROP_GRID[i - 1]) > 1.0  # one step smaller breaks the tolerance
+    assert result.stages[1].val_accuracy >= base - 0.01
+
+
+def test_lowrank_rules_name_the_methods_that_fit_a_layer(fashion_small):
+    from deepshrink.errors import ConfigError
+
+    model = ds.build_model("lenet-5")
+    for layers, match in (({"_conv": {"method": "svd", "rank": 0.5}}, "convolution"),
+                          ({"_linear": {"method": "tucker", "rank": 0.5}}, "linear layer"),
+                          ({"nothing": {"rank": 0.5}}, "no layer matches")):
+        recipe = Recipe.from_dict({"name": "bad", "stages": [{"kind": "lowrank", "layers": layers}]})
+        with pytest.raises(ConfigError, match=match):
+            ds.compress(model, fashion_small, recipe, progress=False)

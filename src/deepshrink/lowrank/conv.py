@@ -71,7 +71,7 @@ def _energy_rank(s: torch.Tensor, energy: float) -> int:
         raise ConfigError(f"energy must be in (0, 1], got {energy!r}")
     power = s.double() ** 2
     share = torch.cumsum(power, 0) / power.sum().clamp_min(1e-300)
-    return int(torch.searchsorted(share, torch.tensor(energy - 1e-12, dtype=share.dtype))) + 1
+    return min(len(s), int(torch.searchsorted(share, torch.tensor(energy - 1e-12, dtype=share.dtype))) + 1)
 
 
 # --- spatial (Jaderberg) SVD -------------------------------------------------------------------
@@ -119,31 +119,43 @@ def spatial_svd_conv(layer: nn.Conv2d, rank: int | float = 0.5, energy: float | 
 
 # --- Tucker-2 --------------------------------------------------------------------------------
 
+def tucker_weights(ranks: tuple[int, int], shape: tuple[int, ...]) -> int:
+    """Weights of a Tucker-2 factorisation: ``C·r_in + r_in·r_out·h·w + r_out·C'``."""
+    (r_out, r_in), (cout, cin, h, w) = ranks, shape
+    return cin * r_in + r_in * r_out * h * w + r_out * cout
+
+
 def tucker_ranks(rank: int | float, shape: tuple[int, ...]) -> tuple[int, int]:
     """``(r_out, r_in)``. An int is used for both channel modes (clipped to each); a fraction f
-    scales both modes by the same α, solving ``α·C + α²·C·C'·h·w + α·C' = f·C'·C·h·w``."""
+    scales both modes by the same α (``r = ⌊α·C⌋``, at least 1), the largest α whose
+    factorisation keeps at most f of the weights (when even ranks (1, 1) keep more, (1, 1))."""
     _check_rank(rank)
     cout, cin, h, w = shape
     if isinstance(rank, int):
         return min(rank, cout), min(rank, cin)
     hw = h * w
-    alpha = (-(cin + cout) + math.sqrt((cin + cout) ** 2 + 4 * cin * cout * hw * rank * cin * cout * hw)) / (
-        2 * cin * cout * hw)
-    return max(1, min(cout, math.floor(alpha * cout))), max(1, min(cin, math.floor(alpha * cin)))
+    # α² C C' hw + α (C² + C'²) = f C C' hw, then step down until the floored ranks fit
+    a, b, c = cin * cout * hw, cin * cin + cout * cout, rank * cin * cout * hw
+    alpha = (-b + math.sqrt(b * b + 4 * a * c)) / (2 * a)
+    ranks = (max(1, min(cout, math.floor(alpha * cout))), max(1, min(cin, math.floor(alpha * cin))))
+    while tucker_weights(ranks, shape) > c and ranks != (1, 1):
+        r_out, r_in = ranks
+        ranks = (r_out - 1, r_in) if r_out / cout >= r_in / cin and r_out > 1 or r_in == 1 else (r_out, r_in - 1)
+    return ranks
 
 
 def tucker2_factors(weight: torch.Tensor, ranks: tuple[int, int], n_iter_max: int = 100,
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(core (r_out, r_in, h, w), out_factor (C', r_out), in_factor (C, r_in))`` with
     ``weight ≈ core ×₀ out_factor ×₁ in_factor``, by tensorly's partial Tucker (HOOI)."""
+    import tensorly
     from tensorly.decomposition import partial_tucker
 
-    (core, (u_out, u_in)), _ = partial_tucker(
-        weight.detach().double().numpy(), rank=list(ranks), modes=[0, 1], init="svd", n_iter_max=n_iter_max,
-        tol=1e-10,
-    )
-    to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(weight.dtype)  # noqa: E731
-    return to(core), to(u_out), to(u_in)
+    with tensorly.backend_context("pytorch"):  # torch's thread pool, not a second BLAS one
+        (core, (u_out, u_in)), _ = partial_tucker(
+            weight.detach().double(), rank=list(ranks), modes=[0, 1], init="svd", n_iter_max=n_iter_max, tol=1e-10,
+        )
+    return core.to(weight.dtype), u_out.to(weight.dtype), u_in.to(weight.dtype)
 
 
 def tucker2_conv(layer: nn.Conv2d, rank: int | float = 0.5, energy: float | None = None) -> nn.Sequential:
@@ -206,15 +218,17 @@ def cp_factors(weight: torch.Tensor, rank: int, *, n_iter_max: int = 500, restar
     Raises :class:`DecompositionError` when that fit is degenerate: two components, each larger
     than half the fit, whose congruence is below ``max_congruence`` (they diverge and cancel:
     the best rank-R approximation does not exist, an ill-posed problem), or when it is not finite."""
+    import tensorly
     from tensorly.decomposition import parafac
 
     t = weight.detach().double().numpy()
     inits = (["svd"] if rank <= min(t.shape) else []) + ["random"] * restarts
     best = None
     for i, init in enumerate(inits):
-        lam, factors = parafac(t, rank, init=init, n_iter_max=n_iter_max, tol=1e-12, normalize_factors=True,
-                               random_state=seed + i)
-        lam = np.asarray(lam)
+        with tensorly.backend_context("pytorch"):  # torch's thread pool, not a second BLAS one
+            lam, factors = parafac(weight.detach().double(), rank, init=init, n_iter_max=n_iter_max, tol=1e-12,
+                                   normalize_factors=True, random_state=seed + i)
+        lam, factors = lam.numpy(), [f.numpy() for f in factors]
         approx = np.einsum("r,ar,br,cr,dr->abcd", lam, *factors)
         err = float(np.linalg.norm(approx - t) / max(np.linalg.norm(t), 1e-300))
         if math.isfinite(err) and np.isfinite(lam).all() and (best is None or err < best[0]):

@@ -110,10 +110,14 @@ def neuron_importance(
     return {n: NeuronScores((s[0] / count).float(), (s[1] / count).float()) for n, s in sums.items()}
 
 
+def check_unimportant(fraction: float) -> None:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise ConfigError(f"the unimportant fraction must be in [0, 1), got {fraction!r}")
+
+
 def least_important(scores: torch.Tensor, fraction: float) -> torch.Tensor:
     """Indices of the ``round(fraction · len)`` lowest scores (ties broken by position)."""
-    if not 0 <= fraction < 1:
-        raise ConfigError(f"the unimportant fraction must be in [0, 1), got {fraction!r}")
+    check_unimportant(fraction)
     count = int(round(fraction * scores.numel()))
     return torch.argsort(scores, stable=True)[:count]
 
@@ -124,8 +128,9 @@ def slr_rank(rank: int | float, shape: tuple[int, int], reduced: int | float, un
     ``reduced`` is ``r_s``: an int, or a float fraction of ``k``."""
     m, n = shape
     full = min(m, n)
-    if isinstance(reduced, bool) or not isinstance(reduced, (int, float)) or reduced < 0 or (
-            isinstance(reduced, float) and reduced >= 1):
+    check_unimportant(unimportant)
+    if isinstance(reduced, bool) or not isinstance(reduced, (int, float)) or not reduced >= 0 or (
+            isinstance(reduced, float) and not reduced < 1):
         raise ConfigError(f"reduced_rank must be an int ≥ 0 or a fraction of the rank in [0, 1), got {reduced!r}")
     if isinstance(rank, bool) or not isinstance(rank, (int, float)):
         raise ConfigError(f"rank must be an int (absolute) or a float (fraction of parameters), got {rank!r}")
