@@ -30,6 +30,7 @@ demo: $(STAMP) data
 
 bench: $(STAMP) data
 	$(PY) bench/deep_compression.py
+	$(PY) bench/lowrank.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -28,7 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import torch
 from tqdm.auto import tqdm
@@ -48,23 +47,26 @@ SLR_GRID = {"importance": ("weight", "activation", "taylor"), "unimportant": (0.
             "reduced_rank": (0.25, 0.5)}
 
 
-def finetune(epochs: int) -> dict:
-    return {"epochs": epochs, "lr": 1e-3, "distill": 0.5 if epochs else 0.0, "temperature": 2.0}
+SEEDS = {"lenet-300-100": 3, "lenet-5": 1}  # fine-tuning seeds (batch order) averaged per point
 
 
-def method_stage(method: str, layers: list[str], fraction: float, epochs: int, slr: dict) -> dict:
+def finetune(epochs: int, seed: int = 0) -> dict:
+    return {"epochs": epochs, "lr": 1e-3, "distill": 0.5 if epochs else 0.0, "temperature": 2.0, "seed": seed}
+
+
+def method_stage(method: str, layers: list[str], fraction: float, epochs: int, slr: dict, seed: int = 0) -> dict:
     if method == "prune":
-        return {"kind": "prune", "steps": 1, "retrain": finetune(epochs),
+        return {"kind": "prune", "steps": 1, "retrain": finetune(epochs, seed),
                 "layers": {n: {"sparsity": 1 - fraction} for n in layers}}
     settings = {"rank": fraction, **({k: v for k, v in slr.items() if k != "importance"} if method == "slr" else {})}
-    stage = {"kind": "lowrank", "method": method, "finetune": finetune(epochs), "layers": {n: settings for n in layers}}
+    stage = {"kind": "lowrank", "method": method, "finetune": finetune(epochs, seed), "layers": {n: settings for n in layers}}
     if method == "slr":
         stage["importance"] = slr["importance"]
     return stage
 
 
-def share_code(epochs: int) -> list[dict]:
-    return [{"kind": "share", "float16": True, "finetune": {**finetune(epochs), "lr": 3e-4},
+def share_code(epochs: int, seed: int = 0) -> list[dict]:
+    return [{"kind": "share", "float16": True, "finetune": {**finetune(epochs, seed), "lr": 3e-4},
              "layers": {"_linear": {"bits": 5}, "_conv": {"bits": 8}}},
             {"kind": "code", "coder": "huffman", "layers": {"_default": {"gap_bits": "auto"}}}]
 
@@ -73,22 +75,26 @@ def nonzero(model: torch.nn.Module) -> int:
     return sum(int((p != 0).sum()) for n, p in model.named_parameters() if n.endswith("weight"))
 
 
-def run_method(model, data, method, layers, fraction, epochs, slr) -> dict:
-    """Before fine-tuning (0 epochs), then after fine-tuning, sharing and coding in one run."""
+def run_method(model, data, method, layers, fraction, epochs, slr, seeds) -> dict:
+    """Before fine-tuning (0 epochs), then after fine-tuning, sharing and coding in one run per
+    fine-tuning seed (accuracies averaged over seeds)."""
     dense_nz = nonzero(model)
     before = ds.compress(model, data, Recipe.from_dict(
         {"name": method, "stages": [method_stage(method, layers, fraction, 0, slr)]}), progress=False)
-    full = ds.compress(model, data, Recipe.from_dict(
-        {"name": method, "stages": [method_stage(method, layers, fraction, epochs, slr)] + share_code(1)}))
-    ft = full.stages[1]
+    runs = [ds.compress(model, data, Recipe.from_dict(
+        {"name": method, "stages": [method_stage(method, layers, fraction, epochs, slr, seed)] + share_code(1, seed)}))
+        for seed in range(seeds)]
+    full, ft = runs[0], runs[0].stages[1]
     nz = nonzero(before.model)
+    after = [r.stages[1].test_accuracy for r in runs]
+    coded = [r.file_accuracy for r in runs]
     return {
         "method": method, "fraction": fraction, "nonzero_weights": nz, "param_ratio": dense_nz / nz,
         "before_val": before.stages[1].val_accuracy, "before_test": before.stages[1].test_accuracy,
-        "after_val": ft.val_accuracy, "after_test": ft.test_accuracy,
-        "float32_bytes": ft.file_bytes, "float32_ratio": full.dense_bytes / ft.file_bytes,
-        "coded_bytes": full.file_bytes, "coded_ratio": full.ratio, "coded_test": full.file_accuracy,
-        "detail": ft.detail.get("layers", ft.detail.get("targets")), "file": full.data,
+        "after_val": statistics.mean(r.stages[1].val_accuracy for r in runs), "after_test": statistics.mean(after),
+        "after_test_runs": after, "float32_bytes": ft.file_bytes, "float32_ratio": full.dense_bytes / ft.file_bytes,
+        "coded_bytes": full.file_bytes, "coded_ratio": full.ratio, "coded_test": statistics.mean(coded),
+        "coded_test_runs": coded, "detail": ft.detail.get("layers", ft.detail.get("targets")), "file": full.data,
     }
 
 
@@ -166,7 +172,7 @@ def run(name: str, data: ds.Dataset, fractions: list[float], epochs: int, seed: 
             "nonzero_weights": nonzero(model)}
     mid = fractions[len(fractions) // 2]
     slr, grid = tune_slr(model, data, FC[name], mid)
-    rows = [run_method(model, data, m, FC[name], f, epochs, slr) for f in fractions for m in METHODS]
+    rows = [run_method(model, data, m, FC[name], f, epochs, slr, SEEDS[name]) for f in fractions for m in METHODS]
     dense_file = ds.pack_model(model, data.input_spec)[0]
     lat_fraction = 0.25 if 0.25 in fractions else mid
     files = {"dense": dense_file, **{r["method"]: r["file"] for r in rows if r["fraction"] == lat_fraction}}
@@ -175,7 +181,8 @@ def run(name: str, data: ds.Dataset, fractions: list[float], epochs: int, seed: 
     for r in rows:
         del r["file"]
     return {"model": name, "baseline": base, "slr_settings": slr, "slr_grid": grid, "slr_fraction": mid, "rows": rows,
-            "latency_fraction": lat_fraction, "latency": lat, "conv": convs, "finetune_epochs": epochs}
+            "latency_fraction": lat_fraction, "latency": lat, "conv": convs, "finetune_epochs": epochs,
+            "seeds": SEEDS[name]}
 
 
 def plot(result: dict, path: Path) -> None:
@@ -231,30 +238,33 @@ def markdown(results: list[dict], command: str) -> str:
              "validation split); 'coded' adds 5-bit k-means sharing (1 epoch of centroid fine-tuning), float16 "
              "codebooks and Huffman coding, accuracy measured on the network decoded from the file. "
              "Compression counts all weights of the network (non-zeros) or all stored bytes, against float32 dense. "
-             "One seed: differences under ~0.3 points are within run-to-run noise.", ""]
+             "Differences of 0.1–0.2 points are within run-to-run noise (see the ± where several seeds ran).", ""]
     for r in results:
         m = r["model"]
         s = r["slr_settings"]
         lines += [f"### {m}", "",
                   f"Dense: {100 * r['baseline']['test']:.2f}% test, {r['baseline']['nonzero_weights']:,} weights. "
-                  f"Fine-tuning: {r['finetune_epochs']} epochs. SLR settings chosen on validation: importance "
+                  f"Fine-tuning: {r['finetune_epochs']} epochs, "
+                  f"{'mean ± half-range over ' + str(r['seeds']) + ' seeds (batch order)' if r['seeds'] > 1 else 'one seed'}. SLR settings chosen on validation: importance "
                   f"`{s['importance']}`, unimportant {s['unimportant']}, reduced rank {s['reduced_rank']}·k.", "",
                   f"![{m}](img/lowrank-{m}.png)", "",
                   "| kept | method | weights ratio | test before FT | test after FT | float32 file | coded file | coded test |",
                   "|---|---|---|---|---|---|---|---|"]
         for row in r["rows"]:
-            lines.append(f"| {100 * row['fraction']:.2g}% | {row['method']} | {row['param_ratio']:.2f}× | "
-                         f"{100 * row['before_test']:.2f}% | {100 * row['after_test']:.2f}% | "
+            spread = (f" ± {50 * (max(row['after_test_runs']) - min(row['after_test_runs'])):.2f}"
+                      if len(row["after_test_runs"]) > 1 else "")
+            lines.append(f"| {100 * row['fraction']:g}% | {row['method']} | {row['param_ratio']:.2f}× | "
+                         f"{100 * row['before_test']:.2f}% | {100 * row['after_test']:.2f}%{spread} | "
                          f"{row['float32_bytes']:,} B ({row['float32_ratio']:.2f}×) | "
                          f"{row['coded_bytes']:,} B ({row['coded_ratio']:.1f}×) | {100 * row['coded_test']:.2f}% |")
         lines += ["", f"**Verdict ({m}).** {verdict(r)}", ""]
         lines += [f"How the SLR settings were chosen: validation accuracy straight after factorising at "
-                  f"{100 * r['slr_fraction']:.2g}% kept, before fine-tuning (the test split is not used):", "",
+                  f"{100 * r['slr_fraction']:g}% kept, before fine-tuning (the test split is not used):", "",
                   "| importance | unimportant | reduced rank | val acc |", "|---|---|---|---|"]
         for g in sorted(r["slr_grid"], key=lambda g: -g["val"]):
             lines.append(f"| {g['importance']} | {g['unimportant']} | {g['reduced_rank']} | {100 * g['val']:.2f}% |")
         f = r["latency_fraction"]
-        lines += ["", f"CPU latency of the files' networks at {100 * f:.2g}% kept (median ms per batch, ratio = "
+        lines += ["", f"CPU latency of the files' networks at {100 * f:g}% kept (median ms per batch, ratio = "
                   "dense / model; same run, interleaved):", "",
                   "| batch | engine | dense | svd | slr | prune |", "|---|---|---|---|---|---|"]
         for batch, t in r["latency"].items():
@@ -269,11 +279,11 @@ def markdown(results: list[dict], command: str) -> str:
                       "|---|---|---|---|---|---|"]
             for c in r["conv"]:
                 if "error" in c:
-                    lines.append(f"| {c['method']} | {100 * c['fraction']:.2g}% | raised DecompositionError: "
+                    lines.append(f"| {c['method']} | {100 * c['fraction']:g}% | raised DecompositionError: "
                                  f"{c['error']} | | | |")
                     continue
                 shapes = " → ".join("×".join(map(str, s)) for s in c["shapes"])
-                lines.append(f"| {c['method']} | {100 * c['fraction']:.2g}% | {c['weights']:,} of {c['of']:,} | "
+                lines.append(f"| {c['method']} | {100 * c['fraction']:g}% | {c['weights']:,} of {c['of']:,} | "
                              f"{shapes} | {100 * c['before_test']:.2f}% | {100 * c['after_test']:.2f}% |")
         lines.append("")
     return "\n".join(lines)

@@ -296,3 +296,20 @@ def test_slr_zeros_survive_fine_tuning_saving_and_loading(fashion_small, tmp_pat
 def test_slr_rank_rejects_nan_and_out_of_range_fractions(reduced, unimportant):
     with pytest.raises(ConfigError):
         slr_rank(0.5, (60, 40), reduced, unimportant)
+
+
+def test_a_model_with_slr_masks_still_attached_stores_its_masked_weights(tmp_path):
+    from deepshrink.data import InputSpec
+    from deepshrink.lowrank import NeuronScores
+
+    torch.manual_seed(0)
+    model = ds.build_model("lenet-300-100")
+    model.fc2 = slr_linear(model.fc2, NeuronScores(torch.rand(300), torch.rand(100)), rank=20, reduced_rank=5)
+    spec = InputSpec((1, 28, 28), "uint8", 1 / 255, (0.0,), (1.0,))
+    ds.save_model(model, tmp_path / "m.dsz", spec)  # no make_permanent first
+    assert tprune.is_pruned(model.fc2.first)  # the caller's model keeps its masks
+    state = ds.load(tmp_path / "m.dsz").dense_state_dict()
+    for name in ("first", "second"):
+        layer = getattr(model.fc2, name)
+        torch.testing.assert_close(state[f"fc2.{name}.weight"], current_weight(layer), rtol=0, atol=0)
+    assert int((state["fc2.first.weight"] == 0).sum()) == 15 * 150  # k - r_s components of half the inputs

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -9,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.utils.prune as tprune
 from torch import nn
 
 from deepshrink import __version__
@@ -68,7 +71,17 @@ def pack_model(
 
     The model is traced into a graph; the graph rebuilt from the stored tensors must reproduce
     the model's output on a probe input, so a file never stores a network that runs differently.
+    Pruning masks (``torch.nn.utils.prune``, also left by SLR) are applied: a copy of the model is
+    stored with its masked weights as plain weights; ``model`` itself is not changed.
     """
+    pruned = [m for m in model.modules() if hasattr(m, "weight_mask") and tprune.is_pruned(m)]
+    if pruned:
+        from deepshrink.prune import current_weight, make_permanent
+
+        for m in pruned:  # the hook's cached product is a non-leaf tensor, which deepcopy refuses
+            m.weight = current_weight(m)
+        model = make_permanent(copy.deepcopy(model))
+        graph = None  # the copy's parameters are plain weights; trace it afresh
     graph = graph or trace(model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     roles = _param_roles(graph)

@@ -17,8 +17,8 @@ from deepshrink.data.dataset import Dataset
 from deepshrink.errors import ConfigError
 from deepshrink.fileformat.model_file import CodingRule, PackReport, pack_model
 from deepshrink.graph import Graph, trace
-from deepshrink.prune import apply_mask, current_weight, layer_kind, magnitude_mask, make_permanent, prunable_layers
 from deepshrink.lowrank import NeuronScores, check_method, factorize, neuron_importance, weight_counts
+from deepshrink.prune import apply_mask, current_weight, layer_kind, magnitude_mask, make_permanent, prunable_layers
 from deepshrink.recipes.config import CodeStage, LowRankStage, PruneStage, Recipe, ShareStage
 from deepshrink.runtime import load
 from deepshrink.share import centroids_of, finalize, round_to_half, share_module
