@@ -111,6 +111,22 @@ def tune_slr(model, data, layers, fraction) -> tuple[dict, list[dict]]:
     return {k: best[k] for k in SLR_GRID}, rows
 
 
+def macs(net: torch.nn.Module, input_shape) -> int:
+    """Multiply-accumulates of one sample through the linear and conv layers (dense kernels)."""
+    total = 0
+
+    def hook(mod, _args, out):
+        nonlocal total
+        total += mod.weight.numel() * (out[0, 0].numel() if isinstance(mod, torch.nn.Conv2d) else 1)
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    with torch.inference_mode():
+        net(torch.zeros(1, *input_shape))
+    for h in handles:
+        h.remove()
+    return total
+
+
 def latency(files: dict[str, bytes], input_shape, reps: dict[int, int]) -> dict:
     """Median milliseconds per batch of each file's network, deepshrink runtime and onnxruntime,
     measured in interleaved rounds so that every model sees the same machine state."""
@@ -140,6 +156,7 @@ def latency(files: dict[str, bytes], input_shape, reps: dict[int, int]) -> dict:
                     sessions[k].run(None, {name: xn})
                     times[(k, "onnxruntime")].append(time.perf_counter() - t0)
         out[batch] = {f"{k}|{e}": 1000 * statistics.median(v) for (k, e), v in times.items()}
+    out["macs"] = {k: macs(n, input_shape) for k, n in nets.items()}
     return out
 
 
@@ -176,7 +193,7 @@ def run(name: str, data: ds.Dataset, fractions: list[float], epochs: int, seed: 
     dense_file = ds.pack_model(model, data.input_spec)[0]
     lat_fraction = 0.25 if 0.25 in fractions else mid
     files = {"dense": dense_file, **{r["method"]: r["file"] for r in rows if r["fraction"] == lat_fraction}}
-    lat = latency(files, data.input_spec.shape, {1: 300, 64: 100})
+    lat = latency(files, data.input_spec.shape, {1: 500, 64: 200})
     convs = conv_methods(model, data, (0.5, 0.25), epochs) if name == "lenet-5" else []
     for r in rows:
         del r["file"]
@@ -267,7 +284,12 @@ def markdown(results: list[dict], command: str) -> str:
         lines += ["", f"CPU latency of the files' networks at {100 * f:g}% kept (median ms per batch, ratio = "
                   "dense / model; same run, interleaved):", "",
                   "| batch | engine | dense | svd | slr | prune |", "|---|---|---|---|---|---|"]
+        mac = r["latency"]["macs"]
+        lines.append("| | MACs per sample (dense kernels) | " + f"{mac['dense']:,} | " + " | ".join(
+            f"{mac[k]:,} ({mac['dense'] / mac[k]:.2f}×)" for k in METHODS) + " |")
         for batch, t in r["latency"].items():
+            if batch == "macs":
+                continue
             for eng in ("torch", "onnxruntime"):
                 d = t[f"dense|{eng}"]
                 cells = " | ".join(f"{t[f'{k}|{eng}']:.3f} ms ({d / t[f'{k}|{eng}']:.2f}×)" for k in METHODS)

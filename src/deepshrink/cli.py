@@ -132,9 +132,22 @@ def print_compress(console: Console, out: dict[str, Any]) -> None:
         t.add_row(s["stage"], _pct(s["val_accuracy"]), _pct(s["test_accuracy"]), _kb(s["file_bytes"]),
                   f"{s['ratio']:.1f}×", f"{s['seconds']:.1f} s")
     console.print(t)
+    for s in out["stages"]:
+        if s["stage"] != "lowrank":
+            continue
+        fac = Table(title=escape(f"low rank: val accuracy {_pct(s['detail']['val_accuracy_before_finetune'])} "
+                                 f"after factorising → {_pct(s['detail']['val_accuracy_after_finetune'])} "
+                                 "after fine-tuning"))
+        for col in ("layer", "method", "rank", "layers", "weights", "non-zero"):
+            fac.add_column(col, justify="left" if col in ("layer", "method", "layers") else "right")
+        for name, d in s["detail"]["layers"].items():
+            fac.add_row(escape(name), d["method"] + (f" ({d['importance']})" if "importance" in d else ""),
+                        str(d["rank"]), " → ".join("×".join(map(str, sh)) for sh in d["shapes"]),
+                        f"{d['weights_before']:,} → {d['weights_after']:,}", f"{d['nonzero_after']:,}")
+        console.print(fac)
     lt = Table(title="per layer")
     for col in ("layer", "shape", "kept", "bits", "encoding", "index bytes", "weight bytes", "ratio"):
-        lt.add_column(col, justify="left" if col in ("layer", "encoding") else "right")
+        lt.add_column(col, justify="left" if col in ("layer", "encoding") else "right", no_wrap=col == "layer")
     for r in out["layers"]:
         lt.add_row(r["name"], "×".join(map(str, r["shape"])), _pct(r["kept"]), str(r["bits"]), r["encoding"],
                    _kb(r["index_bytes"]), _kb(r["weight_bytes"]), f"{r['ratio']:.1f}×")
