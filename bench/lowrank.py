@@ -208,7 +208,7 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     panels = [("before_test", "param_ratio", "before fine-tuning", "compression of weights (non-zeros, ×)"),
               ("after_test", "param_ratio", "after fine-tuning", "compression of weights (non-zeros, ×)"),
               ("coded_test", "coded_ratio", "+ 5-bit sharing + Huffman (from the file)", "compression of stored bytes (×)")]
@@ -221,9 +221,12 @@ def plot(result: dict, path: Path) -> None:
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test accuracy (%)")
-    lo = min(100 * r["before_test"] for r in result["rows"])
-    axes[0].set_ylim(max(lo - 2, 10), 100 * result["baseline"]["test"] + 1)
+    top = 100 * result["baseline"]["test"]
+    axes[0].set_ylim(max(min(100 * r["before_test"] for r in result["rows"]) - 2, 10), top + 1)
+    for ax, key in ((axes[1], "after_test"), (axes[2], "coded_test")):  # zoomed: the differences are small
+        ax.set_ylim(min(100 * r[key] for r in result["rows"]) - 0.3, top + 0.3)
+    for ax in axes:
+        ax.set_ylabel("test accuracy (%)")
     axes[0].legend()
     fig.suptitle(f"{result['model']} on Fashion-MNIST: SLR vs truncated SVD vs magnitude pruning (fc layers)")
     fig.tight_layout()
@@ -317,7 +320,12 @@ def main() -> None:
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.5, 0.25, 0.125, 0.0625])
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs, the same for every method")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--replot", action="store_true", help="only redraw the plots from bench/results/lowrank.json")
     args = parser.parse_args()
+    if args.replot:
+        for r in json.loads((ROOT / "bench" / "results" / "lowrank.json").read_text()):
+            plot(r, ROOT / "docs" / "img" / f"lowrank-{r['model']}.png")
+        return
     torch.set_num_threads(2)
     data = ds.load_dataset("fashion-mnist", val_size=5000, seed=args.seed)
     results = []
