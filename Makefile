@@ -1,5 +1,5 @@
 # deepshrink: two commands on a fresh machine.
-#   make demo   train LeNet-300-100 on Fashion-MNIST, compress it, evaluate and export the file
+#   make demo   train LeNet-300-100 on Fashion-MNIST, compress it (Deep Compression, then the low-rank chain), evaluate and export
 #   make test   run the test suite
 # Both create the virtual environment (.venv) and install the pinned dependencies first.
 
