@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from deepshrink.errors import ConfigError, DecompositionError
+from deepshrink.lowrank.svd import check_rank, energy_rank
 
 CONV_METHODS = ("spatial", "tucker", "cp")
 
@@ -40,15 +41,6 @@ def _check_conv(layer: nn.Module, method: str) -> None:
     if isinstance(layer.padding, str) or layer.padding_mode != "zeros":
         raise ConfigError(f"{method} factorisation needs explicit zero padding, got padding={layer.padding!r}, "
                           f"padding_mode={layer.padding_mode!r}")
-
-
-def _check_rank(rank: int | float) -> None:
-    if isinstance(rank, bool) or not isinstance(rank, (int, float)):
-        raise ConfigError(f"rank must be an int (absolute) or a float (fraction of parameters), got {rank!r}")
-    if isinstance(rank, int) and rank < 1:
-        raise ConfigError(f"an absolute rank must be ≥ 1, got {rank}")
-    if isinstance(rank, float) and not 0 < rank <= 1:
-        raise ConfigError(f"a rank fraction must be in (0, 1], got {rank}")
 
 
 def _conv(cin: int, cout: int, kernel: tuple[int, int], weight: torch.Tensor, *, stride=(1, 1), padding=(0, 0),
@@ -66,19 +58,11 @@ def _bias(layer: nn.Conv2d) -> torch.Tensor | None:
     return None if layer.bias is None else layer.bias.detach()
 
 
-def _energy_rank(s: torch.Tensor, energy: float) -> int:
-    if not 0 < energy <= 1:
-        raise ConfigError(f"energy must be in (0, 1], got {energy!r}")
-    power = s.double() ** 2
-    share = torch.cumsum(power, 0) / power.sum().clamp_min(1e-300)
-    return min(len(s), int(torch.searchsorted(share, torch.tensor(energy - 1e-12, dtype=share.dtype))) + 1)
-
-
 # --- spatial (Jaderberg) SVD -------------------------------------------------------------------
 
 def spatial_rank(rank: int | float, shape: tuple[int, ...]) -> int:
     """Rank ``K`` of the spatial scheme: ``K(C·h + C'·w)`` weights against ``C'·C·h·w``."""
-    _check_rank(rank)
+    check_rank(rank)
     cout, cin, h, w = shape
     full = min(cin * h, cout * w)
     if isinstance(rank, int):
@@ -105,7 +89,7 @@ def spatial_svd_conv(layer: nn.Conv2d, rank: int | float = 0.5, energy: float | 
     cout, cin, h, kw = w.shape
     if energy is not None:
         s = torch.linalg.svdvals(w.double().permute(1, 2, 0, 3).reshape(cin * h, cout * kw))
-        k = _energy_rank(s, energy)
+        k = energy_rank(s, energy)
     else:
         k = spatial_rank(rank, tuple(w.shape))
     vertical, horizontal = spatial_factors(w, k)
@@ -129,7 +113,7 @@ def tucker_ranks(rank: int | float, shape: tuple[int, ...]) -> tuple[int, int]:
     """``(r_out, r_in)``. An int is used for both channel modes (clipped to each); a fraction f
     scales both modes by the same α (``r = ⌊α·C⌋``, at least 1), the largest α whose
     factorisation keeps at most f of the weights (when even ranks (1, 1) keep more, (1, 1))."""
-    _check_rank(rank)
+    check_rank(rank)
     cout, cin, h, w = shape
     if isinstance(rank, int):
         return min(rank, cout), min(rank, cin)
@@ -166,8 +150,8 @@ def tucker2_conv(layer: nn.Conv2d, rank: int | float = 0.5, energy: float | None
     w = layer.weight.detach()
     cout, cin, h, kw = w.shape
     if energy is not None:
-        r_out = _energy_rank(torch.linalg.svdvals(w.double().reshape(cout, -1)), energy)
-        r_in = _energy_rank(torch.linalg.svdvals(w.double().transpose(0, 1).reshape(cin, -1)), energy)
+        r_out = energy_rank(torch.linalg.svdvals(w.double().reshape(cout, -1)), energy)
+        r_in = energy_rank(torch.linalg.svdvals(w.double().transpose(0, 1).reshape(cin, -1)), energy)
     else:
         r_out, r_in = tucker_ranks(rank, tuple(w.shape))
     core, u_out, u_in = tucker2_factors(w, (r_out, r_in))
@@ -183,7 +167,7 @@ def tucker2_conv(layer: nn.Conv2d, rank: int | float = 0.5, energy: float | None
 
 def cp_rank(rank: int | float, shape: tuple[int, ...]) -> int:
     """Rank ``R`` of the CP scheme: ``R(C + h + w + C')`` weights against ``C'·C·h·w``."""
-    _check_rank(rank)
+    check_rank(rank)
     cout, cin, h, w = shape
     if isinstance(rank, int):
         return rank

@@ -30,7 +30,7 @@ import torch.nn.utils.prune as tprune
 from torch import nn
 
 from deepshrink.errors import ConfigError
-from deepshrink.lowrank.svd import truncated_svd
+from deepshrink.lowrank.svd import check_rank, truncated_svd
 
 IMPORTANCE = ("weight", "activation", "taylor")
 
@@ -132,20 +132,15 @@ def slr_rank(rank: int | float, shape: tuple[int, int], reduced: int | float, un
     if isinstance(reduced, bool) or not isinstance(reduced, (int, float)) or not reduced >= 0 or (
             isinstance(reduced, float) and not reduced < 1):
         raise ConfigError(f"reduced_rank must be an int ≥ 0 or a fraction of the rank in [0, 1), got {reduced!r}")
-    if isinstance(rank, bool) or not isinstance(rank, (int, float)):
-        raise ConfigError(f"rank must be an int (absolute) or a float (fraction of parameters), got {rank!r}")
+    check_rank(rank)
     u = int(round(unimportant * m)) + int(round(unimportant * n))
 
     def rs_of(k: int) -> int:
         return min(k - 1, reduced if isinstance(reduced, int) else math.floor(reduced * k)) if k > 1 else 0
 
     if isinstance(rank, int):
-        if rank < 1:
-            raise ConfigError(f"an absolute rank must be ≥ 1, got {rank}")
         k = min(rank, full)
         return k, rs_of(k)
-    if not 0 < rank <= 1:
-        raise ConfigError(f"a rank fraction must be in (0, 1], got {rank}")
     budget = rank * m * n
     k = 1
     while k < full and (k + 1) * (m + n) - u * (k + 1 - rs_of(k + 1)) <= budget:

@@ -17,6 +17,25 @@ from torch import nn
 from deepshrink.errors import ConfigError
 
 
+def check_rank(rank: int | float) -> None:
+    """Raise a :class:`ConfigError` unless ``rank`` is an int ≥ 1 or a float fraction in (0, 1]."""
+    if isinstance(rank, bool) or not isinstance(rank, (int, float)):
+        raise ConfigError(f"rank must be an int (absolute) or a float (fraction of parameters), got {rank!r}")
+    if isinstance(rank, int) and rank < 1:
+        raise ConfigError(f"an absolute rank must be ≥ 1, got {rank}")
+    if isinstance(rank, float) and not 0 < rank <= 1:
+        raise ConfigError(f"a rank fraction must be in (0, 1], got {rank}")
+
+
+def energy_rank(singular_values: torch.Tensor, energy: float) -> int:
+    """The smallest k whose singular values hold ``energy`` of the squared spectrum, at most their count."""
+    if not 0 < energy <= 1:
+        raise ConfigError(f"energy must be in (0, 1], got {energy!r}")
+    power = singular_values.double() ** 2
+    share = torch.cumsum(power, 0) / power.sum().clamp_min(1e-300)
+    return min(len(power), int(torch.searchsorted(share, torch.tensor(energy - 1e-12, dtype=share.dtype))) + 1)
+
+
 def resolve_rank(rank: int | float, shape: tuple[int, int], singular_values: torch.Tensor | None = None,
                  energy: float | None = None) -> int:
     """The one rank rule: an ``int`` is an absolute rank; a ``float`` in (0, 1] is the fraction of
@@ -26,19 +45,12 @@ def resolve_rank(rank: int | float, shape: tuple[int, int], singular_values: tor
     m, n = shape
     full = min(m, n)
     if energy is not None:
-        if singular_values is None or not 0 < energy <= 1:
-            raise ConfigError(f"energy must be in (0, 1] and needs singular values, got {energy!r}")
-        power = singular_values.double() ** 2
-        share = torch.cumsum(power, 0) / power.sum().clamp_min(1e-300)
-        return int(min(full, int(torch.searchsorted(share, torch.tensor(energy, dtype=share.dtype) - 1e-12)) + 1))
-    if isinstance(rank, bool) or not isinstance(rank, (int, float)):
-        raise ConfigError(f"rank must be an int (absolute) or a float (fraction of parameters), got {rank!r}")
+        if singular_values is None:
+            raise ConfigError("an energy threshold needs the singular values")
+        return min(full, energy_rank(singular_values, energy))
+    check_rank(rank)
     if isinstance(rank, int):
-        if rank < 1:
-            raise ConfigError(f"an absolute rank must be ≥ 1, got {rank}")
         return min(rank, full)
-    if not 0 < rank <= 1:
-        raise ConfigError(f"a rank fraction must be in (0, 1], got {rank}")
     return max(1, min(full, math.floor(rank * m * n / (m + n))))
 
 
