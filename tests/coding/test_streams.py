@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepshrink.coding import Coder, ans, decode_stream, encode_stream, fixed_bits, huffman, pack_bits
+from deepshrink.coding import Coder, ans, decode_stream, encode_stream, fixed_bits, huffman, pack_bits, stream_size
 from deepshrink.errors import ConfigError, CorruptStream
 
 from ._strategies import skewed, symbol_streams
@@ -102,3 +102,29 @@ def test_bit_flips_raise_or_decode_in_range(codec, pos_seed, bit):
         return
     assert out.shape == syms.shape
     assert out.min() >= 0 and out.max() < 12
+
+
+@settings(max_examples=150, deadline=None)
+@given(symbol_streams(), st.sampled_from(list(Coder)))
+def test_stream_size_from_the_histogram(stream, coder):
+    """Exact for fixed and Huffman codes; within a few bytes for ANS."""
+    syms, a = stream
+    real = len(encode_stream(syms, a, coder))
+    predicted = stream_size(np.bincount(syms, minlength=a), coder)
+    if coder is Coder.ANS:
+        assert abs(predicted - real) <= 4
+    else:
+        assert predicted == real
+
+
+def test_stream_size_of_long_skewed_streams():
+    for a, ratio in ((33, 0.8), (1024, 0.99), (2, 0.1)):
+        syms = skewed(300_000, a, ratio, seed=a)
+        counts = np.bincount(syms, minlength=a)
+        assert stream_size(counts, Coder.HUFFMAN) == len(encode_stream(syms, a, Coder.HUFFMAN))
+        assert abs(stream_size(counts, Coder.ANS) - len(encode_stream(syms, a, Coder.ANS))) <= 4
+        assert stream_size(counts, Coder.FIXED, bits=12) == len(encode_stream(syms, a, Coder.FIXED, bits=12))
+    with pytest.raises(ConfigError):
+        stream_size(np.array([1.0, 2.0]), Coder.HUFFMAN)
+    with pytest.raises(ConfigError):
+        stream_size(np.array([1, 2, 3]), Coder.FIXED, bits=1)

@@ -1,9 +1,12 @@
 """Lossless coding of integer symbol streams: fixed-length, canonical Huffman and ANS.
 
 All coders are vectorised with numpy (or run inside ``constriction``); none loops in Python
-per symbol. Decoders treat their input as untrusted and raise
-:class:`~deepshrink.errors.CorruptStream` on malformed data; bad arguments raise
-:class:`~deepshrink.errors.ConfigError`.
+per symbol. The Huffman and ANS decoders run compiled when the optional C extension
+``deepshrink.coding._fastcode`` was built at install time (one table lookup per symbol); the
+numpy/constriction decoders are the fallback and give the same results and errors. Decoders
+treat their input as untrusted and raise :class:`~deepshrink.errors.CorruptStream` on malformed
+data; bad arguments raise :class:`~deepshrink.errors.ConfigError`. :func:`stream_size` gives
+the coded size of a stream from its histogram alone.
 """
 
 from deepshrink.coding import ans, huffman
@@ -11,7 +14,7 @@ from deepshrink.coding.entropy import entropy_bits, histogram
 from deepshrink.coding.fixed import pack_bits, unpack_bits
 from deepshrink.coding.huffman import canonical_codes, code_lengths
 from deepshrink.coding.relative import decode_positions, encode_positions
-from deepshrink.coding.streams import Coder, decode_stream, encode_stream, fixed_bits
+from deepshrink.coding.streams import Coder, decode_stream, encode_stream, fixed_bits, stream_size
 
 __all__ = [
     "Coder",
@@ -27,5 +30,6 @@ __all__ = [
     "histogram",
     "huffman",
     "pack_bits",
+    "stream_size",
     "unpack_bits",
 ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import operator
+import os
 from collections.abc import Iterable
+from types import ModuleType
 
 import numpy as np
 
@@ -11,6 +13,23 @@ from deepshrink.errors import ConfigError, CorruptStream
 
 #: Largest alphabet any coder accepts (symbols are at most 16-bit indices).
 MAX_ALPHABET = 1 << 16
+
+
+def _load_extension() -> ModuleType | None:
+    """The compiled decoders, unless unavailable (no compiler at install time) or disabled by
+    the environment variable ``DEEPSHRINK_NO_EXTENSION=1``."""
+    if os.environ.get("DEEPSHRINK_NO_EXTENSION", "") not in ("", "0"):
+        return None
+    try:
+        from deepshrink.coding import _fastcode
+    except ImportError:
+        return None
+    return _fastcode
+
+
+#: :mod:`deepshrink.coding._fastcode` (compiled table decoders for Huffman and ANS), or None:
+#: then the numpy decoders run, which are also the reference the compiled ones are tested against.
+FAST: ModuleType | None = _load_extension()
 
 
 def as_int(value: object, name: str) -> int:
@@ -158,6 +177,13 @@ def windows(buf: np.ndarray, start: int, stop: int, width: int, step: int = 1) -
     return w
 
 
+_INVALID_CODE, _PAST_END = 1, 2  # status codes of FAST.prefix_decode
+_PREFIX_ERRORS = {
+    _INVALID_CODE: "invalid code word in the stream",
+    _PAST_END: "code word running past the end of the stream",
+}
+
+
 def decode_prefix(
     buf: np.ndarray,
     start: int,
@@ -174,9 +200,10 @@ def decode_prefix(
     inside [start, stop). Returns ``(symbols int64, end)`` where ``end`` is the absolute bit
     position after the last code word. ``buf`` must hold at least 2 zero bytes past ``stop``.
 
-    The bits are processed in regions of at most :data:`DECODE_CHUNK_BITS`; each region is
-    decoded fully vectorised by :func:`_decode_region` and the next region starts where the
-    last complete code word ended.
+    With the compiled extension (:data:`FAST`) this is one table lookup per code word.
+    Otherwise the bits are processed in regions of at most :data:`DECODE_CHUNK_BITS`; each
+    region is decoded fully vectorised by :func:`_decode_region` and the next region starts
+    where the last complete code word ended. Both raise the same errors.
     """
     n = stop - start
     if count > n:
@@ -189,6 +216,14 @@ def decode_prefix(
     valid_lens = np.unique(len_table[len_table > 0]).astype(np.int64)
     if valid_lens.size == 0:
         raise CorruptStream("prefix code has no valid code word")
+    if FAST is not None:
+        status, end = FAST.prefix_decode(
+            buf, start, stop, count, np.ascontiguousarray(sym_table, dtype=np.int32),
+            np.ascontiguousarray(len_table, dtype=np.uint8), width, out,
+        )
+        if status:
+            raise CorruptStream(_PREFIX_ERRORS[status])
+        return out, end
     # All code words are multiples of g bits, so only every g-th position can start one
     # (g > 1 e.g. for equal-length codes, whose bit phases would never synchronise).
     g = int(np.gcd.reduce(valid_lens))
@@ -200,7 +235,7 @@ def decode_prefix(
         want = min(count - done, region_end - pos)
         syms, end = _decode_region(buf, pos, region_end, want, syms_of, lens_of, width, g)
         if syms.size == 0 or (region_end == stop and syms.size < want):
-            raise CorruptStream("code word running past the end of the stream")
+            raise CorruptStream(_PREFIX_ERRORS[_PAST_END])
         out[done : done + syms.size] = syms
         done += syms.size
         pos = end
@@ -239,7 +274,7 @@ def _decode_region(
 
     p = _follow_chain(jump, want)
     if int(p[-1]) == m + 2:
-        raise CorruptStream("invalid code word in the stream")
+        raise CorruptStream(_PREFIX_ERRORS[_INVALID_CODE])
     decoded = int(np.count_nonzero(p[1:] <= m))
     syms = sym_table.take(win.take(p[:decoded]))
     return syms, start + int(p[decoded]) * g

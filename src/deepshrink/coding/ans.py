@@ -40,6 +40,11 @@ unnoticed. With it, decoding past the end of the data yields the sentinel and fa
 Decoding raises :class:`CorruptStream` on a bad model, on constriction errors, on decoded
 symbols of frequency 0 (including the sentinel), and when the coder is not exactly empty
 after ``count`` symbols (trailing or missing data).
+
+When the C extension is built, decoding runs there (``_fastcode.ans_decode``): it rebuilds
+constriction's fixed-point model of ``Categorical(probs, perfect=False)`` (``fast_quantized_cdf``,
+24-bit precision) and runs its ``AnsCoder`` (32-bit words, 64-bit state) bit-exactly, about
+3x faster than constriction; constriction is the fallback and the reference in the tests.
 """
 
 from __future__ import annotations
@@ -50,10 +55,11 @@ import math
 import constriction
 import numpy as np
 
+from deepshrink.coding import _util
 from deepshrink.coding._util import check_alphabet, check_symbols, open_stream
 from deepshrink.errors import ConfigError, CorruptStream
 
-__all__ = ["encode", "decode", "quantize_frequencies", "precision_bits", "PRECISION_BITS"]
+__all__ = ["encode", "decode", "encoded_size", "quantize_frequencies", "precision_bits", "PRECISION_BITS"]
 
 #: Streams longer than ``2**P`` symbols store frequencies quantised to sum to ``2**P``, where
 #: ``P = PRECISION_BITS`` for alphabets up to 4096 symbols (see :func:`precision_bits`).
@@ -177,10 +183,66 @@ def _read_model(raw: np.ndarray, alphabet_size: int, total: int) -> tuple[np.nda
     return freqs, int(ends[stop]) + 1
 
 
+def _probabilities(freqs: np.ndarray, total: int) -> np.ndarray:
+    """The model's float64 probabilities: the sentinel 0, then symbols 1..a (see module docstring)."""
+    return np.concatenate([[0.0], freqs.astype(np.float64) / total])
+
+
 def _model(freqs: np.ndarray, total: int) -> object:
     """Constriction model over the sentinel 0 and symbols 1..a (see module docstring)."""
-    probs = np.concatenate([[0.0], freqs.astype(np.float64) / total])
-    return constriction.stream.model.Categorical(probs, perfect=False)
+    return constriction.stream.model.Categorical(_probabilities(freqs, total), perfect=False)
+
+
+_FAST_ERRORS = {3: "its last word is zero", 4: "its model cannot be normalised"}
+
+
+def _decode_words(words: bytes, freqs: np.ndarray, total: int, n: int) -> tuple[np.ndarray, bool, bool]:
+    """Decode ``n`` symbols from the ANS ``words``: (symbols, coder empty after them, some
+    decoded symbol has frequency 0). The compiled decoder (:data:`_util.FAST`) reproduces
+    constriction's fixed-point model exactly; constriction itself is the fallback."""
+    if _util.FAST is not None:
+        out = np.empty(n, dtype=np.int64)
+        status, empty, bad = _util.FAST.ans_decode(words, _probabilities(freqs, total), n, out)
+        if status:
+            raise CorruptStream(f"ANS stream does not decode: {_FAST_ERRORS[status]}")
+        return out, bool(empty), bool(bad)
+    try:
+        coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
+        out = coder.decode(_model(freqs, total), n)
+        empty = coder.is_empty()
+    except Exception as exc:  # constriction raises plain ValueError/RuntimeError
+        raise CorruptStream(f"ANS stream does not decode: {exc}") from None
+    out = np.asarray(out, dtype=np.int64) - 1
+    bad = out.size != n or out.min() < 0 or out.max() >= freqs.size or bool(np.any(freqs[out] == 0))
+    return out, empty, bad
+
+
+def _frequencies(counts: np.ndarray) -> np.ndarray:
+    """The stored model of a stream with symbol ``counts`` (see the module docstring)."""
+    p = precision_bits(counts.size)
+    return counts if int(counts.sum()) <= 1 << p else quantize_frequencies(counts, p)
+
+
+#: Bytes :func:`encoded_size` adds to the information content for the final coder state.
+_STATE_BYTES = 3
+
+
+def encoded_size(counts: np.ndarray) -> int:
+    """Estimated size in bytes of :func:`encode`'s payload for a stream with symbol ``counts``
+    (one per symbol of the alphabet), without coding: the exact model size plus the
+    information content of the symbols under the stored frequencies plus
+    :data:`_STATE_BYTES` for the coder's final state (within a few bytes of the real size)."""
+    c = np.asarray(counts, dtype=np.int64)
+    if not c.any():
+        return 0
+    freqs = _frequencies(c)
+    header = len(_write_model(freqs))
+    total = int(freqs.sum())
+    if int(freqs.max()) == total:
+        return header
+    present = c > 0
+    bits = float(np.sum(c[present] * np.log2(total / freqs[present])))
+    return header + math.ceil(bits / 8) + _STATE_BYTES
 
 
 def encode(symbols: np.ndarray, alphabet_size: int) -> bytes:
@@ -189,9 +251,8 @@ def encode(symbols: np.ndarray, alphabet_size: int) -> bytes:
     syms = check_symbols(symbols, a)
     if syms.size == 0:
         return b""
-    p = precision_bits(a)
     counts = np.bincount(syms, minlength=a).astype(np.int64)
-    freqs = counts if syms.size <= 1 << p else quantize_frequencies(counts, p)
+    freqs = _frequencies(counts)
     total = int(freqs.sum())
     header = _write_model(freqs)
     if int(freqs.max()) == total:
@@ -223,16 +284,9 @@ def decode(data: bytes, count: int, alphabet_size: int) -> np.ndarray:
         return np.full(n, top, dtype=np.int64)
     if body and body[-1] == 0:
         raise CorruptStream("ANS stream must not end in a zero byte")
-    words = np.frombuffer(body + b"\x00" * (-len(body) % 4), dtype="<u4").astype(np.uint32)
-    try:
-        coder = constriction.stream.stack.AnsCoder(words)
-        out = coder.decode(_model(freqs, total), n)
-        empty = coder.is_empty()
-    except Exception as exc:  # constriction raises plain ValueError/RuntimeError
-        raise CorruptStream(f"ANS stream does not decode: {exc}") from None
+    out, empty, bad = _decode_words(body + b"\x00" * (-len(body) % 4), freqs, total, n)
     if not empty:
         raise CorruptStream(f"ANS stream holds data beyond its {n} symbols")
-    out = np.asarray(out, dtype=np.int64) - 1
-    if out.size != n or out.min() < 0 or out.max() >= a or np.any(freqs[out] == 0):
+    if bad:
         raise CorruptStream("ANS stream decodes to symbols absent from its model")
     return out

@@ -29,7 +29,9 @@ codes of :func:`canonical_codes` (sorted by (length, symbol), first code all zer
 The decoder is strict: the lengths must form a complete prefix code (Kraft sum exactly 1,
 or a single symbol of length 1), ``w`` must equal the bit width of the largest length, every
 code word must be valid, the last code word must end exactly where the padding starts, and
-the padding bits must be zero; otherwise it raises :class:`CorruptStream`.
+the padding bits must be zero; otherwise it raises :class:`CorruptStream`. It decodes with one
+table lookup per code word in the C extension when that is built, else vectorised with numpy
+(:func:`~deepshrink.coding._util.decode_prefix`); both give the same symbols and errors.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from deepshrink.coding._util import (
 )
 from deepshrink.errors import ConfigError, CorruptStream
 
-__all__ = ["code_lengths", "canonical_codes", "encode", "decode", "MAX_CODE_LENGTH"]
+__all__ = ["code_lengths", "canonical_codes", "encode", "decode", "encoded_size", "MAX_CODE_LENGTH"]
 
 #: Longest code word :func:`encode` produces (and :func:`decode` accepts).
 MAX_CODE_LENGTH = 16
@@ -241,6 +243,24 @@ def _read_table(
 # Encode / decode
 
 
+def _code(counts: np.ndarray) -> tuple[np.ndarray, int, int, np.ndarray, np.ndarray, int]:
+    """Everything :func:`encode` writes for symbol ``counts`` except the code words:
+    (lengths, width w, table mode, table token codes, token lengths, total payload bits)."""
+    lengths = code_lengths(counts, MAX_CODE_LENGTH).astype(np.int64)
+    w = int(lengths.max()).bit_length()
+    mode, tcode, tlen = _table_tokens(lengths, w)
+    return lengths, w, mode, tcode, tlen, int(tlen.sum()) + int(counts @ lengths)
+
+
+def encoded_size(counts: np.ndarray) -> int:
+    """Exact size in bytes of :func:`encode`'s payload for a stream with symbol ``counts``
+    (one per symbol of the alphabet), computed from the code lengths without coding."""
+    c = np.asarray(counts, dtype=np.int64)
+    if not c.any():
+        return 0
+    return 1 + (_code(c)[-1] + 7) // 8
+
+
 def encode(symbols: np.ndarray, alphabet_size: int) -> bytes:
     """Huffman-code ``symbols`` (ints in ``[0, alphabet_size)``) into a self-describing payload."""
     a = check_alphabet(alphabet_size)
@@ -248,11 +268,8 @@ def encode(symbols: np.ndarray, alphabet_size: int) -> bytes:
     if syms.size == 0:
         return b""
     counts = np.bincount(syms, minlength=a)
-    lengths = code_lengths(counts, MAX_CODE_LENGTH).astype(np.int64)
+    lengths, w, mode, tcode, tlen, total = _code(counts)
     codes = canonical_codes(lengths).astype(np.int64)
-    w = int(lengths.max()).bit_length()
-    mode, tcode, tlen = _table_tokens(lengths, w)
-    total = int(tlen.sum()) + int(counts @ lengths)
     chunks = (syms[i : i + PACK_CHUNK] for i in range(0, syms.size, PACK_CHUNK))
     parts = itertools.chain([(tcode, tlen)], ((codes.take(c), lengths.take(c)) for c in chunks))
     body = pack_codes(total, parts)

@@ -13,7 +13,7 @@ from deepshrink.coding import ans, fixed, huffman
 from deepshrink.coding._util import as_int, check_alphabet, check_count, check_symbols
 from deepshrink.errors import ConfigError, CorruptStream
 
-__all__ = ["Coder", "encode_stream", "decode_stream", "fixed_bits"]
+__all__ = ["Coder", "encode_stream", "decode_stream", "fixed_bits", "stream_size"]
 
 
 class Coder(enum.StrEnum):
@@ -63,6 +63,22 @@ def encode_stream(
     if c is Coder.HUFFMAN:
         return huffman.encode(syms, a)
     return ans.encode(syms, a)
+
+
+def stream_size(counts: np.ndarray, coder: Coder | str, bits: int | None = None) -> int:
+    """Bytes :func:`encode_stream` writes for a stream with symbol ``counts`` (one count per
+    symbol of the alphabet), computed from the histogram alone: exact for ``fixed`` and
+    ``huffman``, an estimate within a few bytes for ``ans`` (:func:`ans.encoded_size`)."""
+    c = _coder(coder)
+    counts = np.asarray(counts)
+    if counts.ndim != 1 or (counts.size and counts.dtype.kind not in "iu"):
+        raise ConfigError("counts must be a 1-D integer array")
+    b = fixed_bits(counts.size, bits)
+    if c is Coder.FIXED:
+        return (int(counts.sum()) * b + 7) // 8
+    if c is Coder.HUFFMAN:
+        return huffman.encoded_size(counts)
+    return ans.encoded_size(counts)
 
 
 def decode_stream(
