@@ -63,5 +63,9 @@ class LimitExceeded(FormatError):
     """The file describes tensors larger than the reader's safety limits."""
 
 
+class InvalidValue(FormatError):
+    """A stored number is not allowed: NaN or infinity in weights or the input specification."""
+
+
 class CorruptStream(FormatError):
     """A coded stream inside a section does not decode to what the header describes."""

@@ -219,3 +219,21 @@ def test_from_dict_accepts_int_floats_and_json_floats():
     s = InputSpec.from_dict({**GOOD, "scale": 1, "std": [1, 2, 4]})
     assert s.scale == 1.0 and s.std == (1.0, 2.0, 4.0)
     assert all(math.isfinite(v) for v in s.mean)
+
+
+@pytest.mark.parametrize("bad", [np.nan, -np.inf, 1e300])
+def test_apply_refuses_non_finite_and_overflowing_floats_without_a_warning(bad):
+    import warnings
+
+    x = np.zeros((2, 5))
+    x[1, 3] = bad
+    s = InputSpec(shape=(5,), dtype="float32", scale=1.0, mean=(0.0,), std=(1.0,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match="NaN"):
+            s.apply(x)
+
+
+def test_spec_whose_normalisation_overflows_float32_is_refused():
+    with pytest.raises(ConfigError, match="overflow"):
+        InputSpec(shape=(5,), dtype="uint8", scale=1.0, mean=(0.0,), std=(1e-300,))

@@ -22,6 +22,8 @@ _DTYPES = ("uint8", "float32")
 _KEYS = ("shape", "dtype", "scale", "mean", "std")
 _MAX_NDIM = 8
 _MAX_DIM = 2**31 - 1
+_F32_MAX = float(np.finfo(np.float32).max)
+ASSUME = (None, "raw", "scaled", "normalized")  # what CompressedModel.predict's input holds
 
 
 def _is_int(v) -> bool:
@@ -99,6 +101,11 @@ class InputSpec:
                     "(one per channel)"
                 )
 
+        if max(scale, *map(abs, mean)) / min(std) > _F32_MAX:
+            raise ConfigError(
+                f"InputSpec: scale {scale:g} and mean {list(mean)} divided by std {list(std)} overflow float32"
+            )
+
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "scale", scale)
         object.__setattr__(self, "mean", mean)
@@ -114,9 +121,52 @@ class InputSpec:
 
         ``x`` is a numpy array or torch tensor of shape ``(N, *shape)`` or ``(N, prod(shape))`` (the
         latter is reshaped). mean/std are broadcast per channel along axis 1. The input is not
-        modified. Raises :class:`~deepshrink.errors.DataError` for any other shape or a
-        non-numeric dtype.
+        modified. Raises :class:`~deepshrink.errors.DataError` for any other shape, a
+        non-numeric dtype, or NaN, infinite or float32-overflowing values.
         """
+        return self._normalise(self._batch(x).to(torch.float32) * self.scale)
+
+    def prepare(self, x, *, assume: str | None = None) -> torch.Tensor:
+        """Check raw user input against this spec and preprocess it, for inference.
+
+        Unlike :meth:`apply`, the dtype must match the spec's kind: float input for a ``uint8``
+        spec (e.g. images already in [0, 1]) or integer input for a ``float32`` spec is refused
+        with a :class:`~deepshrink.errors.DataError` unless ``assume`` says what it holds:
+
+        * ``"raw"``: raw values as the spec describes them, in another dtype;
+        * ``"scaled"``: already multiplied by ``scale`` (only ``(x - mean) / std`` is applied);
+        * ``"normalized"``: fully preprocessed; used as is.
+
+        ``(N, *shape[1:])`` is accepted for a single-channel spec (e.g. ``(N, 28, 28)`` for
+        ``(1, 28, 28)``). NaN, infinite or float32-overflowing values are refused.
+        """
+        if assume not in ASSUME:
+            raise DataError(f"assume must be one of {[a for a in ASSUME if a]} or None, got {assume!r}")
+        if isinstance(x, np.ndarray):
+            is_float, is_int = x.dtype.kind == "f", x.dtype.kind in "ui"
+        elif isinstance(x, torch.Tensor):
+            is_float, is_int = x.is_floating_point(), _torch_is_int(x)
+        else:
+            raise DataError(f"expected a numpy array or torch tensor, got {type(x).__name__}")
+        if not (is_float or is_int):
+            raise DataError(f"expected numeric input, got dtype {x.dtype}")
+        if assume is None and is_float != (self.dtype == "float32"):
+            raise DataError(
+                f"the model expects raw {self.dtype} input (input spec: shape {self.shape}, scale "
+                f"{self.scale:g}, mean {list(self.mean)}, std {list(self.std)}), got dtype {x.dtype}; "
+                "pass assume='raw', 'scaled' (already multiplied by scale, e.g. floats in [0, 1]) or "
+                "'normalized' (fully preprocessed) to say what the input holds"
+            )
+        if self.shape[0] == 1 and x.ndim == len(self.shape) and tuple(x.shape[1:]) == self.shape[1:]:
+            x = x[:, None]
+        t = self._batch(x).to(torch.float32)
+        out = t if assume == "normalized" else self._normalise(t if assume == "scaled" else t * self.scale)
+        if not bool(torch.isfinite(out).all()):
+            raise DataError("preprocessing the input overflows float32; check its range against the input spec")
+        return out
+
+    def _batch(self, x) -> torch.Tensor:
+        """``x`` as a numeric tensor of shape ``(N, *shape)`` (a view where possible)."""
         if isinstance(x, np.ndarray):
             if x.dtype.kind not in "uif":
                 raise DataError(f"InputSpec.apply: expected a numeric array, got dtype {x.dtype}")
@@ -130,26 +180,24 @@ class InputSpec:
             t = x
         else:
             raise DataError(f"InputSpec.apply: expected a numpy array or torch tensor, got {type(x).__name__}")
-
-        expected = (self.shape, self.numel)
+        if t.is_floating_point() and t.numel() and not float(t.abs().max()) <= _F32_MAX:  # also catches NaN
+            raise DataError(f"input holds NaN, infinite or out-of-float32-range values (|x| > {_F32_MAX:.3g})")
         got = tuple(t.shape)
         if t.dim() == 1 + len(self.shape) and got[1:] == self.shape:
-            pass
-        elif t.dim() == 2 and got[1] == self.numel:
-            t = t.reshape((got[0], *self.shape))
-        else:
-            raise DataError(
-                f"InputSpec.apply: expected input of shape (N, {', '.join(map(str, expected[0]))}) "
-                f"or (N, {expected[1]}), got {got}"
-            )
+            return t
+        if t.dim() == 2 and got[1] == self.numel:
+            return t.reshape((got[0], *self.shape))
+        raise DataError(
+            f"InputSpec.apply: expected input of shape (N, {', '.join(map(str, self.shape))}) "
+            f"or (N, {self.numel}), got {got}"
+        )
 
+    def _normalise(self, t: torch.Tensor) -> torch.Tensor:
+        """``(t - mean) / std`` per channel along axis 1, as a new tensor."""
         view = (1, -1) + (1,) * (len(self.shape) - 1)
         mean = torch.tensor(self.mean, dtype=torch.float32, device=t.device).reshape(view)
         std = torch.tensor(self.std, dtype=torch.float32, device=t.device).reshape(view)
-        out = t.to(torch.float32) * self.scale  # new tensor: never modifies the caller's input
-        out -= mean
-        out /= std
-        return out
+        return (t - mean) / std
 
     def to_dict(self) -> dict:
         """JSON-safe dict (lists, str and floats only); inverse of :meth:`from_dict`."""

@@ -101,15 +101,15 @@ def _parse_float(text: str) -> float:
     return value
 
 
-def unpack(data: bytes | bytearray | memoryview, limits: Limits | None = None) -> Container:
-    """Parse and verify a container held in memory. Raises a :class:`FormatError` subclass."""
-    limits = limits or Limits()
-    buf = memoryview(data)
-    if len(buf) < PREFIX_SIZE:
-        if bytes(buf[: len(MAGIC)]) != MAGIC[: len(buf)]:
+def _parse_head(head: memoryview, size: int, limits: Limits) -> tuple[dict[str, Any], int, list[tuple[str, int, int]]]:
+    """Check the prefix and header at the start of a ``size``-byte file. ``head`` holds at least
+    the prefix and, when they fit in the file, the header bytes. Returns the header, the offset
+    of the payload and the validated ``(name, length, crc)`` section entries."""
+    if size < PREFIX_SIZE:
+        if bytes(head[: len(MAGIC)]) != MAGIC[: len(head)]:
             raise BadMagic(f"not a deepshrink file: expected magic {MAGIC!r}")
-        raise TruncatedFile(f"file has {len(buf)} bytes, fewer than the {PREFIX_SIZE}-byte prefix")
-    magic, version, flags, header_len, header_crc = _PREFIX.unpack_from(buf, 0)
+        raise TruncatedFile(f"file has {size} bytes, fewer than the {PREFIX_SIZE}-byte prefix")
+    magic, version, flags, header_len, header_crc = _PREFIX.unpack_from(head, 0)
     if magic != MAGIC:
         raise BadMagic(f"not a deepshrink file: expected magic {MAGIC!r}, got {bytes(magic)!r}")
     if version != VERSION:
@@ -118,11 +118,9 @@ def unpack(data: bytes | bytearray | memoryview, limits: Limits | None = None) -
         raise InvalidHeader(f"unknown flag bits {flags:#06x}; this reader knows only {FLAG_ZLIB:#06x}")
     if header_len > limits.max_header_bytes:
         raise HeaderTooLarge(f"header claims {header_len} bytes; the limit is {limits.max_header_bytes}")
-    if PREFIX_SIZE + header_len > len(buf):
-        raise TruncatedFile(
-            f"header claims {header_len} bytes but only {len(buf) - PREFIX_SIZE} follow the prefix"
-        )
-    stored = buf[PREFIX_SIZE : PREFIX_SIZE + header_len]
+    if PREFIX_SIZE + header_len > size:
+        raise TruncatedFile(f"header claims {header_len} bytes but only {size - PREFIX_SIZE} follow the prefix")
+    stored = head[PREFIX_SIZE : PREFIX_SIZE + header_len]
     if zlib.crc32(stored) != header_crc:
         raise ChecksumMismatch("header checksum does not match: the header is corrupt")
     if flags & FLAG_ZLIB:
@@ -151,10 +149,9 @@ def unpack(data: bytes | bytearray | memoryview, limits: Limits | None = None) -
     entries = header.get("sections")
     if not isinstance(entries, list) or len(entries) > MAX_SECTIONS:
         raise InvalidHeader(f"header 'sections' must be a list of at most {MAX_SECTIONS} entries")
-    payload = buf[PREFIX_SIZE + header_len :]
+    payload = size - PREFIX_SIZE - header_len
     offset = 0
-    sections: dict[str, memoryview] = {}
-    checks = []
+    names: set[str] = set()
     for i, entry in enumerate(entries):
         if (
             not isinstance(entry, list)
@@ -163,34 +160,62 @@ def unpack(data: bytes | bytearray | memoryview, limits: Limits | None = None) -
             or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in entry[1:])
         ):
             raise InvalidHeader(f"section entry {i} must be [name, length, crc32] with non-negative integers")
-        name, length, crc = entry
-        if name in sections:
+        name, length, _ = entry
+        if name in names:
             raise InvalidHeader(f"section {name!r} is listed twice")
-        if offset + length > len(payload):
+        names.add(name)
+        if offset + length > payload:
             raise TruncatedFile(
                 f"section {name!r} needs bytes {offset}..{offset + length} of the payload, "
-                f"but the payload has {len(payload)} bytes"
+                f"but the payload has {payload} bytes"
             )
-        sections[name] = payload[offset : offset + length]
-        checks.append((name, crc))
         offset += length
-    if offset != len(payload):
-        raise InvalidHeader(f"{len(payload) - offset} bytes after the last section are not described by the header")
-    for name, crc in checks:
+    if offset != payload:
+        raise InvalidHeader(f"{payload - offset} bytes after the last section are not described by the header")
+    return header, PREFIX_SIZE + header_len, entries
+
+
+def unpack(data: bytes | bytearray | memoryview, limits: Limits | None = None) -> Container:
+    """Parse and verify a container held in memory. Raises a :class:`FormatError` subclass."""
+    buf = memoryview(data)
+    return _assemble(buf, *_parse_head(buf, len(buf), limits or Limits()))
+
+
+def _assemble(buf: memoryview, header: dict[str, Any], start: int, entries: list[tuple[str, int, int]]) -> Container:
+    """Slice the sections out of a whole file whose head :func:`_parse_head` has checked, and
+    verify their checksums."""
+    sections: dict[str, memoryview] = {}
+    offset = start
+    for name, length, crc in entries:
+        sections[name] = buf[offset : offset + length]
+        offset += length
         if zlib.crc32(sections[name]) != crc:
             raise ChecksumMismatch(f"section {name!r} is corrupt: its CRC-32 does not match the header")
-    return Container(header, sections, len(buf), PREFIX_SIZE + header_len)
+    return Container(header, sections, len(buf), start)
 
 
 def read(path: str | os.PathLike, limits: Limits | None = None) -> Container:
-    """Read and verify a container from a file."""
+    """Read and verify a container from a file. The file's size is checked against its header
+    before the payload is read, so a file padded with gigabytes is refused without reading them."""
+    limits = limits or Limits()
     path = Path(path)
     try:
         if not path.exists():
             raise FormatError(f"{str(path)!r} does not exist")
         if not path.is_file():
             raise FormatError(f"{str(path)!r} is not a regular file, expected a .dsz file")
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(PREFIX_SIZE)
+            if len(head) == PREFIX_SIZE:
+                header_len = _PREFIX.unpack_from(head, 0)[3]
+                if header_len <= min(limits.max_header_bytes, size - PREFIX_SIZE):
+                    head += f.read(header_len)
+            parsed = _parse_head(memoryview(head), size, limits)  # refuses a size the header does not describe
+            data = bytearray(size)
+            data[: len(head)] = head
+            if f.readinto(memoryview(data)[len(head) :]) != size - len(head) or f.read(1):
+                raise TruncatedFile(f"{str(path)!r} changed size while it was read")
     except OSError as exc:
         raise FormatError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
-    return unpack(data, limits)
+    return _assemble(memoryview(data), *parsed)

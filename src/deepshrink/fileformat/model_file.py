@@ -16,14 +16,15 @@ from torch import nn
 
 from deepshrink import __version__
 from deepshrink.data.spec import InputSpec
-from deepshrink.errors import DeepshrinkError, InvalidHeader, LimitExceeded, ModelError
+from deepshrink.errors import DeepshrinkError, FormatError, InvalidHeader, LimitExceeded, ModelError
 from deepshrink.fileformat import container
 from deepshrink.fileformat.container import Container, Limits
-from deepshrink.graph import Graph, build, trace
-from deepshrink.storage import TensorCoding, TensorReport, check_descriptor, decode_tensor, encode_tensor, section_owner
+from deepshrink.graph import Graph, Plan, build, trace
+from deepshrink.storage import TensorCoding, TensorReport, check_descriptor, decode_tensor, encode_tensor
 from deepshrink.util.atomic import write_bytes_atomic
 
 FORMAT = "deepshrink"
+MAX_PRODUCER = 200
 _HEADER_KEYS = {"format", "producer", "input", "graph", "tensors", "meta", "sections"}
 
 # Chooses how to store each parameter: (parameter name, tensor, op of its node, role) -> coding.
@@ -107,6 +108,10 @@ def pack_model(
     }
     data = container.pack(header, sections)
     parsed = container.unpack(data)
+    try:  # never write a file that load would refuse
+        parse_header(parsed, Limits())
+    except FormatError as exc:
+        raise ModelError(f"the model cannot be stored as a file deepshrink.load accepts: {exc}") from None
     _verify_rebuild(model, graph, parsed, input_spec)
     return data, PackReport(len(data), parsed.header_bytes, reports)
 
@@ -152,6 +157,7 @@ class ModelFile:
     meta: Mapping[str, Any]
     producer: str
     container: Container
+    plan: Plan
 
 
 def parse_header(parsed: Container, limits: Limits) -> ModelFile:
@@ -161,8 +167,8 @@ def parse_header(parsed: Container, limits: Limits) -> ModelFile:
         raise InvalidHeader(f"header keys must be {sorted(_HEADER_KEYS)}, got {sorted(h)}")
     if h["format"] != FORMAT:
         raise InvalidHeader(f"header 'format' must be {FORMAT!r}, got {h['format']!r}")
-    if not isinstance(h["producer"], str) or not isinstance(h["meta"], dict):
-        raise InvalidHeader("header 'producer' must be a string and 'meta' an object")
+    if not isinstance(h["producer"], str) or len(h["producer"]) > MAX_PRODUCER or not isinstance(h["meta"], dict):
+        raise InvalidHeader(f"header 'producer' must be a string of at most {MAX_PRODUCER} characters and 'meta' an object")
     graph = Graph.from_dict(h["graph"])
     try:
         spec = InputSpec.from_dict(h["input"])
@@ -177,15 +183,39 @@ def parse_header(parsed: Container, limits: Limits) -> ModelFile:
             f"header 'tensors' must describe exactly the graph's parameters: missing "
             f"{sorted(wanted - set(tensors_desc))}, unexpected {sorted(set(tensors_desc) - wanted)}"
         )
-    numels = {name: check_descriptor(name, desc, limits)[1] for name, desc in tensors_desc.items()}
+    checked = {name: check_descriptor(name, desc, limits) for name, desc in tensors_desc.items()}
     # every node reference counts: a network builds one copy of a parameter per node using it
-    total = sum(numels[p] for node in graph.nodes for p in node.params.values())
+    total = sum(checked[p].numel for node in graph.nodes for p in node.params.values())
     if total > limits.max_total_elements:
         raise LimitExceeded(f"the file's network needs {total} parameter values, over the limit of {limits.max_total_elements}")
-    stray = sorted(k for k in parsed.sections if section_owner(k) not in tensors_desc)
+    decoded = sum(c.numel for c in checked.values())
+    if decoded > limits.max_elements_per_file_byte * parsed.file_bytes:
+        raise LimitExceeded(
+            f"the file declares {decoded} weights in {parsed.file_bytes} bytes, more than "
+            f"{limits.max_elements_per_file_byte} per byte (Limits.max_elements_per_file_byte)"
+        )
+    claimed = {section: name for name, c in checked.items() for section in c.sections}
+    stray = [k for k in parsed.sections if k not in claimed]
     if stray:
-        raise InvalidHeader(f"sections {stray[:5]} belong to no tensor")
-    return ModelFile(graph, spec, tensors_desc, h["meta"], h["producer"], parsed)
+        raise InvalidHeader(f"{len(stray)} sections belong to no tensor, e.g. {stray[:5]}")
+    missing = [k for k in claimed if k not in parsed.sections]
+    if missing:
+        raise InvalidHeader(f"tensor {claimed[missing[0]]!r}: section {missing[0]!r} is missing")
+    try:
+        plan = graph.plan(spec.shape, {name: c.shape for name, c in checked.items()})
+    except InvalidHeader as exc:
+        raise InvalidHeader(f"the network does not run on its declared input shape {spec.shape}: {exc}") from None
+    if plan.peak_elements > limits.max_activation_elements:
+        raise LimitExceeded(
+            f"the network holds {plan.peak_elements} activation values at once for one input of shape "
+            f"{spec.shape}, over the limit of {limits.max_activation_elements}"
+        )
+    if plan.macs > limits.max_macs_per_sample:
+        raise LimitExceeded(
+            f"the network needs {plan.macs} multiply-accumulates per input, over the limit of "
+            f"{limits.max_macs_per_sample} (Limits.max_macs_per_sample)"
+        )
+    return ModelFile(graph, spec, tensors_desc, h["meta"], h["producer"], parsed, plan)
 
 
 def decode_tensors(parsed: Container, graph: Graph, limits: Limits) -> dict[str, torch.Tensor]:

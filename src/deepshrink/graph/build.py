@@ -1,4 +1,4 @@
-"""Run a :class:`~deepshrink.graph.ir.Graph` in PyTorch: rebuild real modules from the allow-list."""
+"""Run a :class:`~deepshrink.graph.ir.Graph` in PyTorch with the functional ops of the allow-list."""
 
 from __future__ import annotations
 
@@ -8,116 +8,66 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepshrink.errors import InvalidHeader, LimitExceeded
-from deepshrink.graph.ir import INPUT, Graph, Node
-
-
-def _expect(node: Node, role: str, tensors: Mapping[str, torch.Tensor], ndim: int) -> torch.Tensor:
-    pname = node.params[role]
-    if pname not in tensors:
-        raise InvalidHeader(f"node {node.name!r}: parameter {pname!r} ({role}) is missing")
-    t = tensors[pname]
-    if t.ndim != ndim:
-        raise InvalidHeader(f"node {node.name!r}: {role} {pname!r} must have {ndim} dims, got shape {tuple(t.shape)}")
-    return t
-
-
-def _module(node: Node, tensors: Mapping[str, torch.Tensor], device: str) -> nn.Module | None:
-    op, a = node.op, node.attrs
-    if op == "linear":
-        w = _expect(node, "weight", tensors, 2)
-        m = nn.Linear(w.shape[1], w.shape[0], bias="bias" in node.params, device="meta")
-    elif op == "conv2d":
-        w = _expect(node, "weight", tensors, 4)
-        groups = a["groups"]
-        if w.shape[0] % groups:
-            raise InvalidHeader(f"node {node.name!r}: {w.shape[0]} output channels are not divisible by groups={groups}")
-        m = nn.Conv2d(
-            w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride=tuple(a["stride"]),
-            padding=tuple(a["padding"]), dilation=tuple(a["dilation"]), groups=groups,
-            bias="bias" in node.params, device="meta",
-        )
-    elif op == "batch_norm":
-        rm = _expect(node, "running_mean", tensors, 1)
-        m = nn.BatchNorm1d(rm.shape[0], eps=a["eps"], affine="weight" in node.params, device="meta")
-    else:
-        return None
-    params = {}
-    for role, pname in node.params.items():
-        t = tensors.get(pname)
-        if t is None:
-            raise InvalidHeader(f"node {node.name!r}: parameter {pname!r} ({role}) is missing")
-        expected = tuple(getattr(m, role).shape)
-        if tuple(t.shape) != expected:
-            raise InvalidHeader(
-                f"node {node.name!r}: {role} {pname!r} has shape {tuple(t.shape)}, expected {expected}"
-            )
-        params[role] = t
-    m = m.to_empty(device=device)
-    if device == "meta":
-        return m
-    with torch.no_grad():
-        for t in list(m.parameters()) + list(m.buffers()):
-            t.zero_()  # nothing uninitialised, even for a role the node does not name
-        for role, t in params.items():
-            getattr(m, role).copy_(t)
-    return m
+from deepshrink.errors import InvalidHeader
+from deepshrink.graph.ir import INPUT, Graph, Node, check_params
 
 
 class GraphNet(nn.Module):
-    """An ``nn.Module`` that runs a :class:`Graph` with the given parameter tensors."""
+    """An ``nn.Module`` that runs a :class:`Graph` with the given parameter tensors.
 
-    def __init__(self, graph: Graph, tensors: Mapping[str, torch.Tensor], device: str = "cpu"):
+    The parameters are the given tensors themselves (as float32 on the CPU; no copy when they
+    already are), registered once however many nodes use them.
+    """
+
+    def __init__(self, graph: Graph, tensors: Mapping[str, torch.Tensor]):
         super().__init__()
         self.graph = graph
-        self.layers = nn.ModuleDict()
-        self._keys: dict[str, str] = {}
-        self._sources: dict[str, tuple[str, str]] = {}  # parameter name -> (layer key, role)
+        shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+        names = graph.param_names
         for node in graph.nodes:
-            m = _module(node, tensors, device)
-            if m is not None:
-                key = f"n{len(self._keys)}"
-                self._keys[node.name] = key
-                self.layers[key] = m
-                for role, pname in node.params.items():
-                    self._sources.setdefault(pname, (key, role))
-        # free every intermediate value after its last use
-        last: dict[str, int] = {}
-        for i, node in enumerate(graph.nodes):
-            for inp in node.inputs:
-                last[inp] = i
-        self._free_after = [[n for n, j in last.items() if j == i and n != graph.output] for i in range(len(graph.nodes))]
-        self.max_elements: int | None = None
+            check_params(node, shapes)
+        self.weights = nn.ParameterList(
+            nn.Parameter(tensors[p].detach().to(device="cpu", dtype=torch.float32)) for p in names
+        )
+        self._index = {p: i for i, p in enumerate(names)}
+        for node in graph.nodes:
+            if node.op == "batch_norm":
+                var = self._param(node, "running_var")
+                if not bool((var + node.attrs["eps"] > 0).all()):
+                    raise InvalidHeader(f"node {node.name!r}: running_var + eps must be positive")
+        self._free_after = graph.free_after()
         self.eval()
 
     def named_graph_tensors(self) -> dict[str, torch.Tensor]:
         """The network's parameters under their names in the graph (the source model's names)."""
-        return {p: getattr(self.layers[key], role) for p, (key, role) in self._sources.items()}
+        return {p: self.weights[i] for p, i in self._index.items()}
+
+    def _param(self, node: Node, role: str) -> torch.Tensor | None:
+        pname = node.params.get(role)
+        return None if pname is None else self.weights[self._index[pname]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env: dict[str, torch.Tensor] = {INPUT: x}
-        for i, node in enumerate(self.graph.nodes):
-            args = [env[j] for j in node.inputs]
-            out = self._apply(node, args)
-            if self.max_elements is not None and out.numel() > self.max_elements:
-                raise LimitExceeded(
-                    f"node {node.name!r} produces {out.numel()} values per input batch, "
-                    f"more than the limit of {self.max_elements}"
-                )
-            env[node.name] = out
-            for j in self._free_after[i]:
-                env.pop(j, None)
+        for node, freed in zip(self.graph.nodes, self._free_after):
+            env[node.name] = self._apply(node, [env[j] for j in node.inputs])
+            for j in freed:
+                del env[j]
         return env[self.graph.output]
 
     def _apply(self, node: Node, args: list[torch.Tensor]) -> torch.Tensor:
         op, a, x = node.op, node.attrs, args[0]
-        if node.name in self._keys:
-            layer = self.layers[self._keys[node.name]]
-            if op == "batch_norm":
-                return F.batch_norm(
-                    x, layer.running_mean, layer.running_var, layer.weight, layer.bias, False, 0.0, layer.eps
-                )
-            return layer(x)
+        if op == "linear":
+            return F.linear(x, self._param(node, "weight"), self._param(node, "bias"))
+        if op == "conv2d":
+            return F.conv2d(
+                x, self._param(node, "weight"), self._param(node, "bias"), a["stride"], a["padding"],
+                a["dilation"], a["groups"],
+            )
+        if op == "batch_norm":
+            return F.batch_norm(
+                x, self._param(node, "running_mean"), self._param(node, "running_var"),
+                self._param(node, "weight"), self._param(node, "bias"), False, 0.0, a["eps"],
+            )
         if op == "relu":
             return F.relu(x)
         if op == "tanh":
@@ -151,7 +101,8 @@ class GraphNet(nn.Module):
         raise InvalidHeader(f"node {node.name!r}: op {op!r} has no PyTorch implementation")
 
 
-def build(graph: Graph, tensors: Mapping[str, torch.Tensor], device: str = "cpu") -> GraphNet:
-    """Build a runnable module; raises :class:`InvalidHeader` if a parameter is missing or misshapen.
-    ``device="meta"`` builds it without data, for checking shapes at no memory cost."""
-    return GraphNet(graph, tensors, device)
+def build(graph: Graph, tensors: Mapping[str, torch.Tensor]) -> GraphNet:
+    """Build a runnable module; raises :class:`InvalidHeader` if a parameter is missing or its
+    shape does not fit the other parameters of its node. The shapes against an input are checked
+    by :meth:`Graph.plan`."""
+    return GraphNet(graph, tensors)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from deepshrink.errors import FormatError, InvalidHeader, LimitExceeded, ModelError
+from deepshrink.errors import ModelError
 from deepshrink.fileformat.container import Limits
 from deepshrink.fileformat.model_file import ModelFile, decode_tensors, read_model_file
 from deepshrink.graph import Graph, build
@@ -20,7 +20,8 @@ class CompressedModel(nn.Module):
 
     ``forward`` takes preprocessed float input of shape ``(N, *input_spec.shape)``;
     :meth:`predict` takes raw input as the file's input specification describes it (for example
-    uint8 images) and applies the stored scaling and normalisation first.
+    uint8 images) and applies the stored scaling and normalisation first. Batches whose
+    activations would exceed ``Limits.max_activation_elements`` run in chunks (same results).
     """
 
     def __init__(self, model_file: ModelFile, tensors: dict[str, torch.Tensor], limits: Limits | None = None):
@@ -30,57 +31,51 @@ class CompressedModel(nn.Module):
         self.input_spec = model_file.input_spec
         self.meta: dict[str, Any] = dict(model_file.meta)
         self.file_bytes = model_file.container.file_bytes
-        check_runs(self.graph, tensors, self.input_spec.shape, limits)
+        self.plan = model_file.plan
+        self.max_batch = max(1, limits.max_activation_elements // model_file.plan.peak_elements)
         self.net = build(self.graph, tensors)
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        if len(x) <= self.max_batch:
+            return self.net(x)
+        return torch.cat([self.net(chunk) for chunk in x.split(self.max_batch)])
 
     def dense_state_dict(self) -> dict[str, torch.Tensor]:
         """The decoded parameters under their original names (as in the source model)."""
         return {k: v.detach().clone() for k, v in self.net.named_graph_tensors().items()}
 
     @torch.no_grad()
-    def predict(self, raw: np.ndarray | torch.Tensor, batch_size: int = 1024) -> np.ndarray:
-        """Class predictions (argmax over dim 1) for raw input; applies the stored input spec."""
+    def predict(
+        self,
+        raw: np.ndarray | torch.Tensor,
+        batch_size: int = 1024,
+        *,
+        assume: Literal["raw", "scaled", "normalized"] | None = None,
+    ) -> np.ndarray:
+        """Class predictions (argmax over dim 1).
+
+        ``raw`` is input as the file's input spec describes it (``input_spec.dtype``, e.g. uint8
+        images); the stored scaling and normalisation are applied. Input of another dtype is
+        refused unless ``assume`` says what it holds: ``"raw"`` (raw values in a wider dtype),
+        ``"scaled"`` (already multiplied by ``scale``, e.g. floats in [0, 1]) or ``"normalized"``
+        (fully preprocessed; passed to the network as is). See :meth:`InputSpec.prepare`.
+        """
         outs = []
         for i in range(0, len(raw), batch_size):
-            out = self.net(self.input_spec.apply(raw[i : i + batch_size]))
+            out = self(self.input_spec.prepare(raw[i : i + batch_size], assume=assume))
             if out.ndim != 2:
                 raise ModelError(f"predict needs class scores of shape (N, classes); the network returns {tuple(out.shape)}")
             outs.append(out.argmax(dim=1).numpy())
         return np.concatenate(outs) if outs else np.zeros(0, dtype=np.int64)
 
 
-def check_runs(graph: Graph, tensors: dict[str, torch.Tensor], shape: tuple[int, ...], limits: Limits) -> None:
-    """Check, without allocating activations, that the network runs on a batch of 2 inputs of the
-    declared shape, that no node's output exceeds the limits, and that the batch survives."""
-    numel = 2
-    for s in shape:
-        numel *= s
-    if numel > limits.max_activation_elements:
-        raise LimitExceeded(
-            f"input shape {tuple(shape)} exceeds the limit of {limits.max_activation_elements // 2} values per sample"
-        )
-    meta = build(graph, {k: torch.empty(v.shape, device="meta") for k, v in tensors.items()}, device="meta")
-    meta.max_elements = limits.max_activation_elements
-    try:
-        with torch.no_grad():
-            out = meta(torch.empty(2, *shape, device="meta"))
-    except FormatError:
-        raise
-    except Exception as exc:  # any shape error inside torch: the stored layers do not chain
-        raise InvalidHeader(f"the stored network does not run on its declared input shape {tuple(shape)}: {exc}") from None
-    if out.ndim < 1 or out.shape[0] != 2:
-        raise InvalidHeader(f"the stored network maps a batch of 2 inputs to shape {tuple(out.shape)}: it must keep the batch dimension")
-
-
 def load(path: str | os.PathLike | bytes, *, limits: Limits | None = None) -> CompressedModel:
     """Read, verify and decode a deepshrink file into a :class:`CompressedModel`.
 
     Malformed or hostile files raise a :class:`~deepshrink.errors.FormatError` subclass before
-    any allocation sized by the file's claims.
+    any allocation sized by the file's claims: shapes, work and activation sizes are checked from
+    the header in integer arithmetic (see :meth:`deepshrink.graph.Graph.plan`).
     """
     limits = limits or Limits()
     mf = read_model_file(path, limits)

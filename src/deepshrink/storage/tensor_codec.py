@@ -11,8 +11,8 @@ Encodings (the ``enc`` field of a tensor descriptor):
 * ``float``: sparse layout with the surviving values kept as float32 (pruned, not shared).
 
 Symbol and gap streams are coded with a :class:`~deepshrink.coding.Coder` (fixed-length,
-Huffman or ANS). For each candidate layout the encoder measures the real size and keeps the
-smallest.
+Huffman or ANS). The encoder sizes every candidate layout from symbol histograms and codes only
+the one it chooses (see :func:`encode_tensor`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from deepshrink.coding import Coder, decode_positions, decode_stream, encode_positions, encode_stream, entropy_bits
-from deepshrink.errors import ConfigError, CorruptStream, FormatError, InvalidHeader, LimitExceeded
+from deepshrink.coding import (
+    Coder,
+    decode_positions,
+    decode_stream,
+    encode_positions,
+    encode_stream,
+    entropy_bits,
+    stream_size,
+)
+from deepshrink.errors import ConfigError, CorruptStream, FormatError, InvalidHeader, InvalidValue, LimitExceeded
 from deepshrink.util.limits import Limits
 
 MAX_CODEBOOK = 1 << 16
@@ -39,12 +47,19 @@ def value_dtype(values: np.ndarray) -> str:
     with np.errstate(over="ignore"):
         return "float16" if np.array_equal(v.astype(np.float16).astype(np.float32), v) else "float32"
 AUTO_GAP_BITS = tuple(range(2, 11))
+#: What one decoded symbol costs, in bits of file size, when :func:`encode_tensor` compares the
+#: raw, dense and sparse layouts: a layout that makes the decoder decode more symbols (dense: one
+#: per element; sparse: a gap and a symbol per entry) is chosen only if it saves more than this
+#: per extra symbol. For example an 8%-dense tensor stays sparse unless dense saves about 2% of
+#: its bytes, since dense decodes ~6x the symbols.
+SYMBOL_COST_BITS = 1 / 64
 
 
 @dataclass(frozen=True)
 class TensorCoding:
     """How to store one tensor. ``compress=False`` stores it raw (float32). ``gap_bits=None``
-    tries every width in :data:`AUTO_GAP_BITS` and keeps the smallest result."""
+    sizes every width in :data:`AUTO_GAP_BITS` and keeps the smallest; ``layout="auto"`` chooses
+    between raw, dense and sparse as :func:`encode_tensor` describes."""
 
     compress: bool = True
     coder: Coder = Coder.HUFFMAN
@@ -116,6 +131,32 @@ def _bits_for(alphabet: int) -> int:
     return max(1, math.ceil(math.log2(alphabet))) if alphabet > 1 else 1
 
 
+def _raw(name: str, base: dict[str, Any], flat: np.ndarray, nnz: int) -> EncodedTensor:
+    dt = _DTYPES[base["dtype"]]
+    shape = tuple(base["shape"])
+    return EncodedTensor(
+        {**base, "enc": "raw"},
+        {name: flat.astype(dt).tobytes()},
+        TensorReport(name, shape, flat.size, nnz, "raw", "dense", weight_bytes=flat.size * dt.itemsize),
+    )
+
+
+def _dense(name: str, base: dict[str, Any], positions: np.ndarray, numel: int, coder: Coder,
+           codebook: tuple[int, bytes, np.ndarray]) -> EncodedTensor:
+    """One codebook symbol per element (K = zero)."""
+    k, cb, symbols = codebook
+    bits = _bits_for(k + 1)
+    symbols_all = np.full(numel, k, dtype=np.int64)
+    symbols_all[positions] = symbols
+    desc, data, rep = _stream(symbols_all, k + 1, coder, bits)
+    return EncodedTensor(
+        {**base, "enc": "codebook", "k": k, "layout": "dense", "sym": desc},
+        {f"{name}:cb": cb, f"{name}:sym": data},
+        TensorReport(name, tuple(base["shape"]), numel, len(positions), "codebook", "dense", k, bits,
+                     weight_bytes=len(data) + len(cb), streams={"sym": rep}),
+    )
+
+
 def _sparse(name: str, base: dict[str, Any], positions: np.ndarray, numel: int, gap_bits: int,
             coder: Coder, nnz: int, codebook: tuple[int, bytes, np.ndarray] | None,
             values: np.ndarray) -> EncodedTensor:
@@ -147,46 +188,89 @@ def _sparse(name: str, base: dict[str, Any], positions: np.ndarray, numel: int, 
     )
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A candidate layout, sized from histograms before anything is coded."""
+
+    layout: str  # "raw", "dense" or "sparse"
+    nbytes: int  # bytes of its sections (exact for fixed and Huffman, an estimate for ANS)
+    symbols: int  # symbols the decoder decodes
+    gap_bits: int = 0
+
+    @property
+    def cost(self) -> float:
+        """File bits plus :data:`SYMBOL_COST_BITS` per decoded symbol."""
+        return 8 * self.nbytes + SYMBOL_COST_BITS * self.symbols
+
+
+def _sparse_plan(real_gap: np.ndarray, gap_bits: int, coder: Coder, itemsize: int,
+                 sym_counts: np.ndarray | None, cb_bytes: int) -> _Plan:
+    """Size of the relative-index layout with ``gap_bits`` from the gaps between nonzeros:
+    a gap ``r`` becomes ``r >> gap_bits`` fillers (gap ``2**gap_bits - 1``, symbol K) and one
+    entry of gap ``r mod 2**gap_bits`` (see :func:`~deepshrink.coding.encode_positions`)."""
+    fillers = int((real_gap >> gap_bits).sum())
+    entries = len(real_gap) + fillers
+    gap_counts = np.bincount(real_gap & ((1 << gap_bits) - 1), minlength=1 << gap_bits)
+    gap_counts[-1] += fillers
+    nbytes = stream_size(gap_counts, coder, gap_bits)
+    if sym_counts is None:
+        return _Plan("sparse", nbytes + entries * itemsize, entries, gap_bits)
+    counts = sym_counts.copy()
+    counts[-1] += fillers
+    nbytes += cb_bytes + stream_size(counts, coder, _bits_for(len(counts)))
+    return _Plan("sparse", nbytes, 2 * entries, gap_bits)
+
+
+def _plans(numel: int, positions: np.ndarray, codebook: tuple[int, bytes, np.ndarray] | None,
+           coding: TensorCoding, itemsize: int) -> list[_Plan]:
+    """The candidate layouts ``coding`` allows, each sized from symbol histograms; of the
+    sparse gap widths only the smallest is kept."""
+    plans = [_Plan("raw", numel * itemsize, 0)] if coding.layout == "auto" else []
+    sym_counts, cb_bytes = None, 0
+    if codebook is not None:
+        k, cb, symbols = codebook
+        sym_counts, cb_bytes = np.bincount(symbols, minlength=k + 1), len(cb)
+        if coding.layout in ("auto", "dense"):
+            counts = sym_counts.copy()
+            counts[k] += numel - len(positions)
+            plans.append(_Plan("dense", cb_bytes + stream_size(counts, coding.coder, _bits_for(k + 1)), numel))
+    if coding.layout in ("auto", "sparse"):
+        real_gap = np.diff(positions, prepend=-1) - 1
+        widths = AUTO_GAP_BITS if coding.gap_bits is None else (coding.gap_bits,)
+        sparse = [_sparse_plan(real_gap, g, coding.coder, itemsize, sym_counts, cb_bytes) for g in widths]
+        plans.append(min(sparse, key=lambda p: p.nbytes))
+    return plans
+
+
 def encode_tensor(name: str, array: np.ndarray, coding: TensorCoding) -> EncodedTensor:
-    """Encode ``array`` (any shape, float32) under the key ``name``: every candidate encoding
-    allowed by ``coding`` is built and the smallest is kept."""
+    """Encode ``array`` (any shape, float32) under the key ``name``.
+
+    Every layout ``coding`` allows is sized from symbol histograms and the code lengths they
+    imply (:func:`~deepshrink.coding.stream_size`: exact for fixed and Huffman codes, within a
+    few bytes for ANS); only the chosen one is coded. Of the sparse gap widths the smallest
+    wins. Between the raw, dense and sparse layouts (``layout="auto"``) the lowest
+    ``8 * bytes + SYMBOL_COST_BITS * decoded symbols`` wins: dense must save more than
+    :data:`SYMBOL_COST_BITS` bits per extra symbol it makes the decoder decode.
+    """
     array = np.ascontiguousarray(array, dtype=np.float32)
-    shape = tuple(int(s) for s in array.shape)
     flat = array.reshape(-1)
     positions = np.flatnonzero(flat)
     nnz = len(positions)
-    base = {"shape": list(shape), "dtype": value_dtype(flat)}
-    raw = EncodedTensor(
-        {**base, "enc": "raw"},
-        {name: flat.astype(_DTYPES[base["dtype"]]).tobytes()},
-        TensorReport(name, shape, flat.size, nnz, "raw", "dense",
-                     weight_bytes=flat.size * _DTYPES[base["dtype"]].itemsize),
-    )
+    base = {"shape": [int(s) for s in array.shape], "dtype": value_dtype(flat)}
     if not coding.compress or flat.size == 0:
-        return raw
-    candidates: list[EncodedTensor] = [] if coding.layout != "auto" else [raw]
+        return _raw(name, base, flat, nnz)
     values = flat[positions]
     uniq = np.unique(values)
     codebook = None
     if len(uniq) <= coding.max_codebook:
-        k = len(uniq)
-        codebook = (k, uniq.astype(_DTYPES[base["dtype"]]).tobytes(), np.searchsorted(uniq, values))
-        if coding.layout in ("auto", "dense"):
-            bits = _bits_for(k + 1)
-            symbols_all = np.full(flat.size, k, dtype=np.int64)
-            symbols_all[positions] = codebook[2]
-            desc, data, rep = _stream(symbols_all, k + 1, coding.coder, bits)
-            candidates.append(EncodedTensor(
-                {**base, "enc": "codebook", "k": k, "layout": "dense", "sym": desc},
-                {f"{name}:cb": codebook[1], f"{name}:sym": data},
-                TensorReport(name, shape, flat.size, nnz, "codebook", "dense", k, bits,
-                             weight_bytes=len(data) + len(codebook[1]), streams={"sym": rep}),
-            ))
-    if coding.layout in ("auto", "sparse"):
-        widths = AUTO_GAP_BITS if coding.gap_bits is None else (coding.gap_bits,)
-        for gap_bits in widths:
-            candidates.append(_sparse(name, base, positions, flat.size, gap_bits, coding.coder, nnz, codebook, values))
-    return min(candidates or [raw], key=lambda c: c.nbytes)
+        codebook = (len(uniq), uniq.astype(_DTYPES[base["dtype"]]).tobytes(), np.searchsorted(uniq, values))
+    plans = _plans(flat.size, positions, codebook, coding, _DTYPES[base["dtype"]].itemsize)
+    best = min(plans, key=lambda p: p.cost, default=_Plan("raw", 0, 0))
+    if best.layout == "sparse":
+        return _sparse(name, base, positions, flat.size, best.gap_bits, coding.coder, nnz, codebook, values)
+    if best.layout == "dense" and codebook is not None:
+        return _dense(name, base, positions, flat.size, coding.coder, codebook)
+    return _raw(name, base, flat, nnz)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,15 +301,14 @@ def _section(sections: Mapping[str, memoryview], key: str, where: str, length: i
 
 def _check_stream(desc: Any, alphabet: int, max_n: int, where: str) -> tuple[Coder, int, int]:
     _keys(desc, {"coder", "n", "bits"}, where)
-    try:
-        coder = Coder(desc["coder"])
-    except ValueError:
-        raise InvalidHeader(f"{where}: unknown coder {desc['coder']!r}; expected one of {[c.value for c in Coder]}") from None
+    coders = [c.value for c in Coder]
+    if desc["coder"] not in coders:  # a list here is not hashable: compare, do not look up
+        raise InvalidHeader(f"{where}: unknown coder {desc['coder']!r}; expected one of {coders}")
     n = _int_field(desc, "n", 0, max_n, where)
     bits = _int_field(desc, "bits", 1, 32, where)
     if alphabet > (1 << bits):
         raise InvalidHeader(f"{where}: {bits} bits cannot hold an alphabet of {alphabet} symbols")
-    return coder, n, bits
+    return Coder(desc["coder"]), n, bits
 
 
 def _decode_stream(desc: Any, data: memoryview, alphabet: int, max_n: int, where: str) -> np.ndarray:
@@ -239,16 +322,29 @@ def _decode_stream(desc: Any, data: memoryview, alphabet: int, max_n: int, where
     return np.asarray(out, dtype=np.int64)
 
 
-_LAYOUT_KEYS = {
-    ("raw", None): {"shape", "dtype", "enc"},
-    ("codebook", "dense"): {"shape", "dtype", "enc", "k", "layout", "sym"},
-    ("codebook", "sparse"): {"shape", "dtype", "enc", "k", "layout", "gap_bits", "sym", "gap"},
-    ("float", "sparse"): {"shape", "dtype", "enc", "layout", "gap_bits", "n", "gap"},
+# (enc, layout) -> the descriptor's keys, and the suffixes of the sections it owns
+_LAYOUTS: dict[tuple[str, str | None], tuple[set[str], tuple[str, ...]]] = {
+    ("raw", None): ({"shape", "dtype", "enc"}, ("",)),
+    ("codebook", "dense"): ({"shape", "dtype", "enc", "k", "layout", "sym"}, (":cb", ":sym")),
+    ("codebook", "sparse"): (
+        {"shape", "dtype", "enc", "k", "layout", "gap_bits", "sym", "gap"}, (":cb", ":sym", ":gap")
+    ),
+    ("float", "sparse"): ({"shape", "dtype", "enc", "layout", "gap_bits", "n", "gap"}, (":val", ":gap")),
 }
 
 
-def check_descriptor(name: str, desc: Any, limits: Limits) -> tuple[tuple[int, ...], int]:
-    """Validate a tensor descriptor completely (no section is read); returns (shape, numel)."""
+@dataclass(frozen=True)
+class CheckedDescriptor:
+    """A validated tensor descriptor: its shape, element count and the sections it owns."""
+
+    shape: tuple[int, ...]
+    numel: int
+    sections: tuple[str, ...]
+
+
+def check_descriptor(name: str, desc: Any, limits: Limits) -> CheckedDescriptor:
+    """Validate a tensor descriptor completely (no section is read); every malformed field is an
+    :class:`InvalidHeader`, every size over the limits a :class:`LimitExceeded`."""
     where = f"tensor {name!r}"
     if not isinstance(desc, dict):
         raise InvalidHeader(f"{where}: tensor descriptor must be an object")
@@ -257,23 +353,23 @@ def check_descriptor(name: str, desc: Any, limits: Limits) -> tuple[tuple[int, .
         isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in shape
     ):
         raise InvalidHeader(f"{where}: shape must be a list of at most 8 non-negative integers, got {shape!r}")
-    numel = 1
-    for s in shape:
-        numel *= s
-        if numel > limits.max_tensor_elements:
-            raise LimitExceeded(
-                f"{where}: shape {shape} exceeds the limit of {limits.max_tensor_elements} elements per tensor"
-            )
+    if any(s > limits.max_tensor_elements for s in shape) or math.prod(shape) > limits.max_tensor_elements:
+        raise LimitExceeded(
+            f"{where}: shape {shape} exceeds the limit of {limits.max_tensor_elements} elements per tensor "
+            "(in total and in every dimension)"
+        )
+    numel = math.prod(shape)
     enc, layout = desc.get("enc"), desc.get("layout")
-    keys = _LAYOUT_KEYS.get((enc, layout if enc != "raw" else None)) if isinstance(enc, str) and (
-        layout is None or isinstance(layout, str)) else None
-    if keys is None:
+    key = (enc, layout if enc != "raw" else None)
+    spec = _LAYOUTS.get(key) if all(x is None or isinstance(x, str) for x in key) else None  # type: ignore[arg-type]
+    if spec is None:
         raise InvalidHeader(
             f"{where}: unknown encoding/layout {enc!r}/{layout!r}; expected raw, codebook/dense, "
             "codebook/sparse or float/sparse"
         )
+    keys, suffixes = spec
     _keys(desc, keys, where)
-    if desc["dtype"] not in _DTYPES:
+    if not isinstance(desc["dtype"], str) or desc["dtype"] not in _DTYPES:
         raise InvalidHeader(f"{where}: dtype must be one of {sorted(_DTYPES)}, got {desc['dtype']!r}")
     if enc == "codebook":
         k = _int_field(desc, "k", 0, MAX_CODEBOOK - 1, where)
@@ -283,28 +379,37 @@ def check_descriptor(name: str, desc: Any, limits: Limits) -> tuple[tuple[int, .
         _check_stream(desc["gap"], 1 << gap_bits, numel, where)
     if enc == "float":
         _int_field(desc, "n", 0, numel, where)
-    return tuple(shape), numel
+    return CheckedDescriptor(tuple(shape), numel, tuple(name + s for s in suffixes))
 
 
 def section_owner(section: str) -> str:
-    """The tensor a section belongs to: ``w`` for ``w``, ``w:sym``, ``w:gap``, ``w:cb``, ``w:val``."""
+    """The tensor a section's name points to: ``w`` for ``w``, ``w:sym``, ``w:gap``, ``w:cb``,
+    ``w:val``. Only a name; whether the tensor claims the section is :func:`check_descriptor`'s."""
     return section.rpartition(":")[0] if ":" in section else section
+
+
+def _finite(values: np.ndarray, what: str) -> np.ndarray:
+    if not np.isfinite(values).all():
+        bad = values[~np.isfinite(values)][0]
+        raise InvalidValue(f"{what} holds a non-finite value ({bad}); weights must be finite numbers")
+    return values
 
 
 def decode_tensor(name: str, desc: Any, sections: Mapping[str, memoryview], limits: Limits) -> np.ndarray:
     """Decode one tensor from its descriptor and sections, validating everything first."""
     where = f"tensor {name!r}"
-    shape, numel = check_descriptor(name, desc, limits)
+    checked = check_descriptor(name, desc, limits)
+    shape, numel = checked.shape, checked.numel
     enc = desc["enc"]
     dt = _DTYPES[desc["dtype"]]
     if enc == "raw":
         data = _section(sections, name, where, dt.itemsize * numel)
-        return np.frombuffer(data, dtype=dt).astype(np.float32).reshape(shape)
+        return _finite(np.frombuffer(data, dtype=dt).astype(np.float32), where).reshape(shape)
     gaps = None
     if enc == "codebook":
         k = desc["k"]
         cb = np.frombuffer(_section(sections, f"{name}:cb", where, dt.itemsize * k), dtype=dt).astype(np.float32)
-        table = np.append(cb, np.float32(0.0))
+        table = np.append(_finite(cb, f"{where}: the codebook"), np.float32(0.0))
         if desc["layout"] == "sparse":
             gaps = _decode_stream(desc["gap"], _section(sections, f"{name}:gap", where), 1 << desc["gap_bits"], numel, where)
         syms = _decode_stream(desc["sym"], _section(sections, f"{name}:sym", where), k + 1, numel, where)
@@ -318,6 +423,7 @@ def decode_tensor(name: str, desc: Any, sections: Mapping[str, memoryview], limi
     else:  # float, sparse
         n = desc["n"]
         values = np.frombuffer(_section(sections, f"{name}:val", where, dt.itemsize * n), dtype=dt).astype(np.float32)
+        _finite(values, where)
         gaps = _decode_stream(desc["gap"], _section(sections, f"{name}:gap", where), 1 << desc["gap_bits"], numel, where)
         if len(gaps) != n:
             raise InvalidHeader(f"{where}: {n} values but {len(gaps)} gaps")

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from deepshrink.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Safety limits applied when reading a file from an untrusted source."""
+    """Safety limits applied when reading a file from an untrusted source.
+
+    * ``max_header_bytes``: stored and inflated header size.
+    * ``max_tensor_elements`` / ``max_total_elements``: per tensor, and for the whole network
+      counting a tensor once per node that uses it.
+    * ``max_elements_per_file_byte``: decoded values per byte of the file (a compression-ratio
+      bound against files that declare huge tensors of one cheaply coded symbol; a 37 M-weight
+      network pruned to 1% needs about 100).
+    * ``max_activation_elements``: activation values alive at once. A file whose network needs
+      more for one sample is refused; :class:`~deepshrink.runtime.CompressedModel` splits larger
+      batches into chunks that fit.
+    * ``max_macs_per_sample``: multiply-accumulates (and pooling window reads) per sample.
+    """
 
     max_header_bytes: int = 1 << 20
     max_tensor_elements: int = 1 << 27
     max_total_elements: int = 1 << 28
-    max_activation_elements: int = 1 << 26  # per node output, for a batch of 2 in the load-time check
+    max_elements_per_file_byte: int = 1 << 10
+    max_activation_elements: int = 1 << 26
+    max_macs_per_sample: int = 1 << 35
 
     def __post_init__(self) -> None:
-        for name in ("max_header_bytes", "max_tensor_elements", "max_total_elements", "max_activation_elements"):
-            v = getattr(self, name)
+        for f in fields(self):
+            v = getattr(self, f.name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"Limits.{name} must be a positive integer, got {v!r}")
+                raise ConfigError(f"Limits.{f.name} must be a positive integer, got {v!r}")
