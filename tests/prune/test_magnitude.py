@@ -61,3 +61,29 @@ def test_iterative_masks_only_tighten():
     apply_mask(lin, magnitude_mask(lin.weight_orig * lin.weight_mask, sparsity=0.8))
     assert torch.all(lin.weight_mask <= first)
     assert abs(float((lin.weight_mask == 0).float().mean()) - 0.8) < 0.01
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_masking_after_the_step_trains_like_the_forward_hook(monkeypatch, optimizer):
+    import contextlib
+
+    import deepshrink.train.loop as loop
+
+    def masked_model():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 3))
+        for m in prunable_layers(model).values():
+            apply_mask(m, magnitude_mask(m.weight, sparsity=0.6))
+        return model
+
+    x, y = torch.randn(256, 20), torch.randint(0, 3, (256,))
+    cfg = TrainConfig(epochs=2, lr=1e-2, batch_size=32, optimizer=optimizer, weight_decay=1e-3)
+    after_step = masked_model()
+    fit(after_step, (x, y), (x, y), cfg, progress=False)
+    # the old way: the pruning hook recomputes weight_orig * weight_mask at every forward
+    monkeypatch.setattr(loop, "masked_training", lambda model: contextlib.nullcontext(lambda: None))
+    hooked = masked_model()
+    fit(hooked, (x, y), (x, y), cfg, progress=False)
+    for a, b in zip(prunable_layers(after_step).values(), prunable_layers(hooked).values()):
+        torch.testing.assert_close(a.weight, b.weight, rtol=1e-5, atol=1e-6)
+        assert torch.equal(a.weight == 0, b.weight == 0)

@@ -56,3 +56,36 @@ def test_distillation_pulls_the_student_towards_the_teacher():
 def test_train_config_validation(bad):
     with pytest.raises(ConfigError):
         TrainConfig(**bad)
+
+
+def test_without_validation_data_the_last_epoch_is_kept():
+    torch.manual_seed(0)
+    model = nn.Linear(10, 2)
+    x, y = _toy()
+    empty = (x[:0], y[:0])
+    hist = fit(model, (x, y), empty, TrainConfig(epochs=3, lr=1e-2, keep_best=True), progress=False)
+    assert hist.best_epoch == 2 and len(hist.train_loss) == 3
+    assert all(a != a for a in hist.val_accuracy)  # NaN: nothing was measured
+    torch.manual_seed(0)
+    last = nn.Linear(10, 2)
+    fit(last, (x, y), empty, TrainConfig(epochs=3, lr=1e-2, keep_best=False), progress=False)
+    assert torch.equal(model.weight, last.weight)
+
+
+def test_masks_are_applied_after_the_step_not_by_a_hook_at_every_forward():
+    import torch.nn.utils.prune as tprune
+
+    from deepshrink.prune import apply_mask, magnitude_mask
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 2))
+    mask = magnitude_mask(model[0].weight, sparsity=0.6)
+    apply_mask(model[0], mask)
+    seen = []
+    model[0].register_forward_hook(
+        lambda m, i, o: seen.append((m.weight is m.weight_orig, float(m.weight.detach()[mask == 0].abs().sum()))))
+    x, y = _toy()
+    fit(model, (x, y), (x[:50], y[:50]), TrainConfig(epochs=2, lr=1e-2, batch_size=64), progress=False)
+    assert seen and all(direct and zeros == 0.0 for direct, zeros in seen)  # the parameter itself, exactly zero
+    assert tprune.is_pruned(model[0])  # the hook is back afterwards
+    assert torch.all(model[0].weight_orig[mask == 0] == 0) and torch.all(model[0].weight[mask == 0] == 0)

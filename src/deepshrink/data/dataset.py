@@ -10,13 +10,22 @@
 
 Images are stored as ``(N, C, H, W)`` (a channel axis is added to ``(N, H, W)``; ``(N, 784)`` is
 reshaped to ``(N, 1, 28, 28)``) or ``(N, D)`` for other flat data, as uint8 or float32. Labels are
-int64.
+int64 in ``[0, num_classes)`` with ``num_classes`` at most :data:`MAX_CLASSES`.
+
+The validation split is carved from the training data; by default (:data:`DEFAULT_VAL_SIZE`)
+it is 10 % of it, at most 5,000 samples. ``val_size=0`` means no validation split: training then
+keeps its last epoch (see :func:`deepshrink.train.fit`). A split that takes more than a quarter of
+the training data is allowed but draws a :class:`SplitWarning`.
+
+Nothing in the input is trusted: ``.npy`` headers in an ``.npz`` are checked against the
+archive's real sizes before any array is allocated, and pickled (object) arrays are refused.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, replace
@@ -29,7 +38,17 @@ from deepshrink.data.idx import read_idx
 from deepshrink.data.spec import InputSpec
 from deepshrink.errors import ConfigError, DataError
 
-__all__ = ["Dataset", "load_dataset", "NAMED_DATASETS", "DEFAULT_DATA_DIR"]
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "DEFAULT_VAL_SIZE",
+    "MAX_CLASSES",
+    "MAX_PIXEL",
+    "NAMED_DATASETS",
+    "Dataset",
+    "SplitWarning",
+    "ValSplit",
+    "load_dataset",
+]
 
 DEFAULT_DATA_DIR = "/usr/share/datasets"
 DATA_ENV = "DEEPSHRINK_DATA"
@@ -48,11 +67,54 @@ _IDX_FILES = {
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _SPLITS = ("train", "val", "test")
 _FLAT_SIDE = 28  # (N, 784) is taken to be 28x28 single-channel images
+#: Most classes a dataset may have. The classifier's last layer holds num_classes × features
+#: weights and its output num_classes logits per sample; 100,000 is well above the largest
+#: common label sets (ImageNet-21k has 21,841), while a corrupt label of 10**6 or 2**40 would
+#: make a model of millions of outputs out of a single bad value.
+MAX_CLASSES = 100_000
+#: Largest magnitude accepted in float images: float32 holds every integer up to 2**24 exactly,
+#: so this admits [0, 1], [0, 255] and 16-bit ranges, standardised data, and nothing that would
+#: lose precision or overflow in training.
+MAX_PIXEL = float(2**24)
+#: Largest seed: torch and numpy both take seeds up to here.
+MAX_SEED = 2**63 - 1
+#: A validation split that takes more than this share of the training data draws a SplitWarning.
+VAL_WARN_SHARE = 0.25
+_DEFLATE_MAX_RATIO = 1032  # deflate cannot expand a byte of input into more than ~1032 bytes
 _ACCEPTED = (
     "a dataset name ('fashion-mnist' or 'mnist'), a directory holding the four IDX files "
     "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
     "t10k-labels-idx1-ubyte[.gz]), or a .npz file with arrays x_train, y_train, x_test, y_test"
 )
+
+
+class SplitWarning(UserWarning):
+    """The validation split takes a large share of the training data."""
+
+
+@dataclass(frozen=True)
+class ValSplit:
+    """A validation split of ``fraction`` of the training data, at most ``max_count`` samples."""
+
+    fraction: float
+    max_count: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) or not 0 < self.fraction < 1:
+            raise ConfigError(f"ValSplit.fraction must be in (0, 1), got {self.fraction!r}")
+        if isinstance(self.max_count, bool) or not isinstance(self.max_count, int) or self.max_count < 1:
+            raise ConfigError(f"ValSplit.max_count must be an int >= 1, got {self.max_count!r}")
+
+    def count(self, n_train: int) -> int:
+        """Samples taken from ``n_train`` for validation (at least 1, and 1 is left for training)."""
+        return min(self.max_count, max(1, round(self.fraction * n_train)), n_train - 1)
+
+    def __str__(self) -> str:
+        return f"{self.fraction:.0%} of the training data, at most {self.max_count:,} samples"
+
+
+#: The validation split used when none is given (API and CLI).
+DEFAULT_VAL_SIZE = ValSplit(fraction=0.1, max_count=5000)
 
 
 @dataclass(eq=False, repr=False)
@@ -77,8 +139,12 @@ class Dataset:
     def __post_init__(self) -> None:
         if not isinstance(self.input_spec, InputSpec):
             raise DataError(f"Dataset {self.name!r}: input_spec must be an InputSpec, got {type(self.input_spec).__name__}")
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, (int, np.integer)) or self.num_classes < 2:
-            raise DataError(f"Dataset {self.name!r}: num_classes must be an int >= 2, got {self.num_classes!r}")
+        if (isinstance(self.num_classes, bool) or not isinstance(self.num_classes, (int, np.integer))
+                or not 2 <= self.num_classes <= MAX_CLASSES):
+            raise DataError(
+                f"Dataset {self.name!r}: num_classes must be an int in 2..{MAX_CLASSES:,} (MAX_CLASSES), "
+                f"got {self.num_classes!r}"
+            )
         self.num_classes = int(self.num_classes)
         spec = self.input_spec
         for split in _SPLITS:
@@ -99,6 +165,23 @@ class Dataset:
             f"Dataset(name={self.name!r}, {sizes}, shape={self.input_spec.shape}, "
             f"dtype={self.input_spec.dtype}, num_classes={self.num_classes})"
         )
+
+    def split_sizes(self) -> dict[str, int]:
+        """Samples per split: ``{"train": ..., "val": ..., "test": ...}``."""
+        return {split: len(getattr(self, f"y_{split}")) for split in _SPLITS}
+
+    def split_warnings(self) -> list[str]:
+        """What is questionable about the splits (empty when nothing is): a validation split
+        taking more than a quarter of the data it was carved from."""
+        sizes = self.split_sizes()
+        total = sizes["train"] + sizes["val"]
+        if sizes["val"] <= VAL_WARN_SHARE * total:
+            return []
+        return [
+            f"{self.name}: the validation split takes {sizes['val']:,} of {total:,} training samples "
+            f"({sizes['val'] / total:.0%}), leaving {sizes['train']:,} to train on; pass a smaller val_size "
+            f"(the default is {DEFAULT_VAL_SIZE}) or 0 for no validation split"
+        ]
 
     def subset(self, n_train: int, n_val: int | None = None, n_test: int | None = None, seed: int = 0) -> Dataset:
         """Random but deterministic subset: ``n_*`` samples drawn without replacement per split.
@@ -136,8 +219,8 @@ class Dataset:
 
 
 def _check_seed(seed) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative int, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be an int in 0..2**63-1, got {seed!r}")
 
 
 def _check_labels(y: np.ndarray, n: int, where: str, num_classes: int | None) -> None:
@@ -159,9 +242,16 @@ def _check_labels(y: np.ndarray, n: int, where: str, num_classes: int | None) ->
 def _normalise_images(x: np.ndarray, source: str) -> np.ndarray:
     """(N,H,W) -> (N,1,H,W); (N,784) -> (N,1,28,28); (N,C,H,W) and other (N,D) kept; cast floats."""
     if x.dtype.kind == "f":
+        if x.size:  # min/max need no temporaries and propagate NaN
+            lo, hi = float(x.min()), float(x.max())
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise DataError(f"{source}: images contain NaN or infinite values; expected finite numbers")
+            if max(-lo, hi) > MAX_PIXEL:
+                raise DataError(
+                    f"{source}: image values range over [{lo:.6g}, {hi:.6g}]; expected magnitudes up to "
+                    f"{MAX_PIXEL:.0f} (2**24, the integers float32 holds exactly), e.g. pixels in [0, 1] or [0, 255]"
+                )
         x = x.astype(np.float32, copy=False)
-        if not np.isfinite(x).all():
-            raise DataError(f"{source}: images contain NaN or infinite values")
     elif x.dtype != np.uint8:
         raise DataError(
             f"{source}: images have dtype {x.dtype}; expected uint8 (0..255) or floating point "
@@ -207,36 +297,114 @@ def _load_idx_dir(folder: Path, hint: str) -> dict[str, np.ndarray]:
     return arrays
 
 
+_NPZ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError)
+
+
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    # allow_pickle=False makes object arrays raise ValueError; corrupt archives raise the others.
-    errors = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)
+    """The four arrays of a ``.npz``, each ``.npy`` header checked against the archive first."""
     try:
-        z = np.load(path, allow_pickle=False)
+        zf = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except errors as e:
+    except _NPZ_ERRORS as e:
+        if _is_npy(path):
+            raise DataError(
+                f"{path}: holds a single array, expected a .npz archive with keys {list(_NPZ_KEYS)}"
+            ) from None
         raise DataError(f"{path}: cannot read as a .npz archive of numeric arrays: {e}") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: holds a single array, expected a .npz archive with keys {list(_NPZ_KEYS)}")
-    with z:
-        found = sorted(z.files)
-        missing = [k for k in _NPZ_KEYS if k not in found]
+    with zf:
+        members = {n[:-4] if n.endswith(".npy") else n: n for n in zf.namelist()}
+        missing = [k for k in _NPZ_KEYS if k not in members]
         if missing:
-            raise DataError(f"{path}: missing array(s) {missing}; found keys {found}, expected {list(_NPZ_KEYS)}")
-        arrays = {}
+            raise DataError(
+                f"{path}: missing array(s) {missing}; found keys {sorted(members)}, expected {list(_NPZ_KEYS)}"
+            )
+        archive_bytes = path.stat().st_size
+        arrays: dict = {}
         for k in _NPZ_KEYS:
+            where = f"{path}[{k}]"
             try:
-                arrays[k] = z[k]
-            except errors as e:
-                raise DataError(f"{path}: cannot read array {k!r} as a numeric array: {e}") from None
-    for k in _NPZ_KEYS:
-        arrays[f"_src_{k}"] = f"{path}[{k}]"
+                arrays[k] = _read_npy_member(zf, zf.getinfo(members[k]), archive_bytes, where)
+            except DataError:
+                raise
+            except MemoryError:
+                raise DataError(f"{where}: not enough memory for the array its header describes") from None
+            except _NPZ_ERRORS as e:
+                raise DataError(f"{where}: cannot read as a numeric .npy array: {e}") from None
+            arrays[f"_src_{k}"] = where
     return arrays
 
 
-def _val_count(val_size, n: int, source: str) -> int:
+def _is_npy(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX
+
+
+def _read_npy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive_bytes: int, where: str) -> np.ndarray:
+    """Read one ``.npy`` member. The sizes the zip directory and the ``.npy`` header claim are
+    checked against each other and against the archive's size before anything is allocated:
+    a stored member's data is in the file, a deflated one expands at most ~1032-fold."""
+    if info.compress_type == zipfile.ZIP_STORED:
+        bound = info.compress_size
+    elif info.compress_type == zipfile.ZIP_DEFLATED:
+        bound = info.compress_size * _DEFLATE_MAX_RATIO
+    else:
+        raise DataError(
+            f"{where}: zip compression method {info.compress_type} is not supported; expected stored or "
+            "deflated members (as written by np.savez / np.savez_compressed)"
+        )
+    if info.compress_size > archive_bytes or info.file_size > bound:
+        raise DataError(
+            f"{where}: the zip directory claims {info.file_size:,} bytes from {info.compress_size:,} stored bytes "
+            f"in a {archive_bytes:,}-byte archive; the archive cannot hold that"
+        )
+    fmt = np.lib.format
+    with zf.open(info) as f:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(f)
+        else:
+            raise DataError(f"{where}: .npy format version {version} is not supported; expected 1.0 or 2.0")
+        if dtype.hasobject:
+            raise DataError(f"{where}: holds Python objects (dtype {dtype}); expected a numeric array (no pickles)")
+        if dtype.kind not in "biuf" or dtype.fields is not None:
+            raise DataError(f"{where}: has dtype {dtype}; expected a numeric array (integers or floats)")
+        if any(d < 0 for d in shape):
+            raise DataError(f"{where}: the .npy header gives a negative dimension in shape {shape}")
+        count = math.prod(shape)
+        claimed = f.tell() + count * dtype.itemsize
+        if claimed != info.file_size:
+            raise DataError(
+                f"{where}: the .npy header describes shape {shape} of {dtype} ({claimed:,} bytes with the header), "
+                f"but the archive member holds {info.file_size:,} bytes"
+            )
+        array = np.empty(count, dtype=dtype)
+        view = memoryview(array.reshape(-1).view(np.uint8))
+        pos = 0
+        while pos < len(view):
+            got = f.readinto(view[pos : pos + (1 << 20)])
+            if not got:
+                raise DataError(f"{where}: the data ends after {pos:,} of {len(view):,} bytes")
+            pos += got
+        f.read(1)  # reaching the end verifies the member's CRC
+    return array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+
+
+def _check_val_size(val_size) -> None:
+    if isinstance(val_size, ValSplit):
+        return
     if isinstance(val_size, bool) or not isinstance(val_size, (int, float, np.integer, np.floating)):
-        raise ConfigError(f"val_size must be an int count or a float fraction in (0, 1), got {val_size!r}")
+        raise ConfigError(
+            f"val_size must be an int count >= 0, a float fraction in (0, 1) or a ValSplit, got {val_size!r}"
+        )
+
+
+def _val_count(val_size, n: int, source: str) -> int:
+    _check_val_size(val_size)
+    if isinstance(val_size, ValSplit):
+        return val_size.count(n)
     if isinstance(val_size, (float, np.floating)):
         if not 0.0 < val_size < 1.0:
             raise ConfigError(f"val_size as a fraction must be in (0, 1), got {val_size!r}")
@@ -313,11 +481,15 @@ def _build(name: str, arrays: dict, val_size, seed: int) -> Dataset:
             f"{name}: training images are {x_train.dtype} but test images {x_test.dtype}; they must "
             "have the same dtype (uint8 or float)"
         )
-    y_train = y_train.astype(np.int64, copy=False)
-    y_test = y_test.astype(np.int64, copy=False)
     if int(y_train.min()) < 0:
         raise DataError(f"{src['y_train']}: labels must be >= 0, found {int(y_train.min())}")
-    num_classes = int(y_train.max()) + 1
+    num_classes = int(y_train.max()) + 1  # before any cast: a uint64 label must not wrap around
+    if num_classes > MAX_CLASSES:
+        raise DataError(
+            f"{src['y_train']}: the largest training label is {num_classes - 1:,}, which would make a "
+            f"{num_classes:,}-class model; at most {MAX_CLASSES:,} classes (labels 0..{MAX_CLASSES - 1:,}) are "
+            "supported (deepshrink.data.dataset.MAX_CLASSES)"
+        )
     if num_classes < 2:
         raise DataError(
             f"{src['y_train']}: training labels have max {num_classes - 1}; need at least 2 classes "
@@ -328,6 +500,8 @@ def _build(name: str, arrays: dict, val_size, seed: int) -> Dataset:
             f"{src['y_test']}: test labels range over [{int(y_test.min())}, {int(y_test.max())}], "
             f"expected [0, {num_classes}) (num_classes = max training label + 1)"
         )
+    y_train = y_train.astype(np.int64, copy=False)
+    y_test = y_test.astype(np.int64, copy=False)
 
     n_val = _val_count(val_size, len(y_train), name)
     perm = np.random.default_rng(seed).permutation(len(y_train))
@@ -361,7 +535,7 @@ def _build(name: str, arrays: dict, val_size, seed: int) -> Dataset:
 def load_dataset(
     spec: str | os.PathLike,
     *,
-    val_size: int | float = 5000,
+    val_size: int | float | ValSplit = DEFAULT_VAL_SIZE,
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
 ) -> Dataset:
@@ -372,14 +546,23 @@ def load_dataset(
     ``/usr/share/datasets``), a directory of the four IDX files, or a ``.npz`` file. A name takes
     precedence over a same-named relative path; pass a ``Path`` to force path lookup.
 
-    ``val_size`` is a count (int >= 0) or a fraction in (0, 1) of the training data, chosen with
-    ``np.random.default_rng(seed).permutation``; at least one training sample must remain. The
-    test set is never touched. Raises :class:`~deepshrink.errors.DataError` for missing or
-    malformed data and :class:`~deepshrink.errors.ConfigError` for bad ``val_size``/``seed``.
+    ``val_size`` is a count (int >= 0; 0 = no validation split), a fraction in (0, 1) of the
+    training data, or a :class:`ValSplit` (default :data:`DEFAULT_VAL_SIZE`: 10 %, at most 5,000);
+    the samples are chosen with ``np.random.default_rng(seed).permutation`` and at least one
+    training sample must remain. The test set is never touched. When validation takes more than a
+    quarter of the training data a :class:`SplitWarning` is issued (``Dataset.split_warnings``
+    holds the same text). Raises :class:`~deepshrink.errors.DataError` for missing or malformed
+    data and :class:`~deepshrink.errors.ConfigError` for bad ``val_size``/``seed``.
     """
     _check_seed(seed)
-    if isinstance(val_size, bool) or not isinstance(val_size, (int, float, np.integer, np.floating)):
-        raise ConfigError(f"val_size must be an int count or a float fraction in (0, 1), got {val_size!r}")
+    _check_val_size(val_size)
+    data = _load(spec, val_size, seed, data_dir)
+    for message in data.split_warnings():
+        warnings.warn(message, SplitWarning, stacklevel=2)
+    return data
+
+
+def _load(spec, val_size, seed: int, data_dir) -> Dataset:
     if not isinstance(spec, (str, os.PathLike)):
         raise DataError(f"load_dataset: expected {_ACCEPTED}; got {type(spec).__name__} {spec!r}")
 

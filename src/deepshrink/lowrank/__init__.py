@@ -14,7 +14,15 @@ from deepshrink.lowrank.conv import (
     tucker2_factors,
     tucker_ranks,
 )
-from deepshrink.lowrank.factorize import CONV_METHODS, LINEAR_METHODS, METHODS, check_method, factorize, weight_counts
+from deepshrink.lowrank.factorize import (
+    CONV_METHODS,
+    FACTOR_NAMES,
+    LINEAR_METHODS,
+    METHODS,
+    check_method,
+    factorize,
+    weight_counts,
+)
 from deepshrink.lowrank.slr import (
     IMPORTANCE,
     NeuronScores,
@@ -27,8 +35,8 @@ from deepshrink.lowrank.slr import (
 from deepshrink.lowrank.svd import factorize_linear, resolve_rank, truncated_svd
 
 __all__ = [
-    "CONV_METHODS", "IMPORTANCE", "LINEAR_METHODS", "METHODS", "NeuronScores", "check_method", "cp_conv",
-    "cp_degeneracy", "cp_factors", "cp_rank", "factorize", "factorize_linear", "least_important",
+    "CONV_METHODS", "FACTOR_NAMES", "IMPORTANCE", "LINEAR_METHODS", "METHODS", "NeuronScores", "check_method",
+    "cp_conv", "cp_degeneracy", "cp_factors", "cp_rank", "factorize", "factorize_linear", "least_important",
     "neuron_importance", "resolve_rank", "slr_linear", "slr_masks", "slr_rank", "spatial_factors", "spatial_rank",
     "spatial_svd_conv", "truncated_svd", "tucker2_conv", "tucker2_factors", "tucker_ranks", "weight_counts",
 ]

@@ -13,6 +13,15 @@ from deepshrink.lowrank.svd import factorize_linear, resolve_rank
 LINEAR_METHODS = ("svd", "slr")
 CONV_METHODS = ("spatial", "tucker", "cp")
 METHODS = LINEAR_METHODS + CONV_METHODS
+#: Names of the layers that replace a factorised layer ``x`` (``x.first``, ``x.second``, ...), per
+#: method, in order. Rules of later stages can name them before anything is factorised.
+FACTOR_NAMES: dict[str, tuple[str, ...]] = {
+    "svd": ("first", "second"),
+    "slr": ("first", "second"),
+    "spatial": ("vertical", "horizontal"),
+    "tucker": ("reduce", "core", "restore"),
+    "cp": ("reduce", "vertical", "horizontal", "restore"),
+}
 
 
 def check_method(method: str, layer: nn.Module, name: str = "layer") -> None:

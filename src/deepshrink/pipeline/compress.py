@@ -17,21 +17,31 @@ from deepshrink.data.dataset import Dataset
 from deepshrink.errors import ConfigError
 from deepshrink.fileformat.model_file import CodingRule, PackReport, pack_model
 from deepshrink.graph import Graph, trace
-from deepshrink.lowrank import NeuronScores, check_method, factorize, neuron_importance, weight_counts
-from deepshrink.prune import apply_mask, current_weight, layer_kind, magnitude_mask, make_permanent, prunable_layers
+from deepshrink.lowrank import FACTOR_NAMES, NeuronScores, check_method, factorize, neuron_importance, weight_counts
+from deepshrink.prune import (
+    PRUNABLE,
+    apply_mask,
+    current_weight,
+    layer_kind,
+    magnitude_mask,
+    make_permanent,
+    prunable_layers,
+)
 from deepshrink.recipes.config import CodeStage, LowRankStage, PruneStage, Recipe, ShareStage
 from deepshrink.runtime import load
 from deepshrink.share import centroids_of, finalize, round_to_half, share_module
 from deepshrink.storage import TensorCoding, TensorReport
-from deepshrink.train import evaluate, fit
+from deepshrink.train import History, evaluate, fit
+
+Split = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
 class StageReport:
-    """Accuracy and size after one stage."""
+    """Accuracy and size after one stage (``val_accuracy`` is None without a validation split)."""
 
     stage: str
-    val_accuracy: float
+    val_accuracy: float | None
     test_accuracy: float
     file_bytes: int
     payload_bytes: int
@@ -72,6 +82,7 @@ class CompressionResult:
     data: bytes
     model: nn.Module
     file_accuracy: float
+    split_sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def baseline(self) -> StageReport:
@@ -96,6 +107,7 @@ class CompressionResult:
             "dense_bytes": self.dense_bytes,
             "file_bytes": self.file_bytes,
             "ratio": self.ratio,
+            "split_sizes": dict(self.split_sizes),
             "baseline_test_accuracy": self.baseline.test_accuracy,
             "final_test_accuracy": self.file_accuracy,
             "accuracy_drop_points": 100 * (self.baseline.test_accuracy - self.file_accuracy),
@@ -131,16 +143,99 @@ def coding_rule(code: CodeStage, coder: Coder, order: list[str], kinds: dict[str
     return rule
 
 
-def _prune(model: nn.Module, stage: PruneStage, layers: dict[str, nn.Module], order: list[str],
-           data: tuple, progress: bool | None) -> dict[str, Any]:
-    train, val, teacher = data
+def _val_accuracy(model: nn.Module, val: Split) -> float | None:
+    """Accuracy on the validation split, None when there is none (``val_size=0``)."""
+    return evaluate(model, val) if len(val[0]) else None
+
+
+def _best_val(h: History) -> float | None:
+    return None if h.best_epoch < 0 or np.isnan(h.best_val_accuracy) else h.best_val_accuracy
+
+
+def _prune_targets(stage: PruneStage, kinds: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Per-layer ``sparsity`` or ``quality`` of the layers the stage prunes."""
+    order = list(kinds)
     targets = {}
-    for name, m in layers.items():
-        s = stage.layers.resolve(name, layer_kind(m), order, exclusive=[{"sparsity", "quality"}])
+    for name, kind in kinds.items():
+        s = stage.layers.resolve(name, kind, order, exclusive=[{"sparsity", "quality"}])
         if "sparsity" in s or "quality" in s:
             targets[name] = s
     if not targets:
         raise ConfigError("prune stage: no layer matches its rules; nothing to prune")
+    return targets
+
+
+def _share_bits(stage: ShareStage, kinds: dict[str, str]) -> dict[str, int]:
+    """Bits per layer of the layers the stage shares."""
+    order = list(kinds)
+    bits = {name: stage.layers.resolve(name, kind, order).get("bits") for name, kind in kinds.items()}
+    bits = {name: b for name, b in bits.items() if b is not None}
+    if not bits:
+        raise ConfigError("share stage: no layer matches its rules; nothing to share")
+    return bits
+
+
+def _lowrank_plans(stage: LowRankStage, layers: dict[str, nn.Module]) -> dict[str, dict[str, Any]]:
+    """Settings (with ``method`` and ``importance`` filled in) of the layers the stage factorises."""
+    order = list(layers)
+    plans: dict[str, dict[str, Any]] = {}
+    for name, m in layers.items():
+        s = stage.layers.resolve(name, layer_kind(m), order, exclusive=[{"rank", "energy", "max_drop"}])
+        if s.get("skip") or not {"rank", "energy", "max_drop"} & set(s):
+            continue
+        method = s.get("method", stage.method)
+        check_method(method, m, f"lowrank: layer {name!r}")
+        plans[name] = {**s, "method": method, "importance": s.get("importance", stage.importance)}
+    if not plans:
+        raise ConfigError("lowrank stage: no layer matches its rules; nothing to factorise")
+    return plans
+
+
+def check_recipe(model: nn.Module, recipe: Recipe, *, has_val: bool = True) -> None:
+    """Refuse, before any training, a recipe that cannot do what it says on ``model``.
+
+    A :class:`~deepshrink.errors.ConfigError` names the problem: an exact-name or ``re:`` rule
+    that applies to no layer of the kind the stage changes (listing those layers; layers that a
+    low-rank stage creates, such as ``fc1.first``, count for the stages after it), a stage whose
+    rules select no layer, a low-rank method that does not fit a layer, or a ``max_drop`` rank
+    search without validation data (``has_val=False``)."""
+    modules = dict(model.named_modules())
+    layers = prunable_layers(model)
+    kinds = {n: layer_kind(m) for n, m in layers.items()}
+    for i, stage in enumerate(recipe.stages, 1):
+        where = f"recipe {recipe.name!r}, stage {i} ({stage.kind})"
+        unused = stage.layers.unused(list(kinds))
+        if unused:
+            listing = ", ".join(f"{n} ({k})" for n, k in kinds.items())
+            notes = "".join(f"; {p!r} is a {type(modules[p]).__name__}, which the stage cannot change"
+                            for p in unused if p in modules and not isinstance(modules[p], PRUNABLE))
+            raise ConfigError(
+                f"{where}: no layer matches the rule{'s' if len(unused) > 1 else ''} "
+                f"{', '.join(repr(p) for p in unused)}{notes}. The layers it can change are: {listing}"
+            )
+        try:
+            if isinstance(stage, PruneStage):
+                _prune_targets(stage, kinds)
+            elif isinstance(stage, ShareStage):
+                _share_bits(stage, kinds)
+            elif isinstance(stage, LowRankStage):
+                plans = _lowrank_plans(stage, layers)
+                if not has_val and any("max_drop" in p for p in plans.values()):
+                    raise ConfigError("max_drop chooses ranks by validation accuracy, and there is no validation "
+                                      "split (val_size=0); give a rank or energy, or load the data with a "
+                                      "validation split")
+                after: dict[str, str] = {}
+                for n, k in kinds.items():  # each factorised layer becomes its factors, in place
+                    after.update({f"{n}.{c}": k for c in FACTOR_NAMES[plans[n]["method"]]} if n in plans else {n: k})
+                kinds = after
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+
+def _prune(model: nn.Module, stage: PruneStage, layers: dict[str, nn.Module], order: list[str],
+           data: tuple, progress: bool | None) -> dict[str, Any]:
+    train, val, teacher = data
+    targets = _prune_targets(stage, {n: layer_kind(layers[n]) for n in order})
     std0 = {name: float(current_weight(layers[name]).std()) for name in targets}
     hist = []
     for step in range(1, stage.steps + 1):
@@ -154,7 +249,7 @@ def _prune(model: nn.Module, stage: PruneStage, layers: dict[str, nn.Module], or
             apply_mask(layers[name], mask)
         h = fit(model, train, val, stage.retrain, desc=f"prune {step}/{stage.steps}", progress=progress,
                 teacher_logits=teacher)
-        hist.append(h.best_val_accuracy)
+        hist.append(_best_val(h))
     make_permanent(model)
     return {"val_accuracy_per_step": hist, "targets": {k: dict(v) for k, v in targets.items()}}
 
@@ -163,20 +258,18 @@ def _share(model: nn.Module, stage: ShareStage, layers: dict[str, nn.Module], or
            data: tuple, progress: bool | None) -> dict[str, Any]:
     train, val, teacher = data
     ks = {}
-    for name, m in layers.items():
-        bits = stage.layers.resolve(name, layer_kind(m), order).get("bits")
-        if bits is not None:
-            ks[name] = {"bits": bits, "clusters": share_module(m, bits, init=stage.init)}
+    for name, bits in _share_bits(stage, {n: layer_kind(layers[n]) for n in order}).items():
+        ks[name] = {"bits": bits, "clusters": share_module(layers[name], bits, init=stage.init)}
     shared = {id(centroids_of(layers[n])) for n in ks}
     frozen = {id(m.weight) for n, m in layers.items() if n not in ks}
     params = [p for p in model.parameters() if id(p) in shared or id(p) not in frozen]
-    before = evaluate(model, val)
+    before = _val_accuracy(model, val)
     h = fit(model, train, val, stage.finetune, params=params, desc="share: fine-tune centroids", progress=progress,
             teacher_logits=teacher)
     finalize(model)
     if stage.float16:
         round_to_half(model)
-    return {"layers": ks, "val_accuracy_before_finetune": before, "val_accuracy_after_finetune": h.best_val_accuracy}
+    return {"layers": ks, "val_accuracy_before_finetune": before, "val_accuracy_after_finetune": _best_val(h)}
 
 
 @torch.no_grad()
@@ -215,16 +308,7 @@ def _search_fraction(model: nn.Module, name: str, build, val: tuple, base: float
 def _lowrank(model: nn.Module, stage: LowRankStage, layers: dict[str, nn.Module], order: list[str],
              data: tuple, progress: bool | None) -> dict[str, Any]:
     train, val, teacher = data
-    plans: dict[str, dict[str, Any]] = {}
-    for name, m in layers.items():
-        s = stage.layers.resolve(name, layer_kind(m), order, exclusive=[{"rank", "energy", "max_drop"}])
-        if s.get("skip") or not {"rank", "energy", "max_drop"} & set(s):
-            continue
-        method = s.get("method", stage.method)
-        check_method(method, m, f"lowrank: layer {name!r}")
-        plans[name] = {**s, "method": method, "importance": s.get("importance", stage.importance)}
-    if not plans:
-        raise ConfigError("lowrank stage: no layer matches its rules; nothing to factorise")
+    plans = _lowrank_plans(stage, {n: layers[n] for n in order})
     calib = (train[0][: stage.calibration], train[1][: stage.calibration])
     batches = [(calib[0][i : i + 256], calib[1][i : i + 256]) for i in range(0, len(calib[0]), 256)]
     scores: dict[str, NeuronScores] = {}
@@ -252,11 +336,11 @@ def _lowrank(model: nn.Module, stage: LowRankStage, layers: dict[str, nn.Module]
             report[name]["importance"] = p["importance"]
     for name, module in built.items():
         _set_module(model, name, module)
-    before = evaluate(model, val)
+    before = _val_accuracy(model, val)
     h = fit(model, train, val, stage.finetune, desc="lowrank: fine-tune factors", progress=progress,
             teacher_logits=teacher)
     make_permanent(model)  # SLR's fixed zero pattern becomes plain zeros
-    return {"layers": report, "val_accuracy_before_finetune": before, "val_accuracy_after_finetune": h.best_val_accuracy}
+    return {"layers": report, "val_accuracy_before_finetune": before, "val_accuracy_after_finetune": _best_val(h)}
 
 
 def compress(
@@ -269,18 +353,22 @@ def compress(
 ) -> CompressionResult:
     """Compress a trained ``model`` with ``recipe`` on ``data``.
 
-    The input model is not modified. Retraining selects epochs on the validation split; the
-    test split is only evaluated for the report. The returned result holds the file's bytes;
-    its final accuracy is measured on a model decoded from those bytes.
+    The input model is not modified. The recipe is checked against the model first
+    (:func:`check_recipe`), then retraining selects epochs on the validation split; the test split
+    is only evaluated for the report. Without a validation split (``val_size=0``) retraining keeps
+    its last epoch, validation accuracies are reported as None and a ``max_drop`` rank search is
+    refused. The returned result holds the file's bytes; its final accuracy is measured on a
+    model decoded from those bytes.
     """
     model = copy.deepcopy(model).eval()
     graph = trace(model)  # fail early, before any training, if the model cannot be stored
+    check_recipe(model, recipe, has_val=len(data.y_val) > 0)
     train, val, test = data.tensors("train"), data.tensors("val"), data.tensors("test")
     layers = prunable_layers(model)
     order = list(layers)
     kinds = {n: layer_kind(m) for n, m in layers.items()}
     dense = dense_bytes(model, graph)
-    stages = [StageReport("baseline", evaluate(model, val), evaluate(model, test), dense, dense, 1.0, 0.0)]
+    stages = [StageReport("baseline", _val_accuracy(model, val), evaluate(model, test), dense, dense, 1.0, 0.0)]
     code = recipe.code_stage
     teacher = None
     if recipe.distills:
@@ -307,7 +395,7 @@ def compress(
             meta={**(meta or {}), "recipe": recipe.name, "stage": stage.kind}, graph=graph,
         )
         stages.append(StageReport(
-            stage.kind, evaluate(model, val), evaluate(model, test), len(blob), pack_report.payload_bytes,
+            stage.kind, _val_accuracy(model, val), evaluate(model, test), len(blob), pack_report.payload_bytes,
             dense / len(blob), time.perf_counter() - start, detail,
         ))
     loaded = load(blob)
@@ -319,4 +407,4 @@ def compress(
             rows.append(LayerRow(layer, t.shape, t.kept, t.value_bits, t.codebook_size, f"{t.enc}/{t.layout}",
                                  t.index_bytes, t.weight_bytes, t.numel * 4))
     return CompressionResult(recipe.name, code.coder.value, dense, stages, rows, pack_report.tensors, blob,
-                             model, file_acc)
+                             model, file_acc, data.split_sizes())

@@ -7,6 +7,7 @@ from deepshrink.prune.magnitude import (
     layer_kind,
     magnitude_mask,
     make_permanent,
+    masked_training,
     prunable_layers,
     sparsity_of,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "layer_kind",
     "magnitude_mask",
     "make_permanent",
+    "masked_training",
     "prunable_layers",
     "sparsity_of",
 ]

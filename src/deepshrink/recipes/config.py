@@ -244,6 +244,8 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], where: str = "recipe") -> Recipe:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: expected a table with name, description and [[stages]], got {_show(raw)}")
         _keys(raw, {"name", "description", "stages"}, where)
         stages_raw = raw.get("stages")
         if not isinstance(stages_raw, list):
@@ -251,13 +253,24 @@ class Recipe:
         stages = []
         for i, s in enumerate(stages_raw):
             w = f"{where}: stage {i + 1}"
-            if not isinstance(s, dict) or s.get("kind") not in _STAGES:
-                raise ConfigError(f"{w}: 'kind' must be one of {sorted(_STAGES)}")
-            stages.append(_STAGES[s["kind"]].parse(s, f"{w} ({s['kind']})"))
+            kind = s.get("kind") if isinstance(s, dict) else None
+            if not isinstance(kind, str) or kind not in _STAGES:
+                raise ConfigError(f"{w}: 'kind' must be one of {sorted(_STAGES)}, got {_show(kind)}")
+            try:
+                stages.append(_STAGES[kind].parse(s, f"{w} ({kind})"))
+            except ConfigError as exc:  # the stage's own checks: say which file and stage
+                raise ConfigError(str(exc) if str(exc).startswith(w) else f"{w} ({kind}): {exc}") from None
         name = raw.get("name", "custom")
-        if not isinstance(name, str):
-            raise ConfigError(f"{where}: name must be a string")
-        return cls(name, tuple(stages), str(raw.get("description", "")))
+        description = raw.get("description", "")
+        if not isinstance(name, str) or not isinstance(description, str):
+            raise ConfigError(f"{where}: name and description must be strings")
+        return cls(name, tuple(stages), description)
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value from an untrusted file, cut to ``limit`` characters (never recursing)."""
+    text = repr(value) if isinstance(value, (str, int, float, bool, type(None))) else f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def builtin_recipes() -> list[str]:
@@ -265,9 +278,16 @@ def builtin_recipes() -> list[str]:
 
 
 def load_recipe(spec: str | os.PathLike) -> Recipe:
-    """A built-in recipe by name (see :func:`builtin_recipes`) or a path to a TOML file."""
+    """A built-in recipe by name (see :func:`builtin_recipes`) or a path to a TOML file.
+
+    Everything wrong with the file (not UTF-8, not TOML, nested too deeply, bad values) is a
+    :class:`~deepshrink.errors.ConfigError` naming the file."""
     text: str
     where: str
+    if not isinstance(spec, (str, os.PathLike)):
+        raise ConfigError(
+            f"a recipe is a built-in name {builtin_recipes()} or a path to a TOML file, got {_show(spec)}"
+        )
     if isinstance(spec, str) and spec in builtin_recipes():
         text = resources.files("deepshrink.recipes").joinpath(f"{spec}.toml").read_text("utf-8")
         where = f"built-in recipe {spec!r}"
@@ -275,10 +295,15 @@ def load_recipe(spec: str | os.PathLike) -> Recipe:
         path = Path(spec)
         if not path.is_file():
             raise ConfigError(f"recipe {str(spec)!r} is neither a built-in recipe {builtin_recipes()} nor a file")
-        text = path.read_text("utf-8")
         where = f"recipe file {str(path)!r}"
+        try:
+            text = path.read_text("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{where} is not UTF-8 text (byte {exc.start}); TOML files must be UTF-8") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{where} nests arrays or tables too deeply to read; a recipe needs a few levels") from None
     return Recipe.from_dict(raw, where)

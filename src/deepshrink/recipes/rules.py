@@ -4,6 +4,10 @@ Keys, from the most to the least specific: an exact layer name; ``"re:<regex>"``
 file order, ``re.fullmatch``); ``"_first"`` / ``"_last"`` (the first / last prunable layer);
 ``"_conv"`` / ``"_linear"`` (by layer kind); ``"_default"``. A layer that no key matches is left
 alone by the stage. Settings found at several levels are merged, the more specific winning.
+
+An exact name or regex that applies to no layer is almost always a typo (``fc9`` for ``fc2``);
+:meth:`LayerRules.unused` finds them so that the pipeline can refuse the recipe before training.
+Special keys may match nothing (``_conv`` in a model without convolutions).
 """
 
 from __future__ import annotations
@@ -65,10 +69,9 @@ class LayerRules:
             levels.append(table["_first"])
         if order and name == order[-1] and "_last" in table:
             levels.append(table["_last"])
-        for pattern, settings in self.rules:
-            if pattern.startswith("re:") and re.fullmatch(pattern[3:], name):
-                levels.append(settings)
-                break
+        regex = self._regex_for(name)
+        if regex is not None:
+            levels.append(table[regex])
         if name in table:
             levels.append(table[name])
         out: dict[str, Any] = {}
@@ -79,6 +82,19 @@ class LayerRules:
                         out.pop(key, None)
             out.update(level)
         return out
+
+    def _regex_for(self, name: str) -> str | None:
+        """The ``re:`` rule that applies to ``name``: the first in file order that matches it."""
+        for pattern, _ in self.rules:
+            if pattern.startswith("re:") and re.fullmatch(pattern[3:], name):
+                return pattern
+        return None
+
+    def unused(self, names: Sequence[str]) -> list[str]:
+        """Exact-name and ``re:`` rules that apply to none of ``names``, in file order. A regex
+        applies to the names it is the first regex to match; special keys are never unused."""
+        applied = {self._regex_for(n) for n in names} | set(names)
+        return [p for p, _ in self.rules if p not in SPECIAL and p not in applied]
 
     def to_dict(self) -> dict[str, Any]:
         return {k: dict(v) for k, v in self.rules}
