@@ -1,72 +1,151 @@
 """The ``deepshrink`` command line: a thin layer over the Python API.
 
-Every command takes ``--json`` and then prints exactly one JSON object on stdout; progress bars
-go to stderr. Errors print ``error: <message>`` on stderr (or ``{"error": ...}`` with --json)
-and exit with status 2.
+Every command takes ``--json`` and then prints exactly one JSON object on stdout, on success and
+on every failure (a wrong option included); progress bars and warnings go to stderr. Bad input
+prints ``error: <message>`` on stderr (or ``{"error": ...}`` with --json) and exits with status 2;
+an unexpected exception is reported in one line as a bug and exits with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
+import signal
 import sys
 import time
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
+from rich.cells import cell_len
 from rich.table import Table
+from rich.text import Text
 
 from deepshrink import __version__
-from deepshrink.errors import DeepshrinkError
+from deepshrink.errors import ConfigError, DataError, DeepshrinkError
+from deepshrink.util.atomic import check_target
+
+BUG = "this is a bug in deepshrink, please report it (set DEEPSHRINK_DEBUG=1 to see the traceback)"
+
+
+class UsageError(Exception):
+    """A command line that argparse rejects (unknown option, missing argument, bad value)."""
+
+    def __init__(self, message: str, parser: argparse.ArgumentParser):
+        super().__init__(f"{parser.prog}: {message}")
+        self.text = f"{parser.format_usage()}{parser.prog}: error: {message}\n"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # raise instead of printing usage and exiting: main reports it
+        raise UsageError(message, self)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows ``(default: ...)`` after every option that has one; an option without a default
+    (None) says in its help what happens when it is left out."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
+# ----------------------------------------------------------------------------------------------
+# argument types
+
+
+def _int_at_least(low: int, hint: str = "") -> Any:
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be ≥ {low}, got {v}{hint}")
+        return v
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return v
+
+
+def _val_size(text: str) -> int | float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {text!r}") from None
+    if 0 < v < 1:
+        return v
+    if v == 0 or (v >= 1 and v == int(v) and v < 1e9):
+        return int(v)
+    raise argparse.ArgumentTypeError(f"expected 0 (no validation split), a whole count ≥ 1 or a fraction in (0, 1), got {text!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# shared helpers
+
+
+class Run:
+    """What a command reports besides its result: warnings, shown on stderr and in the JSON."""
+
+    def __init__(self, args: argparse.Namespace, console: Console):
+        self.args = args
+        self.console = console
+        self.warnings: list[str] = []
+        self.threads: int | None = None
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
 
 
 def _progress(args: argparse.Namespace) -> bool | None:
     return False if args.no_progress else None
 
 
-def _add_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="fashion-mnist",
-                   help="'fashion-mnist', 'mnist', a folder of IDX files, or an .npz file (default: fashion-mnist)")
-    p.add_argument("--val-size", type=_val_size, default=5000,
-                   help="validation samples carved from the training data (count, or fraction < 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None,
-                   help="use only this many training samples (quick runs); validation and test are subset too")
-
-
-def _val_size(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {text!r}") from None
-    if not (0 <= v < 1 or (v >= 1 and v == int(v) and v < 1e9)):
-        raise argparse.ArgumentTypeError(f"expected a whole count ≥ 1 or a fraction in [0, 1), got {text!r}")
-    return v
-
-
-def _load_data(args: argparse.Namespace):
+def _load_data(args: argparse.Namespace, data: str, val_size: int | float | None, seed: int):
+    """The data set with its validation split, cut down to ``--limit`` training samples (and a
+    fifth of that for validation and test) when given."""
     from deepshrink.data import load_dataset
 
-    val = int(args.val_size) if args.val_size >= 1 else args.val_size
-    data = load_dataset(args.data, val_size=val, seed=args.seed)
+    kwargs = {} if val_size is None else {"val_size": val_size}
+    ds = load_dataset(data, seed=seed, **kwargs)
     if args.limit:
-        data = data.subset(args.limit, max(1, args.limit // 5), max(1, args.limit // 5), seed=args.seed)
-    return data
+        n = max(1, args.limit // 5)
+        ds = ds.subset(min(args.limit, len(ds.y_train)), min(n, len(ds.y_val)), min(n, len(ds.y_test)), seed=seed)
+    return ds
+
+
+def _describe_data(name: str, sizes: dict[str, int]) -> str:
+    val = f"{sizes['val']:,} validation" if sizes["val"] else "no validation"
+    return f"{name}: {sizes['train']:,} training, {val}, {sizes['test']:,} test samples"
 
 
 def _model(args: argparse.Namespace, num_classes: int):
     from deepshrink.models import build_model, load_weights
 
+    if ":" in args.model and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # as `python -m deepshrink` finds modules in the working directory
     model = build_model(args.model, num_classes=num_classes)
     if getattr(args, "weights", None):
         load_weights(model, args.weights)
     return model
 
 
-def _pct(x: float) -> str:
+def _pct(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
 
 
@@ -74,246 +153,507 @@ def _kb(n: float) -> str:
     return f"{n / 1000:.1f} KB" if n >= 1000 else f"{int(n)} B"
 
 
+def print_table(console: Console, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]],
+                left: Sequence[str] = (), wrap: Sequence[str] = ()) -> None:
+    """A table when it fits the console's width, else one plain line per row: names are never cut.
+
+    ``left`` names the left-aligned columns (the others are numbers, right-aligned); only the
+    columns in ``wrap`` (prose) may be wrapped onto several lines.
+    """
+    table = Table(title=Text(title))
+    for col in columns:
+        table.add_column(col, justify="left" if col in left else "right", no_wrap=col not in wrap)
+    for row in rows:
+        table.add_row(*(Text(str(c)) for c in row))
+    widths = [max([cell_len(col), *(_min_width(str(row[i]), col in wrap) for row in rows)])
+              for i, col in enumerate(columns)]
+    if sum(widths) + 3 * len(widths) + 1 <= console.width:  # cell padding and rules
+        console.print(table)
+        return
+    console.print(Text(title + ":"), soft_wrap=True)  # soft wrap: the terminal folds lines, words stay whole
+    for row in rows:
+        console.print(Text(f"  {row[0]}: " + ", ".join(f"{c} {v}" for c, v in zip(columns[1:], row[1:]))), soft_wrap=True)
+
+
+def _min_width(cell: str, wraps: bool) -> int:
+    return max(map(cell_len, cell.split()), default=0) if wraps else cell_len(cell)
+
+
 # ----------------------------------------------------------------------------------------------
+# commands
 
 
-def cmd_train(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+def cmd_train(run: Run) -> dict[str, Any]:
     from deepshrink.models import save_weights
     from deepshrink.train import TrainConfig, evaluate, fit
 
     import torch
 
-    data = _load_data(args)
+    args = run.args
+    check_target(args.output)  # before any work
+    data = _load_data(args, args.data, args.val_size, args.seed)
+    sizes = data.split_sizes()
     torch.manual_seed(args.seed)  # the initial weights too: one seed, one result
     model = _model(args, data.num_classes)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     hist = fit(model, data.tensors("train"), data.tensors("val"), cfg, desc=f"train {args.model}",
                progress=_progress(args))
     test_acc = evaluate(model, data.tensors("test"))
-    save_weights(model, args.output, metadata={"model": args.model, "data": str(args.data)})
+    save_weights(model, args.output, metadata={"model": args.model, "data": _data_record(args.data)})
     out = {
-        "command": "train", "model": args.model, "data": str(args.data), "output": str(args.output),
-        "epochs": args.epochs, "best_epoch": hist.best_epoch + 1, "val_accuracy": hist.best_val_accuracy,
-        "test_accuracy": test_acc, "seconds": hist.seconds,
+        "command": "train", "model": args.model, "data": str(args.data), "split_sizes": sizes,
+        "output": str(args.output), "epochs": args.epochs,
+        "best_epoch": hist.best_epoch + 1 if args.epochs else None,
+        "val_accuracy": hist.best_val_accuracy, "test_accuracy": test_acc, "seconds": hist.seconds,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     if not args.json:
-        console.print(f"trained [bold]{args.model}[/] in {hist.seconds:.1f} s: validation {_pct(out['val_accuracy'])} "
-                      f"(epoch {out['best_epoch']}), test {_pct(test_acc)} → {escape(str(args.output))}")
+        run.console.print(Text(_describe_data(str(args.data), sizes)))
+        what = (f"trained {args.model} in {hist.seconds:.1f} s: validation {_pct(out['val_accuracy'])} "
+                f"(epoch {out['best_epoch']})" if args.epochs else f"saved the untrained {args.model} (--epochs 0)")
+        run.console.print(Text(f"{what}, test {_pct(test_acc)} → {args.output}"))
     return out
 
 
-def cmd_compress(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+def _data_record(data: str) -> str:
+    """How a file records its data set: a name as given, a path made absolute (usable from elsewhere)."""
+    from deepshrink.data.dataset import NAMED_DATASETS
+
+    return data if data in NAMED_DATASETS else str(Path(data).expanduser().resolve())
+
+
+def cmd_compress(run: Run) -> dict[str, Any]:
     from deepshrink.pipeline import compress
     from deepshrink.recipes import load_recipe
     from deepshrink.util.atomic import write_bytes_atomic
 
-    data = _load_data(args)
-    model = _model(args, data.num_classes)
+    args = run.args
+    check_target(args.output)  # before any work
     recipe = load_recipe(args.recipe)
     if args.coder:
         recipe = recipe.with_coder(args.coder)
+    data = _load_data(args, args.data, args.val_size, args.seed)
+    if not args.json:
+        run.console.print(Text(_describe_data(str(args.data), data.split_sizes())))
+    model = _model(args, data.num_classes)
     start = time.perf_counter()
     result = compress(model, data, recipe, progress=_progress(args),
-                      meta={"model": args.model, "data": str(args.data)})
+                      meta={"model": args.model, "data": _data_record(args.data), "seed": args.seed})
     write_bytes_atomic(args.output, result.data)
-    out = {"command": "compress", "output": str(args.output), "seconds": time.perf_counter() - start,
-           **result.to_dict()}
+    out = {"command": "compress", "output": str(args.output), "data": str(args.data),
+           "seconds": time.perf_counter() - start, **result.to_dict()}  # with the split sizes
     if not args.json:
-        print_compress(console, out)
+        print_compress(run.console, out)
     return out
 
 
 def print_compress(console: Console, out: dict[str, Any]) -> None:
-    t = Table(title=escape(f"deepshrink compress: recipe {out['recipe']}, coder {out['coder']}"))
-    for col in ("stage", "val acc", "test acc", "bytes", "ratio", "time"):
-        t.add_column(col, justify="right" if col != "stage" else "left")
-    for s in out["stages"]:
-        t.add_row(s["stage"], _pct(s["val_accuracy"]), _pct(s["test_accuracy"]), _kb(s["file_bytes"]),
-                  f"{s['ratio']:.1f}×", f"{s['seconds']:.1f} s")
-    console.print(t)
+    print_table(console, f"deepshrink compress: recipe {out['recipe']}, coder {out['coder']}",
+                ("stage", "val acc", "test acc", "bytes", "ratio", "time"),
+                [(s["stage"], _pct(s["val_accuracy"]), _pct(s["test_accuracy"]), _kb(s["file_bytes"]),
+                  f"{s['ratio']:.1f}×", f"{s['seconds']:.1f} s") for s in out["stages"]], left=("stage",))
     for s in out["stages"]:
         if s["stage"] != "lowrank":
             continue
-        fac = Table(title=escape(f"low rank: val accuracy {_pct(s['detail']['val_accuracy_before_finetune'])} "
-                                 f"after factorising → {_pct(s['detail']['val_accuracy_after_finetune'])} "
-                                 "after fine-tuning"))
-        for col in ("layer", "method", "rank", "layers", "weights", "non-zero"):
-            fac.add_column(col, justify="left" if col in ("layer", "method", "layers") else "right")
-        for name, d in s["detail"]["layers"].items():
-            fac.add_row(escape(name), d["method"] + (f" ({d['importance']})" if "importance" in d else ""),
-                        str(d["rank"]), " → ".join("×".join(map(str, sh)) for sh in d["shapes"]),
-                        f"{d['weights_before']:,} → {d['weights_after']:,}", f"{d['nonzero_after']:,}")
-        console.print(fac)
-    lt = Table(title="per layer")
-    for col in ("layer", "shape", "kept", "bits", "encoding", "index bytes", "weight bytes", "ratio"):
-        lt.add_column(col, justify="left" if col in ("layer", "encoding") else "right", no_wrap=col == "layer")
-    for r in out["layers"]:
-        lt.add_row(r["name"], "×".join(map(str, r["shape"])), _pct(r["kept"]), str(r["bits"]), r["encoding"],
-                   _kb(r["index_bytes"]), _kb(r["weight_bytes"]), f"{r['ratio']:.1f}×")
-    console.print(lt)
-    st = Table(title="coded streams: size next to the empirical (order-0) entropy")
-    for col in ("tensor", "stream", "symbols", "alphabet", "entropy", "coded", "overhead"):
-        st.add_column(col, justify="left" if col in ("tensor", "stream") else "right")
-    for r in out["streams"]:
-        ent = r["entropy_bytes"]
-        st.add_row(escape(r["tensor"]), r["stream"], f"{r['symbols']:,}", str(r["alphabet"]), _kb(ent),
-                   _kb(r["coded_bytes"]), f"{100 * (r['coded_bytes'] / ent - 1):+.1f}%" if ent > 0 else "-")
+        d = s["detail"]
+        print_table(
+            console,
+            f"low rank: val accuracy {_pct(d['val_accuracy_before_finetune'])} after factorising → "
+            f"{_pct(d['val_accuracy_after_finetune'])} after fine-tuning",
+            ("layer", "method", "rank", "layers", "weights", "non-zero"),
+            [(name, r["method"] + (f" ({r['importance']})" if "importance" in r else ""), str(r["rank"]),
+              " → ".join("×".join(map(str, sh)) for sh in r["shapes"]),
+              f"{r['weights_before']:,} → {r['weights_after']:,}", f"{r['nonzero_after']:,}")
+             for name, r in d["layers"].items()],
+            left=("layer", "method", "layers"),
+        )
+    print_table(console, "per layer", ("layer", "shape", "kept", "bits", "encoding", "index bytes", "weight bytes", "ratio"),
+                [(r["name"], "×".join(map(str, r["shape"])), _pct(r["kept"]), str(r["bits"]), r["encoding"],
+                  _kb(r["index_bytes"]), _kb(r["weight_bytes"]), f"{r['ratio']:.1f}×") for r in out["layers"]],
+                left=("layer", "encoding"))
     if out["streams"]:
-        console.print(st)
-    console.print(
-        f"dense {_kb(out['dense_bytes'])} → file {_kb(out['file_bytes'])} ([bold]{out['ratio']:.1f}×[/]); "
+        print_table(
+            console, "coded streams: size next to the empirical (order-0) entropy",
+            ("tensor", "stream", "symbols", "alphabet", "entropy", "coded", "overhead"),
+            [(r["tensor"], r["stream"], f"{r['symbols']:,}", str(r["alphabet"]), _kb(r["entropy_bytes"]),
+              _kb(r["coded_bytes"]),
+              f"{100 * (r['coded_bytes'] / r['entropy_bytes'] - 1):+.1f}%" if r["entropy_bytes"] > 0 else "-")
+             for r in out["streams"]],
+            left=("tensor", "stream"),
+        )
+    console.print(Text(
+        f"dense {_kb(out['dense_bytes'])} → file {_kb(out['file_bytes'])} ({out['ratio']:.1f}×); "
         f"test accuracy {_pct(out['baseline_test_accuracy'])} → {_pct(out['final_test_accuracy'])} "
-        f"(measured from the file; {out['accuracy_drop_points']:+.2f} points drop) → {escape(out['output'])}"
-    )
+        f"(measured from the file; {out['accuracy_drop_points']:+.2f} points drop) → {out['output']}"
+    ))
 
 
-def cmd_eval(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+def _recorded(meta: dict[str, Any], key: str, kind: type) -> Any:
+    """A value the file's meta records, or None when absent or of the wrong type (untrusted input)."""
+    v = meta.get(key)
+    return v if isinstance(v, kind) and not isinstance(v, bool) else None
+
+
+def _eval_data(run: Run, model) -> tuple[str, str]:
+    """The data set to evaluate on: --data, else the one the file records if it is available here.
+    Returns it and where it came from."""
+    from deepshrink.data.dataset import NAMED_DATASETS
+
+    if run.args.data is not None:
+        return run.args.data, "--data"
+    recorded = _recorded(model.meta, "data", str)
+    if recorded is None:
+        raise DataError(f"{str(run.args.file)!r} does not record the data set it was compressed on; "
+                        "pass --data (a name such as fashion-mnist, a folder of IDX files or an .npz file)")
+    try:
+        available = recorded in NAMED_DATASETS or Path(recorded).exists()
+    except (OSError, ValueError):  # e.g. a NUL byte in a hostile file's record
+        available = False
+    if not available:
+        raise DataError(f"{str(run.args.file)!r} was compressed on {recorded!r}, which does not exist here; "
+                        "pass --data with that data set")
+    return recorded, "recorded in the file"
+
+
+def _check_data_fits(run: Run, model, data) -> None:
+    """Refuse data whose samples or classes do not fit the file; warn when its pixel statistics
+    differ from the file's (probably another data set)."""
+    from deepshrink.models import num_classes
+
+    want, got = model.input_spec, data.input_spec
+    if tuple(got.shape) != tuple(want.shape) or got.dtype != want.dtype:
+        raise DataError(f"the data's samples are {got.dtype} of shape {list(got.shape)}; the file expects "
+                        f"{want.dtype} of shape {list(want.shape)}")
+    classes = num_classes(model)
+    if classes is not None and classes != data.num_classes:
+        raise DataError(f"the data has {data.num_classes} classes (labels 0..{data.num_classes - 1}); "
+                        f"the network in the file outputs {classes} class scores")
+    if len(got.mean) == len(want.mean) and len(got.std) == len(want.std) and any(
+        abs(gm - wm) > 0.1 * ws or abs(math.log(gs / ws)) > 0.1
+        for gm, wm, gs, ws in zip(got.mean, want.mean, got.std, want.std)
+    ):
+        run.warn(f"the data's pixel statistics (mean {list(got.mean)}, std {list(got.std)}) differ from those the "
+                 f"file was compressed with (mean {list(want.mean)}, std {list(want.std)}): is this the data set "
+                 "the model was trained on?")
+
+
+def cmd_eval(run: Run) -> dict[str, Any]:
     from deepshrink.runtime import load
     from deepshrink.train import evaluate
 
-    model = load(args.file)
-    data = _load_data(args)
-    if tuple(data.input_spec.shape) != tuple(model.input_spec.shape):
-        raise DeepshrinkError(
-            f"data samples have shape {data.input_spec.shape}, the file expects {model.input_spec.shape}"
-        )
-    x, y = getattr(data, f"x_{args.split}"), getattr(data, f"y_{args.split}")
-    start = time.perf_counter()
     import torch
 
+    args = run.args
+    model = load(args.file)
+    data_name, source = _eval_data(run, model)
+    seed = args.seed if args.seed is not None else _recorded(model.meta, "seed", int) or 0
+    # the test split does not depend on the validation split: skip it so small training sets work
+    val_size = args.val_size if args.val_size is not None else (0 if args.split == "test" else None)
+    data = _load_data(args, data_name, val_size, seed)
+    _check_data_fits(run, model, data)
+    x, y = getattr(data, f"x_{args.split}"), getattr(data, f"y_{args.split}")
+    if len(y) == 0:
+        raise ConfigError(f"the {args.split} split is empty (--val-size 0 means no validation split)")
+    start = time.perf_counter()
     acc = evaluate(model, (model.input_spec.apply(x), torch.as_tensor(y, dtype=torch.long)))
-    out = {"command": "eval", "file": str(args.file), "data": str(args.data), "split": args.split,
-           "samples": int(len(y)), "accuracy": acc, "seconds": time.perf_counter() - start,
+    out = {"command": "eval", "file": str(args.file), "data": data_name, "data_source": source,
+           "split": args.split, "samples": int(len(y)), "accuracy": acc, "seconds": time.perf_counter() - start,
            "file_bytes": model.file_bytes}
     if not args.json:
-        console.print(f"{escape(str(args.file))}: accuracy {_pct(acc)} on {len(y)} {args.split} samples of {escape(str(args.data))} "
-                      "(input scaling and normalisation from the file)")
+        run.console.print(Text(f"{args.file}: accuracy {_pct(acc)} on {len(y):,} {args.split} samples of {data_name} "
+                               f"({source}; input scaling and normalisation from the file)"))
     return out
 
 
-def cmd_info(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+def cmd_info(run: Run) -> dict[str, Any]:
     from deepshrink.fileformat.inspect import info
 
-    out = {"command": "info", "file": str(args.file), **info(args.file)}
-    if not args.json:
-        console.print(f"[bold]{escape(str(args.file))}[/]: {escape(out['producer'])}, format v{out['format_version']}, "
-                      f"{_kb(out['file_bytes'])} (header {_kb(out['header_bytes'])}), dense {_kb(out['dense_bytes'])}, "
-                      f"ratio {out['ratio']:.1f}×")
-        spec = out["input"]
-        console.print(escape(f"input: shape {spec['shape']} {spec['dtype']}, × {spec['scale']:.6g}, mean {spec['mean']}, std {spec['std']}"))
-        g = Table(title="graph")
-        for col in ("node", "op", "inputs", "params"):
-            g.add_column(col)
-        for n in out["graph"]:
-            g.add_row(escape(n["name"]), n["op"], escape(", ".join(n["inputs"])),
-                      escape(", ".join(f"{r} {'×'.join(map(str, s))}" for r, s in n["params"].items())))
-        console.print(g)
-        t = Table(title="tensors")
-        for col in ("tensor", "shape", "encoding", "coder", "codebook", "bytes", "dense", "ratio"):
-            t.add_column(col, justify="right" if col in ("bytes", "dense", "ratio", "codebook") else "left")
-        for x in out["tensors"]:
-            t.add_row(escape(x["name"]), "×".join(map(str, x["shape"])), f"{x['encoding']}/{x['layout']}", x["coder"],
-                      str(x["codebook"]), _kb(x["bytes"]), _kb(x["dense_bytes"]),
-                      f"{x['ratio']:.1f}×" if x["ratio"] else "-")
-        console.print(t)
+    args = run.args
+    out = {"command": "info", "file": str(args.file), **info(args.file, decode=args.check_streams, digest=args.sha256)}
+    if args.json:
+        return out
+    c = run.console
+    c.print(Text(f"{args.file}: {out['producer']}, format v{out['format_version']}, {_kb(out['file_bytes'])} "
+                 f"(header {_kb(out['header_bytes'])}), dense {_kb(out['dense_bytes'])}, ratio {out['ratio']:.1f}×"))
+    c.print(Text("checksums, header and descriptors verified; coded streams "
+                 + ("decoded and checked" if out["streams_checked"] else "not decoded (--check-streams decodes them)")))
+    if "sha256" in out:
+        c.print(Text(f"sha256 {out['sha256']}"))
+    spec = out["input"]
+    c.print(Text(f"input: shape {spec['shape']} {spec['dtype']}, × {spec['scale']:.6g}, mean {spec['mean']}, std {spec['std']}; "
+                 f"{out['macs_per_sample']:,} MACs per sample"))
+    print_table(c, "graph", ("node", "op", "inputs", "params"),
+                [(n["name"], n["op"], ", ".join(n["inputs"]),
+                  ", ".join(f"{r} {'×'.join(map(str, s))}" for r, s in n["params"].items())) for n in out["graph"]],
+                left=("node", "op", "inputs", "params"))
+    print_table(c, "tensors", ("tensor", "shape", "encoding", "coder", "codebook", "bytes", "dense", "ratio"),
+                [(x["name"], "×".join(map(str, x["shape"])), f"{x['encoding']}/{x['layout']}", x["coder"],
+                  str(x["codebook"]), _kb(x["bytes"]), _kb(x["dense_bytes"]), f"{x['ratio']:.1f}×" if x["ratio"] else "-")
+                 for x in out["tensors"]],
+                left=("tensor", "shape", "encoding", "coder"))
     return out
 
 
-def cmd_export(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+def cmd_export(run: Run) -> dict[str, Any]:
     from deepshrink.export import export
 
-    out = {"command": "export", "file": str(args.file), **export(args.file, args.output, args.format)}
+    args = run.args
+    check_target(args.output)  # before any work
+    out = {"command": "export", "file": str(args.file),
+           **export(args.file, args.output, args.format, with_preprocessing=args.with_preprocessing)}
     if not args.json:
         extra = ""
         if out["format"] == "onnx":
-            extra = (f"; onnxruntime vs PyTorch: max |diff| {out['max_abs_diff']:.2e}, "
+            extra = (f"; takes {'raw' if out['preprocessing'] else 'preprocessed float32'} input"
+                     f"; onnxruntime vs PyTorch: max |diff| {out['max_abs_diff']:.2e}, "
                      f"argmax agreement {_pct(out['argmax_agreement'])}")
-        console.print(f"exported {escape(str(args.file))} → {escape(out['path'])} ({out['format']}, {_kb(out['bytes'])}){extra}")
+        run.console.print(Text(f"exported {args.file} → {out['path']} ({out['format']}, {_kb(out['bytes'])}){extra}"))
     return out
 
 
+def recipe_list() -> list[dict[str, Any]]:
+    """The built-in recipes: name, one-line description and stages."""
+    from deepshrink.recipes import builtin_recipes, load_recipe
+
+    out = []
+    for name in builtin_recipes():
+        r = load_recipe(name)
+        out.append({"name": name, "description": r.description or name, "stages": [s.kind for s in r.stages]})
+    return out
+
+
+def cmd_recipes(run: Run) -> dict[str, Any]:
+    out = {"command": "recipes", "recipes": recipe_list()}
+    if not run.args.json:
+        print_table(run.console, "built-in recipes (deepshrink compress --recipe NAME)", ("recipe", "stages", "description"),
+                    [(r["name"], " → ".join(r["stages"]), r["description"]) for r in out["recipes"]],
+                    left=("recipe", "stages", "description"), wrap=("description",))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the parser
+
+
+def _add_data(p: argparse.ArgumentParser, *, for_eval: bool = False) -> None:
+    from deepshrink.data.dataset import DEFAULT_VAL_SIZE
+
+    default_val = str(DEFAULT_VAL_SIZE).replace("%", "%%")  # argparse %-formats help texts
+    if for_eval:
+        p.add_argument("--data", default=None,
+                       help="'fashion-mnist', 'mnist', a folder of IDX files, or an .npz file (default: the data "
+                            "set recorded in the file, if it is available here; refused when its classes or "
+                            "sample shape do not fit the file)")
+        p.add_argument("--val-size", type=_val_size, default=None,
+                       help="validation samples carved from the training data, as for compress: a count, a "
+                            "fraction < 1, or 0 for none (default: none for --split test, else the library "
+                            f"default: {default_val})")
+        p.add_argument("--seed", type=_int_at_least(0), default=None,
+                       help="seed of the validation split (default: the seed recorded in the file, else 0)")
+    else:
+        p.add_argument("--data", default="fashion-mnist",
+                       help="'fashion-mnist', 'mnist', a folder of IDX files, or an .npz file")
+        p.add_argument("--val-size", type=_val_size, default=None,
+                       help="validation samples carved from the training data: a count, a fraction < 1, or 0 "
+                            "for none (then the last epoch is kept) "
+                            f"(default: {default_val})")
+        p.add_argument("--seed", type=_int_at_least(0), default=0,
+                       help="seed of the validation split, the initial weights and the batch order")
+    p.add_argument("--limit", type=_int_at_least(1, " (leave --limit out to use all the data)"), default=None,
+                   help="use only this many training samples, and a fifth of that for validation and test, "
+                        "for quick runs (default: all the data)")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    from deepshrink.util.threads import DEFAULT_THREADS, THREADS_ENV
+
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout, also on errors")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--threads", type=_int_at_least(1), default=None,
+                   help=f"CPU threads for PyTorch; results agree to float rounding whatever the count "
+                        f"(default: ${THREADS_ENV}, else {DEFAULT_THREADS}, fastest for small models)")
+
+
+def _output(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("-o", "--output", required=True, type=Path,
+                   help=f"{what} to write (missing folders are created; an existing file is replaced "
+                        "atomically)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deepshrink", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", action="version", version=f"deepshrink {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="deepshrink", description=__doc__.split("\n\n")[0], formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"deepshrink {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="train, compress, eval, info, export or recipes")
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    def command(name: str, func, help: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=epilog, formatter_class=_Formatter)
+        p.set_defaults(func=func)
+        return p
 
-    p = sub.add_parser("train", help="train a model and save its weights as safetensors")
-    p.add_argument("--model", required=True, help="zoo name (lenet-300-100, lenet-5) or package.module:factory")
+    p = command("train", cmd_train, "train a model and save its weights as safetensors")
+    p.add_argument("--model", required=True, help="zoo name (lenet-300-100, lenet-5) or package.module:factory "
+                                                  "(importable from the working directory or PYTHONPATH)")
     _add_data(p)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("-o", "--output", required=True, type=Path)
-    common(p)
-    p.set_defaults(func=cmd_train)
+    p.add_argument("--epochs", type=_int_at_least(0), default=20,
+                   help="training epochs; 0 saves the untrained initial weights")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=128, help="samples per training step")
+    _output(p, "safetensors weights file")
+    _common(p)
 
-    p = sub.add_parser("compress", help="compress a trained model into a .dsz file")
-    p.add_argument("--model", required=True)
+    recipes = recipe_list()
+    width = max(len(r["name"]) for r in recipes)
+    epilog = "built-in recipes (see also `deepshrink recipes`):\n" + "\n".join(
+        f"  {r['name']:<{width}}  {r['description']}" for r in recipes)
+    p = command("compress", cmd_compress, "compress a trained model into a .dsz file", epilog)
+    p.add_argument("--model", required=True, help="the model the weights belong to: zoo name or package.module:factory")
     p.add_argument("--weights", required=True, type=Path, help="safetensors weights of the trained model")
     _add_data(p)
-    p.add_argument("--recipe", default="deep-compression", help="built-in recipe name or a TOML file")
-    p.add_argument("--coder", choices=["huffman", "ans", "fixed"], default=None, help="override the recipe's coder")
-    p.add_argument("-o", "--output", required=True, type=Path)
-    common(p)
-    p.set_defaults(func=cmd_compress)
+    p.add_argument("--recipe", default="deep-compression",
+                   help=f"built-in recipe ({', '.join(r['name'] for r in recipes)}) or a TOML file")
+    p.add_argument("--coder", choices=["huffman", "ans", "fixed"], default=None,
+                   help="entropy coder for every coded stream (default: the recipe's)")
+    _output(p, ".dsz file")
+    _common(p)
 
-    p = sub.add_parser("eval", help="accuracy of a .dsz file, computed from the file alone")
-    p.add_argument("file", type=Path)
-    _add_data(p)
-    p.add_argument("--split", choices=["test", "val", "train"], default="test")
-    common(p)
-    p.set_defaults(func=cmd_eval)
+    p = command("eval", cmd_eval, "accuracy of a .dsz file, computed from the file alone")
+    p.add_argument("file", type=Path, help="the .dsz file")
+    _add_data(p, for_eval=True)
+    p.add_argument("--split", choices=["test", "val", "train"], default="test", help="which split to score")
+    _common(p)
 
-    p = sub.add_parser("info", help="structure and per-layer / per-section bytes of a .dsz file")
-    p.add_argument("file", type=Path)
-    common(p)
-    p.set_defaults(func=cmd_info)
+    p = command("info", cmd_info, "structure and per-layer / per-section bytes of a .dsz file")
+    p.add_argument("file", type=Path, help="the .dsz file")
+    p.add_argument("--sha256", action="store_true",
+                   help="also print the file's SHA-256, to pin it (the file's CRCs detect accidents, not tampering)")
+    p.add_argument("--check-streams", action="store_true",
+                   help="also decode every coded stream and check its values, as loading the file does")
+    _common(p)
 
-    p = sub.add_parser("export", help="export a .dsz file to ONNX or dense safetensors")
-    p.add_argument("file", type=Path)
-    p.add_argument("-o", "--output", required=True, type=Path)
-    p.add_argument("--format", choices=["onnx", "safetensors"], default=None)
-    common(p)
-    p.set_defaults(func=cmd_export)
+    p = command("export", cmd_export, "export a .dsz file to ONNX or dense safetensors")
+    p.add_argument("file", type=Path, help="the .dsz file")
+    _output(p, ".onnx or .safetensors file")
+    p.add_argument("--format", choices=["onnx", "safetensors"], default=None,
+                   help="output format (default: from the output file's extension)")
+    p.add_argument("--with-preprocessing", action="store_true",
+                   help="ONNX only: put the input scaling and normalisation in the graph, so the model takes raw "
+                        "input of the file's dtype (e.g. uint8 images); the input spec is always in the metadata")
+    _common(p)
+
+    p = command("recipes", cmd_recipes, "list the built-in compression recipes")
+    _common(p)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    console = Console()
+# ----------------------------------------------------------------------------------------------
+# running a command
+
+
+class Terminated(BaseException):
+    """SIGTERM (or SIGHUP) arrived: unwind like Ctrl-C so temporaries are removed."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into an exception while a command runs (main thread only)."""
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    saved = {}
     try:
-        out = args.func(args, console)
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                saved[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: keep the default handlers
+        pass
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from deepshrink.util.threads import set_threads
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    as_json = "--json" in argv
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        command = next((a for a in argv if not a.startswith("-")), None)
+        if as_json:
+            _emit({"command": command, "error": str(exc), "type": "UsageError", "threads": None, "warnings": []})
+        else:
+            sys.stderr.write(exc.text)
+        return 2
+    run = Run(args, Console(highlight=False, soft_wrap=True))  # soft wrap: paths and names stay whole
+    try:
+        with _signals_unwind(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                run.threads = set_threads(args.threads)
+                out = args.func(run)
+            finally:  # the library's warnings (e.g. about the validation split) reach the user
+                for w in caught:
+                    if issubclass(w.category, UserWarning) and str(w.message) not in run.warnings:
+                        run.warnings.append(str(w.message))
     except (DeepshrinkError, OSError) as exc:  # bad input: a typed message, exit status 2
-        return _fail(args, exc, 2)
-    except Exception as exc:  # a bug: still one JSON object with --json, then the traceback
-        _fail(args, exc, 1)
-        if not args.json:
+        return _fail(run, exc, 2)
+    except KeyboardInterrupt:
+        return _fail(run, "interrupted", 130)
+    except Terminated as exc:
+        return _fail(run, exc, 128 + exc.signum)
+    except Exception as exc:  # a bug: one line (one JSON object with --json), no traceback
+        if os.environ.get("DEEPSHRINK_DEBUG"):
             raise
-        return 1
+        return _fail(run, f"unexpected {type(exc).__name__}: {exc} ({BUG})", 1, kind=type(exc).__name__)
+    _print_warnings(run)
     if args.json:
-        print(json.dumps(out, default=_jsonable, allow_nan=False))
+        _emit({**out, "threads": run.threads, "warnings": run.warnings})
     return 0
 
 
-def _fail(args: argparse.Namespace, exc: BaseException, code: int) -> int:
-    if args.json:
-        print(json.dumps({"command": args.command, "error": str(exc), "type": type(exc).__name__}))
+def _print_warnings(run: Run) -> None:
+    err = Console(stderr=True, highlight=False)
+    for w in run.warnings:
+        err.print(Text.assemble(("warning", "yellow"), f": {w}"))
+
+
+def _fail(run: Run, exc: BaseException | str, code: int, kind: str | None = None) -> int:
+    _print_warnings(run)
+    if run.args.json:
+        kind = kind or (type(exc).__name__ if isinstance(exc, BaseException) else "Interrupted")
+        _emit({"command": run.args.command, "error": str(exc), "type": kind, "threads": run.threads,
+               "warnings": run.warnings})
     else:
-        Console(stderr=True).print(f"[red]error[/]: {escape(str(exc))}", highlight=False)
+        Console(stderr=True, highlight=False).print(Text.assemble(("error", "red"), f": {exc}"))
     return code
 
 
+def _emit(obj: dict[str, Any]) -> None:
+    """Print ``obj`` as one line of strict JSON: NaN and infinities become null."""
+    print(json.dumps(_jsonable(obj), allow_nan=False))
+
+
 def _jsonable(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
     if isinstance(o, Path):
         return str(o)
     if hasattr(o, "tolist"):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+        return _jsonable(o.tolist())
+    return o if o is None or isinstance(o, (str, int)) else str(o)
 
 
 if __name__ == "__main__":  # pragma: no cover

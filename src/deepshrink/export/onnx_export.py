@@ -2,20 +2,52 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from collections.abc import Mapping, Sequence
 
-import numpy as np
-import onnx
-import torch
-from onnx import TensorProto, helper, numpy_helper
+from typing import TYPE_CHECKING
 
+import numpy as np
+import torch
+
+from deepshrink import __version__
+from deepshrink.data.spec import InputSpec
 from deepshrink.errors import UnsupportedOperationError
-from deepshrink.graph.build import build
 from deepshrink.graph.ir import INPUT, Graph
 from deepshrink.util.atomic import write_bytes_atomic
 
+if TYPE_CHECKING:  # onnx is imported when an export runs, not with deepshrink
+    import onnx
+
 OPSET = 17
+MAX_ONNX_BYTES = (1 << 31) - (1 << 24)
+"""Protobuf cannot serialise a message of 2 GiB or more; keep a margin for the graph itself."""
+
+_RAW_TYPES = {"uint8": "UINT8", "float32": "FLOAT"}  # names in onnx.TensorProto
+
+
+def _preprocess_nodes(spec: InputSpec, init, fresh) -> tuple[list[onnx.NodeProto], str]:
+    """Nodes computing ``(float(raw) * scale - mean) / std`` from the raw input, as
+    :meth:`InputSpec.apply` does (float32, the same operation order); returns them and the name
+    of the normalised tensor. ``fresh`` turns a wanted name into one no other tensor uses."""
+    from onnx import TensorProto, helper
+
+    view = (-1,) + (1,) * (len(spec.shape) - 1)
+    nodes = []
+    x = INPUT
+    if spec.dtype != "float32":
+        out = fresh(f"{INPUT}/float")
+        nodes.append(helper.make_node("Cast", [x], [out], name=out, to=TensorProto.FLOAT))
+        x = out
+    for op, step, value in (("Mul", "scaled", np.array([spec.scale], np.float32)),
+                            ("Sub", "centred", np.array(spec.mean, np.float32).reshape(view)),
+                            ("Div", "normalised", np.array(spec.std, np.float32).reshape(view))):
+        out = fresh(f"{INPUT}/{step}")
+        nodes.append(helper.make_node(op, [x, init(fresh(f"{out}/{op.lower()}"), value)], [out], name=out))
+        x = out
+    return nodes, x
 
 
 def to_onnx(
@@ -24,22 +56,56 @@ def to_onnx(
     input_shape: Sequence[int],
     *,
     name: str = "deepshrink",
+    preprocess: InputSpec | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> onnx.ModelProto:
-    """Build an ONNX model (opset 17) computing ``graph``; ``input_shape`` is per sample (no batch)."""
+    """Build an ONNX model (opset 17) computing ``graph``; ``input_shape`` is per sample (no batch).
+
+    With ``preprocess`` the model takes raw input of ``preprocess.dtype`` and applies its scaling
+    and normalisation in the graph. ``metadata`` goes into ``metadata_props``. Raises
+    :class:`~deepshrink.errors.UnsupportedOperationError` when the network cannot be written as
+    ONNX (an op without translation, or more than :data:`MAX_ONNX_BYTES` of weights), and
+    :class:`~deepshrink.errors.InvalidHeader` when its shapes do not chain, before building
+    anything large.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    _check_size(graph, tensors)
+    # every node's shape in integer arithmetic: validates the graph and gives the output's shape
+    plan = graph.plan(tuple(input_shape), {k: tuple(tensors[k].shape) for k in graph.param_names})
     inits: dict[str, np.ndarray] = {}
     nodes: list[onnx.NodeProto] = []
-    rank = {INPUT: 1 + len(input_shape)}
 
     def init(key: str, array: np.ndarray) -> str:
-        inits[key] = np.ascontiguousarray(array)
+        if key not in inits:  # a tensor shared by several nodes is stored once
+            inits[key] = np.ascontiguousarray(array)
         return key
 
+    @functools.cache
     def param(pname: str) -> np.ndarray:
         return tensors[pname].detach().cpu().numpy().astype(np.float32)
 
+    taken = {INPUT} | {n.name for n in graph.nodes} | {p for n in graph.nodes for p in n.params.values()}
+
+    def fresh(wanted: str) -> str:
+        while wanted in taken:
+            wanted += "_"
+        taken.add(wanted)
+        return wanted
+
+    source = INPUT
+    if preprocess is not None:
+        pre, source = _preprocess_nodes(preprocess, init, fresh)
+        nodes += pre
+    rank = {source: 1 + len(input_shape)}
+
+    def ref(tensor: str) -> str:
+        return source if tensor == INPUT else tensor
+
     for node in graph.nodes:
         op, a, p = node.op, node.attrs, node.params
-        x = node.inputs[0]
+        x = ref(node.inputs[0])
         out = node.name
         r = rank[x]
         if op == "linear":
@@ -103,34 +169,57 @@ def to_onnx(
             nodes.append(helper.make_node("Softmax" if op == "softmax" else "LogSoftmax", [x], [out], name=out, axis=a["dim"]))
             rank[out] = r
         elif op == "add":
-            nodes.append(helper.make_node("Add", [x, node.inputs[1]], [out], name=out))
-            rank[out] = max(r, rank[node.inputs[1]])
+            y = ref(node.inputs[1])
+            nodes.append(helper.make_node("Add", [x, y], [out], name=out))
+            rank[out] = max(r, rank[y])
         else:  # pragma: no cover - every op of the allow-list is handled above
             raise UnsupportedOperationError(f"op {op!r} has no ONNX translation")
 
-    out_name = "output"
-    taken = {n.name for n in graph.nodes} | set(inits)
-    while out_name in taken:  # a layer may itself be called "output"
-        out_name += "_"
-    nodes.append(helper.make_node("Identity", [graph.output], [out_name], name=out_name))
-    inp = helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", *input_shape])
-    with torch.no_grad():  # the output's per-sample shape, from one dry run in PyTorch
-        probe = build(graph, tensors)(torch.zeros(1, *input_shape))
-    outp = helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", *probe.shape[1:]])
+    out_name = fresh("output")  # a layer may itself be called "output"
+    nodes.append(helper.make_node("Identity", [ref(graph.output)], [out_name], name=out_name))
+    in_type = getattr(TensorProto, _RAW_TYPES[preprocess.dtype]) if preprocess is not None else TensorProto.FLOAT
+    inp = helper.make_tensor_value_info(INPUT, in_type, ["batch", *input_shape])
+    outp = helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", *plan.shapes[graph.output]])
     g = helper.make_graph(
         nodes, name, [inp], [outp], initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()]
     )
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="deepshrink")
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="deepshrink",
+                              producer_version=__version__)
     model.ir_version = 8
+    helper.set_model_props(model, dict(metadata or {}))
     try:
         onnx.checker.check_model(model, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as exc:
         raise UnsupportedOperationError(f"the network cannot be expressed in ONNX opset {OPSET}: {exc}") from None
     return model
 
 
+def _check_size(graph: Graph, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Refuse, before converting anything, a network whose weights protobuf cannot hold."""
+    names = {p for node in graph.nodes for p in node.params.values()}
+    missing = sorted(names - set(tensors))
+    if missing:
+        raise UnsupportedOperationError(f"the graph uses tensors that were not given: {missing[:5]}")
+    total = 4 * sum(math.prod(tensors[p].shape) for p in names)
+    if total > MAX_ONNX_BYTES:
+        raise UnsupportedOperationError(
+            f"the network has {total:,} bytes of float32 weights; an ONNX file holds less than 2 GiB "
+            f"(limit {MAX_ONNX_BYTES:,} bytes here)"
+        )
+
+
+def serialize_onnx(model: onnx.ModelProto) -> bytes:
+    """``model`` as bytes; protobuf's failures become :class:`UnsupportedOperationError`."""
+    from google.protobuf.message import EncodeError
+
+    try:
+        return model.SerializeToString()
+    except (EncodeError, ValueError) as exc:
+        raise UnsupportedOperationError(f"the ONNX model cannot be serialised: {exc}") from None
+
+
 def save_onnx(model: onnx.ModelProto, path: str | os.PathLike) -> int:
     """Serialise ``model`` atomically; returns the number of bytes written."""
-    data = model.SerializeToString()
+    data = serialize_onnx(model)
     write_bytes_atomic(path, data)
     return len(data)

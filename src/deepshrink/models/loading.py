@@ -5,15 +5,19 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from deepshrink.errors import ModelError
 from deepshrink.models.zoo import ZOO, create
-from deepshrink.util.atomic import atomic_path
+from deepshrink.util.safetensors_file import save_safetensors
+
+if TYPE_CHECKING:
+    from deepshrink.runtime import CompressedModel
 
 
 def build_model(spec: str, num_classes: int = 10) -> nn.Module:
@@ -29,7 +33,10 @@ def build_model(spec: str, num_classes: int = 10) -> nn.Module:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ModelError(f"cannot import module {module_name!r} for model {spec!r}: {exc}") from exc
+        raise ModelError(
+            f"cannot import module {module_name!r} for model {spec!r}: {exc} (the module must be importable: "
+            "run from the folder that holds it, or add that folder to PYTHONPATH)"
+        ) from exc
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise ModelError(f"{module_name!r} has no callable {attr!r} (model {spec!r})")
@@ -39,11 +46,17 @@ def build_model(spec: str, num_classes: int = 10) -> nn.Module:
     return model
 
 
+def num_classes(model: CompressedModel) -> int | None:
+    """How many class scores a loaded network outputs per sample, from its shape plan (nothing
+    is run); None when its output is not one vector of scores per sample."""
+    shape = model.plan.shapes[model.graph.output]
+    return shape[0] if len(shape) == 1 else None
+
+
 def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """Write the model's state dict as a safetensors file (atomically)."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+    """Write the model's state dict as a safetensors file (atomically, byte-deterministic, with
+    the umask's permissions)."""
+    save_safetensors(model.state_dict(), path, metadata)
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
