@@ -117,15 +117,18 @@ def _progress(args: argparse.Namespace) -> bool | None:
 
 
 def _load_data(args: argparse.Namespace, data: str, val_size: int | float | None, seed: int):
-    """The data set with its validation split, cut down to ``--limit`` training samples (and a
-    fifth of that for validation and test) when given."""
+    """The data set with its validation split, cut down to ``--limit`` training samples when given:
+    then the test split gets a fifth of that, and so does validation unless ``--val-size`` says
+    otherwise (a count, or a fraction of the limited training set)."""
     from deepshrink.data import load_dataset
 
     kwargs = {} if val_size is None else {"val_size": val_size}
     ds = load_dataset(data, seed=seed, **kwargs)
     if args.limit:
         n = max(1, args.limit // 5)
-        ds = ds.subset(min(args.limit, len(ds.y_train)), min(n, len(ds.y_val)), min(n, len(ds.y_test)), seed=seed)
+        n_val = n if val_size is None else int(round(val_size * args.limit)) if val_size < 1 else int(val_size)
+        ds = ds.subset(min(args.limit, len(ds.y_train)), min(n_val, len(ds.y_val)), min(n, len(ds.y_test)),
+                       seed=seed)
     return ds
 
 
@@ -460,8 +463,9 @@ def _add_data(p: argparse.ArgumentParser, *, for_eval: bool = False) -> None:
         p.add_argument("--seed", type=_int_at_least(0), default=0,
                        help="seed of the validation split, the initial weights and the batch order")
     p.add_argument("--limit", type=_int_at_least(1, " (leave --limit out to use all the data)"), default=None,
-                   help="use only this many training samples, and a fifth of that for validation and test, "
-                        "for quick runs (default: all the data)")
+                   help="use only this many training samples, and a fifth of that for test and for validation "
+                        "(unless --val-size is given: a count, or a fraction of the limited set), for quick runs "
+                        "(default: all the data)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -580,6 +584,15 @@ def _signals_unwind() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at interpreter exit
+        return 128 + signal.SIGPIPE if hasattr(signal, "SIGPIPE") else 1
+
+
+def _main(argv: list[str] | None) -> int:
     from deepshrink.util.threads import set_threads
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -604,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
                 for w in caught:
                     if issubclass(w.category, UserWarning) and str(w.message) not in run.warnings:
                         run.warnings.append(str(w.message))
+    except BrokenPipeError:
+        raise
     except (DeepshrinkError, OSError) as exc:  # bad input: a typed message, exit status 2
         return _fail(run, exc, 2)
     except KeyboardInterrupt:
@@ -633,7 +648,7 @@ def _fail(run: Run, exc: BaseException | str, code: int, kind: str | None = None
         _emit({"command": run.args.command, "error": str(exc), "type": kind, "threads": run.threads,
                "warnings": run.warnings})
     else:
-        Console(stderr=True, highlight=False).print(Text.assemble(("error", "red"), f": {exc}"))
+        Console(stderr=True, highlight=False, soft_wrap=True).print(Text.assemble(("error", "red"), f": {exc}"))
     return code
 
 

@@ -20,19 +20,7 @@ def run_cli(capsys, *argv):
     return code, json.loads(lines[0])
 
 
-@pytest.fixture(scope="module")
-def recipe(tmp_path_factory):
-    p = tmp_path_factory.mktemp("r") / "fast.toml"
-    p.write_text(
-        'name = "fast"\n[[stages]]\nkind = "prune"\nsteps = 1\n[stages.retrain]\nepochs = 1\n'
-        '[stages.layers]\n_default = { sparsity = 0.8 }\n'
-        '[[stages]]\nkind = "share"\n[stages.finetune]\nepochs = 1\n[stages.layers]\n_default = { bits = 4 }\n'
-        '[[stages]]\nkind = "code"\n'
-    )
-    return p
-
-
-def test_cli_train_compress_eval_info_export(tmp_path, capsys, fashion, recipe):
+def test_cli_train_compress_eval_info_export(tmp_path, capsys, fashion, fast_recipe):
     base = tmp_path / "base.safetensors"
     code, out = run_cli(capsys, "train", "--model", "lenet-300-100", "--data", "fashion-mnist",
                         "--limit", "2000", "--epochs", "2", "-o", str(base))
@@ -41,7 +29,7 @@ def test_cli_train_compress_eval_info_export(tmp_path, capsys, fashion, recipe):
 
     dsz = tmp_path / "m.dsz"
     code, out = run_cli(capsys, "compress", "--model", "lenet-300-100", "--weights", str(base), "--data",
-                        "fashion-mnist", "--limit", "2000", "--recipe", str(recipe), "-o", str(dsz))
+                        "fashion-mnist", "--limit", "2000", "--recipe", str(fast_recipe), "-o", str(dsz))
     assert code == 0 and dsz.stat().st_size == out["file_bytes"]
     assert out["ratio"] > 10 and [s["stage"] for s in out["stages"]] == ["baseline", "prune", "share", "code"]
     assert out["split_sizes"] == {"train": 2000, "val": 400, "test": 400} and out["warnings"] == []
@@ -86,7 +74,7 @@ def test_cli_entry_point_runs_as_module():
     assert r.returncode == 0 and r.stdout.startswith("deepshrink ")
 
 
-def test_cli_user_model_factory_and_npz_data(tmp_path, capsys, monkeypatch, recipe):
+def test_cli_user_model_factory_and_npz_data(tmp_path, capsys, monkeypatch, fast_recipe):
     (tmp_path / "usermodels.py").write_text(
         "from torch import nn\n"
         "def small():\n"
@@ -104,7 +92,7 @@ def test_cli_user_model_factory_and_npz_data(tmp_path, capsys, monkeypatch, reci
                         "--epochs", "6", "--batch-size", "16", "-o", str(w))
     assert code == 0 and out["test_accuracy"] > 0.9
     code, out = run_cli(capsys, "compress", "--model", "usermodels:small", "--weights", str(w), "--data", data,
-                        "--val-size", "100", "--recipe", str(recipe), "-o", str(tmp_path / "u.dsz"))
+                        "--val-size", "100", "--recipe", str(fast_recipe), "-o", str(tmp_path / "u.dsz"))
     assert code == 0 and out["final_test_accuracy"] > 0.9
     code, ev = run_cli(capsys, "eval", str(tmp_path / "u.dsz"), "--data", data, "--val-size", "100")
     assert code == 0 and ev["accuracy"] == pytest.approx(out["final_test_accuracy"])

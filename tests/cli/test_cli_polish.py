@@ -124,6 +124,15 @@ def test_train_reports_split_sizes_warns_on_a_large_validation_split_and_epochs_
     assert code == 0 and out["split_sizes"]["val"] == 0 and out["val_accuracy"] is None  # NaN is not JSON
 
 
+@pytest.mark.parametrize("val_size, expected", [(None, 16), ("30", 30), ("0.25", 20), ("0", 0)])
+def test_limit_keeps_the_validation_size_asked_for(cli, tmp_path, npz, val_size, expected):
+    data = npz(tmp_path / "d.npz", n_train=400, n_test=100)
+    argv = ["train", "--model", "lenet-300-100", "--data", str(data), "--limit", "80", "--epochs", "0",
+            "-o", str(tmp_path / "w.safetensors")]
+    code, out = cli(*argv, *(["--val-size", val_size] if val_size else []))
+    assert code == 0 and out["split_sizes"] == {"train": 80, "val": expected, "test": 16}
+
+
 def test_an_unexpected_exception_is_one_line_not_a_traceback(capsys, monkeypatch, cli):
     def boom(run):
         raise RuntimeError("kaboom")
@@ -174,3 +183,16 @@ def test_installed_command_finds_a_model_module_in_the_working_directory(tmp_pat
                        timeout=120, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["parameters"] == 7850 and (tmp_path / "w.safetensors").exists()
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_reader_that_goes_away_gets_no_traceback(tmp_path, as_json):
+    """``deepshrink ... | head``: the pipe closes before the command writes; it stops quietly."""
+    proc = subprocess.Popen([sys.executable, "-m", "deepshrink", "recipes", *(["--json"] if as_json else [])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    proc.stdout.close()  # before the interpreter has even imported deepshrink
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    code = proc.wait(timeout=120)
+    assert "Traceback" not in err and "Error" not in err, err
+    assert code in (1, 141)  # rich handles a broken pipe itself with status 1; our JSON path says 128 + SIGPIPE

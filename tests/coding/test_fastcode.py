@@ -73,26 +73,28 @@ def corruptions(draw, data: bytes):
 
 
 # --------------------------------------------------------------------------------------------
-# Huffman
+# Both decoders against their fallbacks, then Huffman
 
 
+@pytest.mark.parametrize("coder", [huffman, ans], ids=["huffman", "ans"])
 @settings(max_examples=150, deadline=None)
-@given(symbol_streams())
-def test_huffman_valid_streams_decode_identically(stream):
+@given(stream=symbol_streams())
+def test_valid_streams_decode_identically(coder, stream):
     syms, a = stream
-    data = huffman.encode(syms, a)
-    status, out = _assert_same(huffman.decode, data, syms.size, a)
+    data = coder.encode(syms, a)
+    status, out = _assert_same(coder.decode, data, syms.size, a)
     assert status == "ok"
     np.testing.assert_array_equal(out, syms)
 
 
+@pytest.mark.parametrize("coder", [huffman, ans], ids=["huffman", "ans"])
 @settings(max_examples=300, deadline=None)
-@given(symbol_streams(max_alphabet=40, max_len=300), st.data())
-def test_huffman_corrupt_streams_fail_identically(stream, data):
+@given(stream=symbol_streams(max_alphabet=40, max_len=300), data=st.data())
+def test_corrupt_streams_fail_identically(coder, stream, data):
     syms, a = stream
-    bad = data.draw(corruptions(huffman.encode(syms, a)))
+    bad = data.draw(corruptions(coder.encode(syms, a)))
     count = data.draw(st.sampled_from([syms.size, syms.size + 1, max(0, syms.size - 1), 1, 7]))
-    _assert_same(huffman.decode, bad, count, a)
+    _assert_same(coder.decode, bad, count, a)
 
 
 def test_huffman_length_limited_and_large_alphabets():
@@ -139,23 +141,6 @@ def test_prefix_decode_rejects_bad_arguments(args):
 # ANS
 
 
-@settings(max_examples=150, deadline=None)
-@given(symbol_streams())
-def test_ans_valid_streams_decode_identically(stream):
-    syms, a = stream
-    data = ans.encode(syms, a)
-    status, out = _assert_same(ans.decode, data, syms.size, a)
-    assert status == "ok"
-    np.testing.assert_array_equal(out, syms)
-
-
-@settings(max_examples=300, deadline=None)
-@given(symbol_streams(max_alphabet=40, max_len=300), st.data())
-def test_ans_corrupt_streams_fail_identically(stream, data):
-    syms, a = stream
-    bad = data.draw(corruptions(ans.encode(syms, a)))
-    count = data.draw(st.sampled_from([syms.size, syms.size + 1, max(0, syms.size - 1), 1, 7]))
-    _assert_same(ans.decode, bad, count, a)
 
 
 @settings(max_examples=200, deadline=None)
