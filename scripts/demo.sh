@@ -15,14 +15,14 @@ echo "== 2/6 compress: prune -> share -> Huffman-code -> one .dsz file"
 $DS compress --model lenet-300-100 --weights "$RUNS/base.safetensors" --data fashion-mnist \
     --recipe deep-compression -o "$RUNS/model.dsz"
 
-echo "== 3/6 evaluate the file alone (no model code, no weights file)"
-$DS eval "$RUNS/model.dsz" --data fashion-mnist
+echo "== 3/6 evaluate the file alone (no model code, no weights file; the file records its data set)"
+$DS eval "$RUNS/model.dsz"
 
 echo "== 4/6 what is inside the file"
-$DS info "$RUNS/model.dsz"
+$DS info "$RUNS/model.dsz" --sha256
 
 echo "== 5/6 export for conventional software"
-$DS export "$RUNS/model.dsz" -o "$RUNS/model.onnx"
+$DS export "$RUNS/model.dsz" -o "$RUNS/model.onnx" --with-preprocessing   # takes raw uint8 images
 $DS export "$RUNS/model.dsz" -o "$RUNS/model.safetensors"
 echo "== 6/6 the low-rank route: prune the classifier, SLR for the fc layers, share, code; then evaluate and export"
 $DS compress --model lenet-300-100 --weights "$RUNS/base.safetensors" --data fashion-mnist \
