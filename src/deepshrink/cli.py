@@ -121,14 +121,20 @@ def _load_data(args: argparse.Namespace, data: str, val_size: int | float | None
     then the test split gets a fifth of that, and so does validation unless ``--val-size`` says
     otherwise (a count, or a fraction of the limited training set)."""
     from deepshrink.data import load_dataset
+    from deepshrink.data.dataset import SplitWarning
 
     kwargs = {} if val_size is None else {"val_size": val_size}
-    ds = load_dataset(data, seed=seed, **kwargs)
+    with warnings.catch_warnings():
+        if args.limit:  # the split is judged on the cut-down data below
+            warnings.simplefilter("ignore", SplitWarning)
+        ds = load_dataset(data, seed=seed, **kwargs)
     if args.limit:
         n = max(1, args.limit // 5)
         n_val = n if val_size is None else int(round(val_size * args.limit)) if val_size < 1 else int(val_size)
         ds = ds.subset(min(args.limit, len(ds.y_train)), min(n_val, len(ds.y_val)), min(n, len(ds.y_test)),
                        seed=seed)
+        for message in ds.split_warnings():
+            warnings.warn(message, SplitWarning, stacklevel=2)
     return ds
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from deepshrink.coding import Coder, encode_stream
-from deepshrink.fileformat.container import MAGIC, VERSION, pack, unpack
+from deepshrink.fileformat.container import _PREFIX, FLAG_ZLIB, MAGIC, VERSION, pack, unpack
 from deepshrink.storage import TensorCoding, encode_tensor
 
 GOLDEN = Path(__file__).parents[1] / "fileformat" / "golden" / "lenet300-pruned-shared-v1.dsz"
@@ -201,6 +201,15 @@ def _cases() -> dict[str, Callable[[], bytes]]:
               "params": {"running_mean": "m", "running_var": "v"}}],
             "bn", spec([4]), {k: {"shape": [4], "dtype": "float32", "enc": "raw"} for k in "mv"},
             {"m": bytes(16), "v": bytes(16)}),
+        "batch_norm_negative_variance": lambda: network(
+            [{"name": "bn", "op": "batch_norm", "inputs": ["input"], "attrs": {"eps": 1e-5},
+              "params": {"running_mean": "m", "running_var": "v"}}],
+            "bn", spec([4]), {k: {"shape": [4], "dtype": "float32", "enc": "raw"} for k in "mv"},
+            {"m": bytes(16), "v": np.full(4, -1.0, np.float32).tobytes()}),
+        # 10,000 elementwise ops over 4 M values: no multiply-accumulate, 4e10 operations per sample
+        "relu_chain_work_bomb": lambda: network(
+            [{"name": f"r{i}", "op": "relu", "inputs": ["input" if i == 0 else f"r{i - 1}"]} for i in range(10_000)],
+            "r9999", spec([1 << 22]), {}, {}),
         "producer_900k_chars": lambda: edit(lambda h, s: h.update(producer="[" * 900_000)),
         # streams only a decoder checks (info must decode them when asked)
         "corrupt_stream_valid_crc": lambda: edit(_set_stream),
@@ -227,7 +236,25 @@ def attack_cases(tmp_path: Path) -> list[tuple[str, Path]]:
     with padded.open("r+b") as f:
         f.truncate(GOLDEN.stat().st_size + (8 << 30))
     out.append(("padded_8GiB_sparse", padded))
+    stray = folder / "stray_1GiB_section_sparse.dsz"
+    _write_with_zero_section(stray, *golden(), "zzz", 1 << 30)
+    out.append(("stray_1GiB_section_sparse", stray))
     return out
+
+
+def _write_with_zero_section(path: Path, header: Header, sections: Sections, name: str, length: int) -> None:
+    """A valid container whose last section, ``name``, is ``length`` zero bytes with a correct
+    CRC, written as a sparse file: nothing but the header says it belongs to no tensor."""
+    crc, chunk = 0, bytes(1 << 26)
+    for start in range(0, length, len(chunk)):
+        crc = zlib.crc32(chunk[: min(len(chunk), length - start)], crc)
+    header = dict(header)
+    header["sections"] = [[k, len(v), zlib.crc32(v)] for k, v in sections.items()] + [[name, length, crc]]
+    stored = zlib.compress(json.dumps(header, separators=(",", ":"), sort_keys=True).encode(), 9)
+    head = _PREFIX.pack(MAGIC, VERSION, FLAG_ZLIB, len(stored), zlib.crc32(stored)) + stored
+    path.write_bytes(b"".join([head, *sections.values()]))
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size + length)
 
 
 def heavy_valid_cases(tmp_path: Path) -> list[tuple[str, Path]]:

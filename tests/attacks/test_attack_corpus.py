@@ -33,7 +33,8 @@ def test_corpus_covers_every_hole_of_issue_7(cases):
                    "dtype_is_a_list", "padded_8GiB_sparse", "shape_0_by_2^63", "stray_section_with_tensor_prefix",
                    "stray_40000_empty_sections", "stray_10mb_section", "node_name_trailing_newline",
                    "softmax_dim_7", "zero_class_output_layer", "conv_kernel_0x0", "leaky_relu_slope_1e308",
-                   "corrupt_stream_valid_crc"):
+                   "corrupt_stream_valid_crc", "batch_norm_negative_variance", "relu_chain_work_bomb",
+                   "stray_1GiB_section_sparse"):
         assert needed in names
 
 

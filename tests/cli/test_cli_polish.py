@@ -124,13 +124,17 @@ def test_train_reports_split_sizes_warns_on_a_large_validation_split_and_epochs_
     assert code == 0 and out["split_sizes"]["val"] == 0 and out["val_accuracy"] is None  # NaN is not JSON
 
 
-@pytest.mark.parametrize("val_size, expected", [(None, 16), ("30", 30), ("0.25", 20), ("0", 0)])
-def test_limit_keeps_the_validation_size_asked_for(cli, tmp_path, npz, val_size, expected):
+@pytest.mark.parametrize("val_size, expected, warns", [(None, 16, False), ("30", 30, True), ("0.25", 20, False),
+                                                        ("0", 0, False)])
+def test_limit_keeps_the_validation_size_asked_for(cli, tmp_path, npz, val_size, expected, warns):
+    """--limit cuts the data down; --val-size still sets the validation split, and the warning about
+    a large split is judged on the cut-down data (30 of 110 is over a quarter, 20 of 100 is not)."""
     data = npz(tmp_path / "d.npz", n_train=400, n_test=100)
     argv = ["train", "--model", "lenet-300-100", "--data", str(data), "--limit", "80", "--epochs", "0",
             "-o", str(tmp_path / "w.safetensors")]
     code, out = cli(*argv, *(["--val-size", val_size] if val_size else []))
     assert code == 0 and out["split_sizes"] == {"train": 80, "val": expected, "test": 16}
+    assert len(out["warnings"]) == warns and (not warns or f"{expected} of {80 + expected}" in out["warnings"][0])
 
 
 def test_an_unexpected_exception_is_one_line_not_a_traceback(capsys, monkeypatch, cli):

@@ -85,3 +85,17 @@ def test_load_imports_no_compiler_or_symbolic_maths():
     )
     out = subprocess.run([sys.executable, "-c", code, str(GOLDEN)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_loaded_network_with_batch_norm_trains_outside_no_grad():
+    """Batch-norm statistics are not learnable: backward works and leaves them without gradient."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    spec = ds.InputSpec(shape=(1, 4, 4), dtype="float32", scale=1.0, mean=(0.0,), std=(1.0,))
+    net = ds.load(ds.pack_model(model, spec)[0])
+    net(torch.randn(5, 1, 4, 4)).sum().backward()
+    grads = {k: v.grad for k, v in net.net.named_graph_tensors().items()}
+    assert grads["1.weight"] is not None and grads["2.weight"] is not None
+    assert grads["2.running_mean"] is None and grads["2.running_var"] is None

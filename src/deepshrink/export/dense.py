@@ -22,8 +22,8 @@ from deepshrink.util.safetensors_file import save_safetensors
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-CHECK_MACS = 1 << 31
-"""Multiply-accumulates the onnxruntime-vs-PyTorch check of an export may spend per runtime
+CHECK_OPS = 1 << 31
+"""Operations (see :class:`~deepshrink.graph.ir.Plan`) the onnxruntime-vs-PyTorch check of an export may spend per runtime
 (16 samples of LeNet-5 take 37 M); a heavier network is checked on fewer samples, at least 2."""
 
 
@@ -126,8 +126,9 @@ def export(
                     preprocess=model.input_spec if with_preprocessing else None,
                     metadata=onnx_metadata(model, classes, with_preprocessing))
     data = serialize_onnx(proto)
-    # bounded work: fewer samples for a heavy network (load already bounds the MACs per sample)
-    n = min(16, max(2, CHECK_MACS // max(1, model.plan.macs)))
+    # bounded work and memory: fewer samples for a heavy network (load already bounds the work
+    # per sample), and never more than the activation limit allows in one batch
+    n = max(1, min(16, max(2, CHECK_OPS // max(1, model.plan.ops)), model.max_batch))
     check = onnx_agreement(model, data, n=n, preprocessing=with_preprocessing)
     if check["max_abs_diff"] > 1e-3 or check["argmax_agreement"] < 1.0:
         raise UnsupportedOperationError(

@@ -22,7 +22,7 @@ import math
 import os
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,9 +194,15 @@ def _assemble(buf: memoryview, header: dict[str, Any], start: int, entries: list
     return Container(header, sections, len(buf), start)
 
 
-def read(path: str | os.PathLike, limits: Limits | None = None) -> Container:
+def read(
+    path: str | os.PathLike,
+    limits: Limits | None = None,
+    check: Callable[[dict[str, Any], list[str], int], None] | None = None,
+) -> Container:
     """Read and verify a container from a file. The file's size is checked against its header
-    before the payload is read, so a file padded with gigabytes is refused without reading them."""
+    before the payload is read, so a file padded with gigabytes is refused without reading them.
+    ``check(header, section_names, file_bytes)``, when given, runs before the payload is read
+    too: a reader that knows what the sections must be refuses a huge stray one unread."""
     limits = limits or Limits()
     path = Path(path)
     try:
@@ -212,6 +218,8 @@ def read(path: str | os.PathLike, limits: Limits | None = None) -> Container:
                 if header_len <= min(limits.max_header_bytes, size - PREFIX_SIZE):
                     head += f.read(header_len)
             parsed = _parse_head(memoryview(head), size, limits)  # refuses a size the header does not describe
+            if check is not None:
+                check(parsed[0], [entry[0] for entry in parsed[2]], size)
             data = bytearray(size)
             data[: len(head)] = head
             if f.readinto(memoryview(data)[len(head) :]) != size - len(head) or f.read(1):

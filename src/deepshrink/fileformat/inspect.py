@@ -9,6 +9,7 @@ from typing import Any
 
 from deepshrink.fileformat.container import VERSION, Limits
 from deepshrink.fileformat.model_file import decode_tensors, read_model_file
+from deepshrink.graph import build
 from deepshrink.storage import section_owner
 
 
@@ -37,8 +38,8 @@ def info(
     """
     limits = limits or Limits()
     mf = read_model_file(path, limits)
-    if decode:
-        decode_tensors(mf.container, mf.graph, limits)
+    if decode:  # building checks the decoded values as loading does (e.g. batch-norm variances)
+        build(mf.graph, decode_tensors(mf.container, mf.graph, limits))
     sections = {k: len(v) for k, v in mf.container.sections.items()}
     by_tensor: dict[str, dict[str, int]] = {}
     for k, n in sections.items():  # one pass, as parse_header's stray-section check

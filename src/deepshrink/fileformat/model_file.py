@@ -6,7 +6,7 @@ import copy
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -156,13 +156,18 @@ class ModelFile:
     tensors_desc: Mapping[str, Any]
     meta: Mapping[str, Any]
     producer: str
-    container: Container
+    container: Container | None  # None only between check_header and reading the sections
     plan: Plan
 
 
 def parse_header(parsed: Container, limits: Limits) -> ModelFile:
     """Validate the header of a parsed container (no tensor is decoded)."""
-    h = parsed.header
+    return replace(check_header(parsed.header, list(parsed.sections), parsed.file_bytes, limits), container=parsed)
+
+
+def check_header(h: dict[str, Any], sections: list[str], file_bytes: int, limits: Limits) -> ModelFile:
+    """Validate a file's header against its section names and size, before any section is read
+    (the returned :class:`ModelFile` has no container yet)."""
     if set(h) != _HEADER_KEYS:
         raise InvalidHeader(f"header keys must be {sorted(_HEADER_KEYS)}, got {sorted(h)}")
     if h["format"] != FORMAT:
@@ -189,16 +194,16 @@ def parse_header(parsed: Container, limits: Limits) -> ModelFile:
     if total > limits.max_total_elements:
         raise LimitExceeded(f"the file's network needs {total} parameter values, over the limit of {limits.max_total_elements}")
     decoded = sum(c.numel for c in checked.values())
-    if decoded > limits.max_elements_per_file_byte * parsed.file_bytes:
+    if decoded > limits.max_elements_per_file_byte * file_bytes:
         raise LimitExceeded(
-            f"the file declares {decoded} weights in {parsed.file_bytes} bytes, more than "
+            f"the file declares {decoded} weights in {file_bytes} bytes, more than "
             f"{limits.max_elements_per_file_byte} per byte (Limits.max_elements_per_file_byte)"
         )
     claimed = {section: name for name, c in checked.items() for section in c.sections}
-    stray = [k for k in parsed.sections if k not in claimed]
+    stray = [k for k in sections if k not in claimed]
     if stray:
         raise InvalidHeader(f"{len(stray)} sections belong to no tensor, e.g. {stray[:5]}")
-    missing = [k for k in claimed if k not in parsed.sections]
+    missing = sorted(set(claimed) - set(sections))
     if missing:
         raise InvalidHeader(f"tensor {claimed[missing[0]]!r}: section {missing[0]!r} is missing")
     try:
@@ -210,12 +215,13 @@ def parse_header(parsed: Container, limits: Limits) -> ModelFile:
             f"the network holds {plan.peak_elements} activation values at once for one input of shape "
             f"{spec.shape}, over the limit of {limits.max_activation_elements}"
         )
-    if plan.macs > limits.max_macs_per_sample:
+    if plan.ops > limits.max_ops_per_sample:
         raise LimitExceeded(
-            f"the network needs {plan.macs} multiply-accumulates per input, over the limit of "
-            f"{limits.max_macs_per_sample} (Limits.max_macs_per_sample)"
+            f"the network needs {plan.ops} operations per input (multiply-accumulates, and one per "
+            f"output value of elementwise ops), over the limit of {limits.max_ops_per_sample} "
+            "(Limits.max_ops_per_sample)"
         )
-    return ModelFile(graph, spec, tensors_desc, h["meta"], h["producer"], parsed, plan)
+    return ModelFile(graph, spec, tensors_desc, h["meta"], h["producer"], None, plan)
 
 
 def decode_tensors(parsed: Container, graph: Graph, limits: Limits) -> dict[str, torch.Tensor]:
@@ -227,9 +233,12 @@ def decode_tensors(parsed: Container, graph: Graph, limits: Limits) -> dict[str,
 
 
 def read_model_file(path_or_bytes: str | os.PathLike | bytes, limits: Limits | None = None) -> ModelFile:
+    """Read and validate a deepshrink file (no tensor is decoded). From a path, the header is
+    validated before the payload is read."""
     limits = limits or Limits()
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        parsed = container.unpack(path_or_bytes, limits)
-    else:
-        parsed = container.read(path_or_bytes, limits)
-    return parse_header(parsed, limits)
+        return parse_header(container.unpack(path_or_bytes, limits), limits)
+    checked: list[ModelFile] = []
+    parsed = container.read(path_or_bytes, limits,
+                            check=lambda h, sections, size: checked.append(check_header(h, sections, size, limits)))
+    return replace(checked[0], container=parsed)

@@ -12,6 +12,10 @@ from deepshrink.errors import InvalidHeader
 from deepshrink.graph.ir import INPUT, Graph, Node, check_params
 
 
+STATISTICS = frozenset({"running_mean", "running_var"})
+"""Parameter roles that hold statistics, not learned weights: never trained through autograd."""
+
+
 class GraphNet(nn.Module):
     """An ``nn.Module`` that runs a :class:`Graph` with the given parameter tensors.
 
@@ -26,8 +30,10 @@ class GraphNet(nn.Module):
         names = graph.param_names
         for node in graph.nodes:
             check_params(node, shapes)
+        statistics = {pname for node in graph.nodes for role, pname in node.params.items() if role in STATISTICS}
         self.weights = nn.ParameterList(
-            nn.Parameter(tensors[p].detach().to(device="cpu", dtype=torch.float32)) for p in names
+            nn.Parameter(tensors[p].detach().to(device="cpu", dtype=torch.float32), requires_grad=p not in statistics)
+            for p in names
         )
         self._index = {p: i for i, p in enumerate(names)}
         for node in graph.nodes:

@@ -265,11 +265,14 @@ def check_params(node: Node, shapes: Mapping[str, Shape]) -> dict[str, Shape]:
 @dataclass(frozen=True)
 class Plan:
     """What a graph does with one sample: each node's output shape (without the batch
-    dimension), the multiply-accumulates, and the most activation values alive at once."""
+    dimension), the multiply-accumulates, the operations (multiply-accumulates, or at least one
+    per output value for elementwise ops, so a long chain of cheap ops counts too), and the most
+    activation values alive at once."""
 
     shapes: Mapping[str, Shape]
     macs: int
     peak_elements: int
+    ops: int
 
 
 @dataclass(frozen=True)
@@ -333,7 +336,7 @@ class Graph:
         Raises :class:`InvalidHeader` naming the node."""
         shapes: dict[str, Shape] = {INPUT: tuple(input_shape)}
         live = peak = math.prod(input_shape)
-        macs = 0
+        macs = ops = 0
         for i, (node, freed) in enumerate(zip(self.nodes, self.free_after())):
             spec = OPS[node.op]
             ps = check_params(node, param_shapes)
@@ -345,10 +348,11 @@ class Graph:
                 raise InvalidHeader(f"graph node {i} ({node.name!r}, {node.op}): {exc}") from None
             shapes[node.name] = out
             macs += work
+            ops += max(work, math.prod(out))
             live += math.prod(out)
             peak = max(peak, live)
             live -= sum(math.prod(shapes[x]) for x in freed)
-        return Plan(shapes, macs, peak)
+        return Plan(shapes, macs, peak, ops)
 
     @classmethod
     def from_dict(cls, data: Any) -> Graph:
