@@ -35,7 +35,11 @@ class GraphNet(nn.Module):
                 OPS[node.op].check_tensors(node.attrs, self._params(node))
             except ValueError as exc:
                 raise InvalidHeader(f"node {node.name!r}: {exc}") from None
-        self._free_after = graph.free_after()
+        # per node: its op and its parameters' (role, index), looked up once
+        self._steps = [
+            (node, OPS[node.op], free, tuple((role, self._index[p]) for role, p in node.params.items()))
+            for node, free in zip(graph.nodes, graph.free_after())
+        ]
         self.eval()
 
     def named_graph_tensors(self) -> dict[str, torch.Tensor]:
@@ -48,8 +52,9 @@ class GraphNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env: dict[str, torch.Tensor] = {INPUT: x}
-        for node, freed in zip(self.graph.nodes, self._free_after):
-            env[node.name] = self._apply(node, [env[j] for j in node.inputs])
+        weights = self.weights
+        for node, op, freed, roles in self._steps:
+            env[node.name] = op.forward(node.attrs, [env[j] for j in node.inputs], {r: weights[i] for r, i in roles})
             for j in freed:
                 del env[j]
         return env[self.graph.output]
