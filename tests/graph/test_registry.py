@@ -19,7 +19,7 @@ from torch import nn
 
 from deepshrink.errors import UnsupportedOperationError
 from deepshrink.export.onnx_export import serialize_onnx, to_onnx
-from deepshrink.graph import INPUT, OPS, Graph, build, trace
+from deepshrink.graph import INPUT, OPS, Graph, Op, build, register, trace
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "format.md"
 
@@ -148,6 +148,29 @@ def test_op_traces_plans_builds_and_exports(case):
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     (onnx_out,) = session.run(None, {INPUT: x.numpy()})
     np.testing.assert_allclose(onnx_out, want.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_register_refuses_a_claimed_name_or_trace_form_and_an_incomplete_op():
+    class Twice(Op):
+        name = "relu"
+
+        def forward(self, a, xs, p):
+            return xs[0]
+
+    class Steals(Twice):
+        name = "steals_relu"
+        modules = (nn.ReLU,)
+
+    class Incomplete(Op):
+        name = "incomplete"
+
+    with pytest.raises(TypeError, match="'relu' is already registered by op 'relu'"):
+        register(Twice)
+    with pytest.raises(TypeError, match="ReLU.* is already registered by op 'relu'"):
+        register(Steals)
+    with pytest.raises(TypeError, match="needs a name and a forward"):
+        register(Incomplete)
+    assert "steals_relu" not in OPS and "incomplete" not in OPS and OPS["relu"].name == "relu"
 
 
 def test_format_spec_lists_every_op():

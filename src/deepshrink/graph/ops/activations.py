@@ -16,6 +16,8 @@ MAX_LEAKY_SLOPE = 1e3
 
 @register
 class Relu(Op):
+    """``max(x, 0)``."""
+
     name, onnx_type = "relu", "Relu"
     modules, functions, methods = (nn.ReLU,), (F.relu, torch.relu), ("relu",)
 
@@ -25,6 +27,8 @@ class Relu(Op):
 
 @register
 class Tanh(Op):
+    """Hyperbolic tangent."""
+
     name, onnx_type = "tanh", "Tanh"
     modules, functions, methods = (nn.Tanh,), (torch.tanh,), ("tanh",)
 
@@ -34,6 +38,8 @@ class Tanh(Op):
 
 @register
 class Sigmoid(Op):
+    """``1 / (1 + exp(-x))``."""
+
     name, onnx_type = "sigmoid", "Sigmoid"
     modules, functions, methods = (nn.Sigmoid,), (torch.sigmoid,), ("sigmoid",)
 
@@ -43,6 +49,8 @@ class Sigmoid(Op):
 
 @register
 class LeakyRelu(Op):
+    """``x`` where positive, else ``negative_slope * x``."""
+
     name = "leaky_relu"
     attrs = {"negative_slope": real(-MAX_LEAKY_SLOPE, MAX_LEAKY_SLOPE)}
     modules = (nn.LeakyReLU,)
@@ -95,6 +103,8 @@ class _Softmax(Op):
 
 @register
 class Softmax(_Softmax):
+    """Softmax along ``dim``."""
+
     name, onnx_type = "softmax", "Softmax"
     modules, functions = (nn.Softmax,), (F.softmax, torch.softmax)
 
@@ -104,6 +114,8 @@ class Softmax(_Softmax):
 
 @register
 class LogSoftmax(_Softmax):
+    """Log of the softmax along ``dim``."""
+
     name, onnx_type = "log_softmax", "LogSoftmax"
     modules, functions = (nn.LogSoftmax,), (F.log_softmax, torch.log_softmax)
 

@@ -241,8 +241,8 @@ class Op:
     # running ---------------------------------------------------------------------------------
 
     def forward(self, a: Mapping[str, Any], xs: list[torch.Tensor], p: Params) -> torch.Tensor:
-        """The op in PyTorch; ``p`` holds the node's parameters by role."""
-        raise NotImplementedError(f"op {self.name} has no PyTorch forward")
+        """The op in PyTorch; ``p`` holds the node's parameters by role. Every op defines it."""
+        raise NotImplementedError
 
     def to_onnx(self, node: Node, xs: list[str], shapes: list[Shape], g: OnnxGraph) -> None:
         """Write ONNX nodes computing the tensor ``node.name`` from the tensors ``xs`` (of
@@ -262,12 +262,15 @@ _METHODS: dict[str, Op] = {}
 def register(cls: type[Op]) -> type[Op]:
     """Class decorator: add an instance of ``cls`` to :data:`OPS` and its trace forms to the
     lookups. A name or trace form that another op already claims is a programming error."""
+    if not isinstance(getattr(cls, "name", None), str) or cls.forward is Op.forward:
+        raise TypeError(f"op class {cls.__name__} needs a name and a forward")
     op = cls()
     claims = [(OPS, op.name)] + [(_MODULES, m) for m in op.modules] + [(_FUNCTIONS, f) for f in op.functions]
     claims += [(_METHODS, m) for m in op.methods]
     for table, key in claims:
         if key in table:
             raise TypeError(f"op {op.name!r}: {key!r} is already registered by op {table[key].name!r}")
+    for table, key in claims:
         table[key] = op
     return cls
 

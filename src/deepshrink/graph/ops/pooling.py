@@ -41,6 +41,8 @@ class _Pool(Op):
 
 @register
 class MaxPool2d(_Pool):
+    """The maximum of each window (padding counts as -inf)."""
+
     name, onnx_type = "max_pool2d", "MaxPool"
     modules = (nn.MaxPool2d,)
 
@@ -55,6 +57,8 @@ class MaxPool2d(_Pool):
 
 @register
 class AvgPool2d(_Pool):
+    """The mean of each window, with or without the zero padding in the count."""
+
     name, onnx_type = "avg_pool2d", "AveragePool"
     attrs = {**_Pool.attrs, "count_include_pad": boolean}
     modules = (nn.AvgPool2d,)
