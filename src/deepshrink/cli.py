@@ -651,8 +651,9 @@ def _fail(run: Run, exc: BaseException | str, code: int, kind: str | None = None
     _print_warnings(run)
     if run.args.json:
         kind = kind or (type(exc).__name__ if isinstance(exc, BaseException) else "Interrupted")
-        _emit({"command": run.args.command, "error": str(exc), "type": kind, "threads": run.threads,
-               "warnings": run.warnings})
+        problems = list(getattr(exc, "problems", ()))  # each unsupported operation, where it occurs
+        _emit({"command": run.args.command, "error": str(exc), "type": kind,
+               **({"problems": problems} if problems else {}), "threads": run.threads, "warnings": run.warnings})
     else:
         Console(stderr=True, highlight=False, soft_wrap=True).print(Text.assemble(("error", "red"), f": {exc}"))
     return code

@@ -24,7 +24,14 @@ class ModelError(DeepshrinkError, ValueError):
 
 
 class UnsupportedOperationError(ModelError):
-    """A model uses an operation that the deepshrink graph format cannot store."""
+    """A model uses an operation that the deepshrink graph format cannot store (or export).
+
+    ``problems`` lists each unsupported operation with where it occurs, when tracing found them.
+    """
+
+    def __init__(self, message: str, problems: tuple[str, ...] | list[str] = ()):
+        super().__init__(message)
+        self.problems = tuple(problems)
 
 
 class DecompositionError(DeepshrinkError, ArithmeticError):

@@ -1,4 +1,7 @@
-"""Write a :class:`~deepshrink.graph.ir.Graph` with dense weights as a standard ONNX model."""
+"""Write a :class:`~deepshrink.graph.ir.Graph` with dense weights as a standard ONNX model.
+
+Each op writes its own ONNX nodes (:meth:`deepshrink.graph.ops.Op.to_onnx`); this module holds
+the model around them: inputs, optional preprocessing, initializers, metadata and checks."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import functools
 import math
 import os
 from collections.abc import Mapping, Sequence
-
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,6 +19,7 @@ from deepshrink import __version__
 from deepshrink.data.spec import InputSpec
 from deepshrink.errors import UnsupportedOperationError
 from deepshrink.graph.ir import INPUT, Graph
+from deepshrink.graph.ops import OPS
 from deepshrink.util.atomic import write_bytes_atomic
 
 if TYPE_CHECKING:  # onnx is imported when an export runs, not with deepshrink
@@ -98,82 +102,18 @@ def to_onnx(
     if preprocess is not None:
         pre, source = _preprocess_nodes(preprocess, init, fresh)
         nodes += pre
-    rank = {source: 1 + len(input_shape)}
 
     def ref(tensor: str) -> str:
         return source if tensor == INPUT else tensor
 
+    def add_node(op_type: str, inputs: Sequence[str], output: str, **attrs) -> str:
+        nodes.append(helper.make_node(op_type, list(inputs), [output], name=output, **attrs))
+        return output
+
+    writer = SimpleNamespace(node=add_node, init=init, param=param)  # the OnnxGraph ops write into
     for node in graph.nodes:
-        op, a, p = node.op, node.attrs, node.params
-        x = ref(node.inputs[0])
-        out = node.name
-        r = rank[x]
-        if op == "linear":
-            w = param(p["weight"])
-            if r == 2:
-                ins = [x, init(p["weight"], w)] + ([init(p["bias"], param(p["bias"]))] if "bias" in p else [])
-                nodes.append(helper.make_node("Gemm", ins, [out], name=out, transB=1))
-            else:
-                mm = out if "bias" not in p else f"{out}/matmul"
-                nodes.append(helper.make_node("MatMul", [x, init(p["weight"] + ".T", w.T)], [mm], name=mm))
-                if "bias" in p:
-                    nodes.append(helper.make_node("Add", [mm, init(p["bias"], param(p["bias"]))], [out], name=out))
-            rank[out] = r
-        elif op == "conv2d":
-            w = param(p["weight"])
-            ins = [x, init(p["weight"], w)] + ([init(p["bias"], param(p["bias"]))] if "bias" in p else [])
-            pads = [a["padding"][0], a["padding"][1], a["padding"][0], a["padding"][1]]
-            nodes.append(helper.make_node(
-                "Conv", ins, [out], name=out, kernel_shape=list(w.shape[2:]), strides=a["stride"],
-                pads=pads, dilations=a["dilation"], group=a["groups"],
-            ))
-            rank[out] = 4
-        elif op in ("relu", "tanh", "sigmoid", "identity"):
-            onnx_op = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "identity": "Identity"}[op]
-            nodes.append(helper.make_node(onnx_op, [x], [out], name=out))
-            rank[out] = r
-        elif op == "leaky_relu":
-            nodes.append(helper.make_node("LeakyRelu", [x], [out], name=out, alpha=a["negative_slope"]))
-            rank[out] = r
-        elif op in ("max_pool2d", "avg_pool2d"):
-            pads = [a["padding"][0], a["padding"][1], a["padding"][0], a["padding"][1]]
-            kw = {"kernel_shape": a["kernel"], "strides": a["stride"], "pads": pads, "ceil_mode": int(a["ceil_mode"])}
-            if op == "avg_pool2d":
-                kw["count_include_pad"] = int(a["count_include_pad"])
-            nodes.append(helper.make_node("MaxPool" if op == "max_pool2d" else "AveragePool", [x], [out], name=out, **kw))
-            rank[out] = 4
-        elif op == "global_avg_pool2d":
-            nodes.append(helper.make_node("GlobalAveragePool", [x], [out], name=out))
-            rank[out] = 4
-        elif op == "flatten":
-            start = a["start_dim"]
-            if start == 0:
-                shape = [-1]
-            else:
-                shape = [0] * start + [-1]
-            nodes.append(helper.make_node("Reshape", [x, init(f"{out}/shape", np.array(shape, np.int64))], [out], name=out))
-            rank[out] = len(shape)
-        elif op == "reshape":
-            shape = np.array(a["shape"], np.int64)
-            nodes.append(helper.make_node("Reshape", [x, init(f"{out}/shape", shape)], [out], name=out))
-            rank[out] = len(shape)
-        elif op == "batch_norm":
-            c = param(p["running_mean"]).shape[0]
-            scale = param(p["weight"]) if "weight" in p else np.ones(c, np.float32)
-            bias = param(p["bias"]) if "bias" in p else np.zeros(c, np.float32)
-            ins = [x, init(f"{out}/scale", scale), init(f"{out}/bias", bias),
-                   init(p["running_mean"], param(p["running_mean"])), init(p["running_var"], param(p["running_var"]))]
-            nodes.append(helper.make_node("BatchNormalization", ins, [out], name=out, epsilon=a["eps"]))
-            rank[out] = r
-        elif op in ("softmax", "log_softmax"):
-            nodes.append(helper.make_node("Softmax" if op == "softmax" else "LogSoftmax", [x], [out], name=out, axis=a["dim"]))
-            rank[out] = r
-        elif op == "add":
-            y = ref(node.inputs[1])
-            nodes.append(helper.make_node("Add", [x, y], [out], name=out))
-            rank[out] = max(r, rank[y])
-        else:  # pragma: no cover - every op of the allow-list is handled above
-            raise UnsupportedOperationError(f"op {op!r} has no ONNX translation")
+        shapes = [plan.shapes[x] for x in node.inputs]
+        OPS[node.op].to_onnx(node, [ref(x) for x in node.inputs], shapes, writer)
 
     out_name = fresh("output")  # a layer may itself be called "output"
     nodes.append(helper.make_node("Identity", [ref(graph.output)], [out_name], name=out_name))

@@ -19,7 +19,7 @@ from deepshrink.data.spec import InputSpec
 from deepshrink.errors import DeepshrinkError, FormatError, InvalidHeader, LimitExceeded, ModelError
 from deepshrink.fileformat import container
 from deepshrink.fileformat.container import Container, Limits
-from deepshrink.graph import Graph, Plan, build, trace
+from deepshrink.graph import OPS, Graph, Plan, build, trace
 from deepshrink.storage import TensorCoding, TensorReport, check_descriptor, decode_tensor, encode_tensor
 from deepshrink.util.atomic import write_bytes_atomic
 
@@ -34,9 +34,10 @@ CodingRule = Callable[[str, np.ndarray, str, str], TensorCoding]
 def default_coding(name: str, tensor: np.ndarray, op: str, role: str) -> TensorCoding:
     """Compress conv and linear weights (8-bit gaps for conv, 5-bit for fc, Huffman);
     store everything else raw."""
-    if role != "weight" or op not in ("linear", "conv2d"):
+    kind = OPS[op].layer_kind if role == "weight" else None
+    if kind is None:
         return TensorCoding(compress=False)
-    return TensorCoding(gap_bits=8 if op == "conv2d" else 5)
+    return TensorCoding(gap_bits=8 if kind == "conv" else 5)
 
 
 @dataclass

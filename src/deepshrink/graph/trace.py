@@ -1,4 +1,9 @@
-"""Turn a ``torch.nn.Module`` into a :class:`~deepshrink.graph.ir.Graph` with ``torch.fx``."""
+"""Turn a ``torch.nn.Module`` into a :class:`~deepshrink.graph.ir.Graph` with ``torch.fx``.
+
+Which modules, functions and tensor methods become which op, and how their attributes are
+read, is each op's business (:mod:`deepshrink.graph.ops`); this module walks the ``torch.fx``
+graph, names the nodes and collects every operation the format cannot store.
+"""
 
 from __future__ import annotations
 
@@ -8,113 +13,54 @@ from typing import Any
 
 import torch
 import torch.fx
-import torch.nn.functional as F
 from torch import nn
 
 from deepshrink.errors import InvalidHeader, UnsupportedOperationError
 from deepshrink.graph.ir import INPUT, Graph, Node
+from deepshrink.graph.ops import Call, Op, op_for_function, op_for_method, op_for_module, supported_forms
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.:/\-]")
 
 
-def _pair(v: Any) -> list[int]:
-    return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
-
-
-def _module_node(name: str, mod: nn.Module, target: str, inputs: tuple[str, ...]) -> Node:
+def _module_params(op: Op, mod: nn.Module, target: str) -> dict[str, str]:
+    """The module's parameters and buffers that fill the op's roles: role → state-dict name."""
     prefix = f"{target}." if target else ""
-    params = {
+    roles = set(op.params) | set(op.optional_params)
+    return {
         role: prefix + role
         for role, value in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False))
-        if value is not None and role in {"weight", "bias", "running_mean", "running_var"}
+        if value is not None and role in roles
     }
-    if isinstance(mod, nn.Linear):
-        return Node(name, "linear", inputs, {}, params)
-    if isinstance(mod, nn.Conv2d):
-        if isinstance(mod.padding, str) or mod.padding_mode != "zeros":
-            raise UnsupportedOperationError(
-                f"{target}: Conv2d with padding={mod.padding!r}, padding_mode={mod.padding_mode!r}; "
-                "only explicit integer zero padding is supported"
-            )
-        attrs = {
-            "stride": _pair(mod.stride),
-            "padding": _pair(mod.padding),
-            "dilation": _pair(mod.dilation),
-            "groups": int(mod.groups),
-        }
-        return Node(name, "conv2d", inputs, attrs, params)
-    if isinstance(mod, nn.ReLU):
-        return Node(name, "relu", inputs)
-    if isinstance(mod, nn.Tanh):
-        return Node(name, "tanh", inputs)
-    if isinstance(mod, nn.Sigmoid):
-        return Node(name, "sigmoid", inputs)
-    if isinstance(mod, nn.LeakyReLU):
-        return Node(name, "leaky_relu", inputs, {"negative_slope": float(mod.negative_slope)})
-    if isinstance(mod, (nn.Dropout, nn.Identity)):
-        return Node(name, "identity", inputs)
-    if isinstance(mod, nn.MaxPool2d):
-        if _pair(mod.dilation) != [1, 1] or mod.return_indices:
-            raise UnsupportedOperationError(f"{target}: MaxPool2d with dilation or return_indices")
-        kernel = _pair(mod.kernel_size)
-        stride = _pair(mod.stride if mod.stride is not None else mod.kernel_size)
-        attrs = {"kernel": kernel, "stride": stride, "padding": _pair(mod.padding), "ceil_mode": bool(mod.ceil_mode)}
-        return Node(name, "max_pool2d", inputs, attrs)
-    if isinstance(mod, nn.AvgPool2d):
-        if mod.divisor_override is not None:
-            raise UnsupportedOperationError(f"{target}: AvgPool2d with divisor_override")
-        kernel = _pair(mod.kernel_size)
-        stride = _pair(mod.stride if mod.stride is not None else mod.kernel_size)
-        attrs = {
-            "kernel": kernel,
-            "stride": stride,
-            "padding": _pair(mod.padding),
-            "ceil_mode": bool(mod.ceil_mode),
-            "count_include_pad": bool(mod.count_include_pad),
-        }
-        return Node(name, "avg_pool2d", inputs, attrs)
-    if isinstance(mod, nn.AdaptiveAvgPool2d) and _pair(mod.output_size) == [1, 1]:
-        return Node(name, "global_avg_pool2d", inputs)
-    if isinstance(mod, nn.Flatten):
-        if mod.end_dim != -1:
-            raise UnsupportedOperationError(f"{target}: Flatten with end_dim={mod.end_dim}; only -1 is supported")
-        return Node(name, "flatten", inputs, {"start_dim": int(mod.start_dim)})
-    if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        if not mod.track_running_stats:
-            raise UnsupportedOperationError(f"{target}: BatchNorm without running statistics")
-        return Node(name, "batch_norm", inputs, {"eps": float(mod.eps)}, params)
-    if isinstance(mod, nn.Softmax):
-        return Node(name, "softmax", inputs, {"dim": int(mod.dim if mod.dim is not None else -1)})
-    if isinstance(mod, nn.LogSoftmax):
-        return Node(name, "log_softmax", inputs, {"dim": int(mod.dim if mod.dim is not None else -1)})
-    raise UnsupportedOperationError(
-        f"module {target!r} of type {type(mod).__name__} is not supported by the deepshrink graph "
-        "format; supported: Linear, Conv2d, ReLU, Tanh, Sigmoid, LeakyReLU, Dropout, Identity, "
-        "MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten, BatchNorm1d/2d, Softmax, LogSoftmax"
-    )
 
 
-_UNARY_FUNCS = {
-    F.relu: "relu",
-    torch.relu: "relu",
-    torch.tanh: "tanh",
-    torch.sigmoid: "sigmoid",
-    F.dropout: "identity",
-}
-_UNARY_METHODS = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid"}
+def _describe(fx_node: torch.fx.Node, modules: dict[str, nn.Module]) -> str:
+    """Where an fx node comes from, as a user recognises it."""
+    if fx_node.op == "call_module":
+        return f"module {fx_node.target!r} ({type(modules[fx_node.target]).__name__})"
+    if fx_node.op == "call_function":
+        return f"function {getattr(fx_node.target, '__name__', str(fx_node.target))!r} at node {fx_node.name!r}"
+    if fx_node.op == "call_method":
+        return f"method {fx_node.target!r} at node {fx_node.name!r}"
+    return f"{fx_node.op} {str(fx_node.target)!r} at node {fx_node.name!r}"
 
 
 def trace(model: nn.Module) -> Graph:
-    """Trace ``model`` into a :class:`Graph`. Raises :class:`UnsupportedOperationError` naming
-    the first operation the format cannot store."""
+    """Trace ``model`` into a :class:`Graph`. Raises :class:`UnsupportedOperationError` listing
+    every operation the format cannot store, each with its module path or node name."""
     try:
         gm = torch.fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many types for untraceable control flow
         raise UnsupportedOperationError(f"torch.fx could not trace {type(model).__name__}: {exc}") from exc
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise UnsupportedOperationError(
+            f"the model's forward takes {len(placeholders)} inputs; deepshrink stores networks with one input"
+        )
     modules = dict(gm.named_modules())
     names: dict[torch.fx.Node, str] = {}
-    sizes: dict[torch.fx.Node, tuple[torch.fx.Node, int]] = {}
+    sizes: set[torch.fx.Node] = set()  # values of x.size(0): the batch size
     nodes: list[Node] = []
+    problems: list[str] = []
     output: str | None = None
     used: set[str] = {INPUT}
 
@@ -127,94 +73,60 @@ def trace(model: nn.Module) -> Graph:
         used.add(cand)
         return cand
 
-    def ref(arg: Any, where: str) -> str:
+    def ref(arg: Any) -> str:
         if isinstance(arg, torch.fx.Node) and arg in names:
             return names[arg]
-        raise UnsupportedOperationError(f"{where}: argument {arg!r} is not a tensor computed by the network")
+        raise UnsupportedOperationError(f"argument {arg!r} is not a tensor computed by the network")
 
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if len(placeholders) != 1:
-        raise UnsupportedOperationError(
-            f"the model's forward takes {len(placeholders)} inputs; deepshrink stores networks with one input"
-        )
     for fx_node in gm.graph.nodes:
-        where = f"{fx_node.op} {fx_node.target!s}"
-        if fx_node.op == "placeholder":
-            names[fx_node] = INPUT
-        elif fx_node.op == "call_module":
-            mod = modules[fx_node.target]
-            name = fresh(str(fx_node.target) or fx_node.name)
-            nodes.append(_module_node(name, mod, str(fx_node.target), (ref(fx_node.args[0], where),)))
-            names[fx_node] = name
-        elif fx_node.op == "call_function":
-            fn = fx_node.target
-            name = fresh(fx_node.name)
-            if fn in _UNARY_FUNCS:
-                nodes.append(Node(name, _UNARY_FUNCS[fn], (ref(fx_node.args[0], where),)))
-            elif fn is torch.flatten:
-                start = fx_node.args[1] if len(fx_node.args) > 1 else fx_node.kwargs.get("start_dim", 0)
-                end = fx_node.args[2] if len(fx_node.args) > 2 else fx_node.kwargs.get("end_dim", -1)
-                if end != -1:
-                    raise UnsupportedOperationError(f"{where}: flatten with end_dim={end}")
-                nodes.append(Node(name, "flatten", (ref(fx_node.args[0], where),), {"start_dim": int(start)}))
-            elif fn in (operator.add, torch.add) and len(fx_node.args) == 2 and not fx_node.kwargs:
-                a, b = fx_node.args
-                nodes.append(Node(name, "add", (ref(a, where), ref(b, where))))
-            elif fn in (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax):
-                dim = fx_node.args[1] if len(fx_node.args) > 1 else fx_node.kwargs.get("dim")
-                if not isinstance(dim, int):
-                    raise UnsupportedOperationError(f"{where}: softmax needs an explicit integer dim")
-                op = "softmax" if fn in (F.softmax, torch.softmax) else "log_softmax"
-                nodes.append(Node(name, op, (ref(fx_node.args[0], where),), {"dim": dim}))
-            elif fn is operator.getitem and fx_node.args[0] in sizes:
+        kind, target = fx_node.op, fx_node.target
+        call = Call(fx_node.args, fx_node.kwargs, sizes.__contains__)
+        try:
+            if kind == "placeholder":
+                names[fx_node] = INPUT
                 continue
+            if kind == "output":
+                output = ref(fx_node.args[0])
+                continue
+            if kind == "call_method" and target == "size":
+                if call.arg(1, "dim") != 0:
+                    raise UnsupportedOperationError("only x.size(0) is supported")
+                sizes.add(fx_node)
+                continue
+            if kind == "call_function" and target is operator.getitem and fx_node.args[0] in sizes:
+                continue
+            if kind == "call_module":
+                mod = modules[target]
+                op = op_for_module(mod)
+                name = fresh(str(target) or fx_node.name)
+            elif kind in ("call_function", "call_method"):
+                op = op_for_function(target) if kind == "call_function" else op_for_method(target)
+                name = fresh(fx_node.name)
             else:
                 raise UnsupportedOperationError(
-                    f"function {getattr(fn, '__name__', fn)!r} ({fx_node.name}) is not supported by the "
-                    "deepshrink graph format; use modules (nn.ReLU, nn.Flatten, ...) or relu/flatten/view"
+                    "parameters used directly in forward() are not supported; wrap them in nn.Linear / "
+                    "nn.Conv2d modules"
                 )
-            names[fx_node] = name
-        elif fx_node.op == "call_method":
-            method = fx_node.target
-            if method == "size":
-                dim = fx_node.args[1] if len(fx_node.args) > 1 else fx_node.kwargs.get("dim")
-                if dim not in (0,):
-                    raise UnsupportedOperationError(f"{where}: only x.size(0) is supported")
-                sizes[fx_node] = (fx_node.args[0], 0)
-                continue
-            name = fresh(fx_node.name)
-            src = ref(fx_node.args[0], where)
-            if method in _UNARY_METHODS:
-                nodes.append(Node(name, _UNARY_METHODS[method], (src,)))
-            elif method == "flatten":
-                start = fx_node.args[1] if len(fx_node.args) > 1 else fx_node.kwargs.get("start_dim", 0)
-                nodes.append(Node(name, "flatten", (src,), {"start_dim": int(start)}))
-            elif method in ("view", "reshape"):
-                dims = fx_node.args[1:]
-                if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
-                    dims = tuple(dims[0])
-                shape = []
-                for k, d in enumerate(dims):
-                    if isinstance(d, torch.fx.Node) and d in sizes and k == 0:
-                        shape.append(0)  # copy the batch dimension
-                    elif isinstance(d, int):
-                        shape.append(d)
-                    else:
-                        raise UnsupportedOperationError(f"{where}: reshape dims must be ints or x.size(0)")
-                try:
-                    nodes.append(Node(name, "reshape", (src,), {"shape": shape}))
-                except InvalidHeader as exc:
-                    raise UnsupportedOperationError(f"{where}: {exc}") from None
+            names[fx_node] = name  # later nodes can refer to it even if it turns out unsupported
+            if op is None:
+                raise UnsupportedOperationError("no op of the graph format")
+            if kind == "call_module":
+                tensors, attrs, params = (fx_node.args[0],), op.from_module(mod), _module_params(op, mod, target)
             else:
-                raise UnsupportedOperationError(f"method {method!r} ({fx_node.name}) is not supported")
-            names[fx_node] = name
-        elif fx_node.op == "output":
-            output = ref(fx_node.args[0], "output")
-        else:
-            raise UnsupportedOperationError(
-                f"{fx_node.op} {fx_node.target}: parameters used directly in forward() are not supported; "
-                "wrap them in nn.Linear / nn.Conv2d modules"
-            )
+                (tensors, attrs), params = op.from_call(call), {}
+            try:
+                attrs = op.check_attrs(attrs)
+            except ValueError as exc:
+                raise UnsupportedOperationError(str(exc)) from None
+            nodes.append(Node(name, op.name, tuple(ref(t) for t in tensors), attrs, params))
+        except UnsupportedOperationError as exc:
+            problems.append(f"{_describe(fx_node, modules)}: {exc}")
+    if problems:
+        raise UnsupportedOperationError(
+            f"{type(model).__name__} uses {len(problems)} operation(s) the deepshrink graph format cannot "
+            "store:\n" + "\n".join(f"  - {p}" for p in problems) + f"\n{supported_forms()}",
+            problems,
+        )
     if output is None or output == INPUT:
         raise UnsupportedOperationError("the model returns its input unchanged or returns nothing")
     try:
