@@ -12,10 +12,6 @@ from deepshrink.graph.ir import INPUT, Graph, Node, check_params
 from deepshrink.graph.ops import OPS
 
 
-STATISTICS = frozenset({"running_mean", "running_var"})
-"""Parameter roles that hold statistics, not learned weights: never trained through autograd."""
-
-
 class GraphNet(nn.Module):
     """An ``nn.Module`` that runs a :class:`Graph` with the given parameter tensors.
 
@@ -30,7 +26,8 @@ class GraphNet(nn.Module):
         names = graph.param_names
         for node in graph.nodes:
             check_params(node, shapes)
-        statistics = {pname for node in graph.nodes for role, pname in node.params.items() if role in STATISTICS}
+        statistics = {pname for node in graph.nodes for role, pname in node.params.items()
+                      if role in OPS[node.op].statistics}
         self.weights = nn.ParameterList(
             nn.Parameter(tensors[p].detach().to(device="cpu", dtype=torch.float32), requires_grad=p not in statistics)
             for p in names

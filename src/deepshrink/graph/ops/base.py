@@ -181,6 +181,8 @@ class Op:
     params: ClassVar[tuple[str, ...]] = ()
     """Required parameter roles; the first is the principal parameter, of ``param_ndim`` dims;
     every other parameter holds one value per ``principal.shape[0]``."""
+    statistics: ClassVar[tuple[str, ...]] = ()
+    """Parameter roles that hold statistics, not learned weights (never trained through autograd)."""
     optional_params: ClassVar[tuple[str, ...]] = ()
     param_ndim: ClassVar[int] = 0
     attrs: ClassVar[Mapping[str, Validator]] = {}

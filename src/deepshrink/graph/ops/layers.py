@@ -103,6 +103,7 @@ class BatchNorm(Op):
 
     name = "batch_norm"
     params, optional_params, param_ndim = ("running_mean", "running_var"), ("weight", "bias"), 1
+    statistics = ("running_mean", "running_var")
     attrs = {"eps": real(0.0, 1.0)}
     modules = (nn.BatchNorm1d, nn.BatchNorm2d)
 
