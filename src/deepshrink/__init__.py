@@ -12,19 +12,18 @@ The public API::
     ds.export("model.dsz", "model.onnx")
 """
 
-__version__ = "0.1.0"
-
-from deepshrink.data import Dataset, InputSpec, load_dataset  # noqa: E402
-from deepshrink.errors import DeepshrinkError, FormatError  # noqa: E402
-from deepshrink.export import export, to_onnx  # noqa: E402
-from deepshrink.fileformat import Limits, pack_model, save_model  # noqa: E402
-from deepshrink.fileformat.inspect import info  # noqa: E402
-from deepshrink.graph import trace  # noqa: E402
-from deepshrink.models import build_model, load_weights, save_weights  # noqa: E402
-from deepshrink.pipeline import CompressionResult, compress  # noqa: E402
-from deepshrink.recipes import Recipe, builtin_recipes, load_recipe  # noqa: E402
-from deepshrink.runtime import CompressedModel, load  # noqa: E402
-from deepshrink.train import TrainConfig, evaluate, fit  # noqa: E402
+from deepshrink._version import __version__
+from deepshrink.data import Dataset, InputSpec, load_dataset
+from deepshrink.errors import DeepshrinkError, FormatError
+from deepshrink.export import export, to_onnx
+from deepshrink.fileformat import Limits, pack_model, save_model
+from deepshrink.fileformat.inspect import info
+from deepshrink.graph import trace
+from deepshrink.models import build_model, load_weights, save_weights
+from deepshrink.pipeline import CompressionResult, compress
+from deepshrink.recipes import Recipe, builtin_recipes, load_recipe
+from deepshrink.runtime import CompressedModel, load
+from deepshrink.train import TrainConfig, evaluate, fit
 
 __all__ = [
     "CompressedModel",

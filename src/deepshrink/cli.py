@@ -26,7 +26,7 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from deepshrink import __version__
+from deepshrink._version import __version__
 from deepshrink.errors import ConfigError, DataError, DeepshrinkError
 from deepshrink.util.atomic import check_target
 

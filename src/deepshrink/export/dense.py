@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from deepshrink import __version__
+from deepshrink._version import __version__
 from deepshrink.data.spec import InputSpec
 from deepshrink.errors import ConfigError, UnsupportedOperationError
 from deepshrink.export.onnx_export import serialize_onnx, to_onnx

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from deepshrink import __version__
+from deepshrink._version import __version__
 from deepshrink.data.spec import InputSpec
 from deepshrink.errors import UnsupportedOperationError
 from deepshrink.graph.ir import INPUT, Graph

@@ -14,7 +14,7 @@ import torch
 import torch.nn.utils.prune as tprune
 from torch import nn
 
-from deepshrink import __version__
+from deepshrink._version import __version__
 from deepshrink.data.spec import InputSpec
 from deepshrink.errors import DeepshrinkError, FormatError, InvalidHeader, LimitExceeded, ModelError
 from deepshrink.fileformat import container
