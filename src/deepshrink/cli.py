@@ -246,7 +246,7 @@ def cmd_compress(run: Run) -> dict[str, Any]:
         run.console.print(Text(_describe_data(str(args.data), data.split_sizes())))
     model = _model(args, data.num_classes)
     start = time.perf_counter()
-    result = compress(model, data, recipe, progress=_progress(args),
+    result = compress(model, data, recipe, progress=_progress(args), measure=args.measure,
                       meta={"model": args.model, "data": _data_record(args.data), "seed": args.seed})
     write_bytes_atomic(args.output, result.data)
     out = {"command": "compress", "output": str(args.output), "data": str(args.data),
@@ -525,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"built-in recipe ({', '.join(r['name'] for r in recipes)}) or a TOML file")
     p.add_argument("--coder", choices=["huffman", "ans", "fixed"], default=None,
                    help="entropy coder for every coded stream (default: the recipe's)")
+    p.add_argument("--measure", choices=["estimate", "exact"], default="estimate",
+                   help="accuracy after each stage: on the in-memory model (estimate, default) or on the network "
+                        "decoded from that stage's bytes (exact, slower); the final accuracy is always the file's")
     _output(p, ".dsz file")
     _common(p)
 

@@ -54,7 +54,7 @@ def test_compress_end_to_end(trained, fashion_small, quick_recipe):
     assert result.file_bytes == len(result.data) == sizes[-1]
     assert result.ratio > 30
     # the file's accuracy equals the in-memory compressed model exactly
-    assert result.file_accuracy == result.final.test_accuracy
+    assert result.file_accuracy == result.final.test_accuracy == ds.evaluate(result.model, fashion_small.tensors("test"))
     loaded = ds.load(result.data)
     x, _ = fashion_small.tensors("test")
     with torch.no_grad():
@@ -67,6 +67,22 @@ def test_compress_end_to_end(trained, fashion_small, quick_recipe):
     assert result.file_accuracy > 0.70
     d = result.to_dict()
     assert d["streams"] and all(s["coded_bytes"] > 0 for s in d["streams"] if s["symbols"])
+
+
+def test_a_run_decodes_its_bytes_once_unless_asked_for_exact_stages(trained, fashion_small, quick_recipe, monkeypatch):
+    import deepshrink.fileformat.model_file as model_file
+
+    decoded = []
+    decode = model_file.decode_tensor
+    monkeypatch.setattr(model_file, "decode_tensor", lambda name, *a: decoded.append(name) or decode(name, *a))
+    estimate = ds.compress(trained, fashion_small, quick_recipe, progress=False)
+    assert sorted(decoded) == sorted(t.name for t in estimate.tensors)  # the final file, once
+    decoded.clear()
+    exact = ds.compress(trained, fashion_small, quick_recipe, progress=False, measure="exact")
+    assert len(decoded) == 3 * len(exact.tensors)  # every stage's bytes
+    assert exact.to_dict()["measure"] == "exact" and exact.file_accuracy == exact.final.test_accuracy
+    with pytest.raises(ds.DeepshrinkError, match="measure"):
+        ds.compress(trained, fashion_small, quick_recipe, progress=False, measure="fast")
 
 
 def test_ans_beats_or_matches_huffman_on_the_same_model(trained, fashion_small, quick_recipe):

@@ -68,11 +68,14 @@ def pack_model(
     coding: CodingRule = default_coding,
     meta: Mapping[str, Any] | None = None,
     graph: Graph | None = None,
+    verify: bool = True,
 ) -> tuple[bytes, PackReport]:
     """Serialise ``model`` (its parameters as they are now) into deepshrink file bytes.
 
     The model is traced into a graph; the graph rebuilt from the stored tensors must reproduce
     the model's output on a probe input, so a file never stores a network that runs differently.
+    ``verify=False`` skips that decode and rebuild (the report's byte counts are exact either way);
+    the caller must then check the network it decodes with :func:`check_reproduces`.
     Pruning masks (``torch.nn.utils.prune``, also left by SLR) are applied: a copy of the model is
     stored with its masked weights as plain weights; ``model`` itself is not changed.
     """
@@ -113,13 +116,14 @@ def pack_model(
         parse_header(parsed, Limits())
     except FormatError as exc:
         raise ModelError(f"the model cannot be stored as a file deepshrink.load accepts: {exc}") from None
-    _verify_rebuild(model, graph, parsed, input_spec)
+    if verify:
+        check_reproduces(model, build(graph, decode_tensors(parsed, graph, Limits())), input_spec)
     return data, PackReport(len(data), parsed.header_bytes, reports)
 
 
-def _verify_rebuild(model: nn.Module, graph: Graph, parsed: Container, input_spec: InputSpec) -> None:
-    tensors = decode_tensors(parsed, graph, Limits())
-    net = build(graph, tensors)
+def check_reproduces(model: nn.Module, net: nn.Module, input_spec: InputSpec) -> None:
+    """Raise :class:`ModelError` unless ``net`` (decoded from a file) reproduces ``model``'s
+    output on a probe input."""
     probe = torch.randn(2, *input_spec.shape, generator=torch.Generator().manual_seed(0))
     was_training = model.training
     model.eval()
