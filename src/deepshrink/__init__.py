@@ -16,11 +16,11 @@ from deepshrink._version import __version__
 from deepshrink.data import Dataset, InputSpec, load_dataset
 from deepshrink.errors import DeepshrinkError, FormatError
 from deepshrink.export import export, to_onnx
-from deepshrink.fileformat import Limits, pack_model, save_model
+from deepshrink.fileformat import Limits
 from deepshrink.fileformat.inspect import info
 from deepshrink.graph import trace
 from deepshrink.models import build_model, load_weights, save_weights
-from deepshrink.pipeline import CompressionResult, compress
+from deepshrink.pipeline import CompressionResult, compress, pack_model, save_model
 from deepshrink.recipes import Recipe, builtin_recipes, load_recipe
 from deepshrink.runtime import CompressedModel, load
 from deepshrink.train import TrainConfig, evaluate, fit

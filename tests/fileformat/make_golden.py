@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from test_model_file import GOLDEN, SPEC, tiny_compressed_model  # noqa: E402
 
-from deepshrink.fileformat import pack_model  # noqa: E402
+from deepshrink.pipeline.pack import pack_model  # noqa: E402
 
 GOLDEN.mkdir(exist_ok=True)
 data, _ = pack_model(tiny_compressed_model(), SPEC)

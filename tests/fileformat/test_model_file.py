@@ -10,8 +10,9 @@ from torch import nn
 import deepshrink as ds
 from deepshrink.data import InputSpec
 from deepshrink.errors import FormatError, InvalidHeader, LimitExceeded, ModelError
-from deepshrink.fileformat import Limits, pack_model, read_model_file
+from deepshrink.fileformat import Limits, read_model_file
 from deepshrink.fileformat.container import MAGIC, pack, unpack
+from deepshrink.pipeline.pack import pack_model
 
 GOLDEN = Path(__file__).parent / "golden"
 SPEC = InputSpec((1, 28, 28), "uint8", 1 / 255, (0.2860,), (0.3530,))

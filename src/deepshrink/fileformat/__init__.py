@@ -1,15 +1,14 @@
-"""The deepshrink file format (.dsz): container and model files. See docs/format.md."""
+"""The deepshrink file format (.dsz): bytes <-> a validated header and its sections. See docs/format.md.
+
+Packing a PyTorch model into a file is :mod:`deepshrink.pipeline.pack`."""
 
 from deepshrink.fileformat.container import MAGIC, VERSION, Container, Limits
 from deepshrink.fileformat.model_file import (
     ModelFile,
-    PackReport,
     decode_tensors,
-    default_coding,
-    pack_model,
+    pack_model_file,
     parse_header,
     read_model_file,
-    save_model,
 )
 
 __all__ = [
@@ -18,11 +17,8 @@ __all__ = [
     "Container",
     "Limits",
     "ModelFile",
-    "PackReport",
     "decode_tensors",
-    "default_coding",
-    "pack_model",
+    "pack_model_file",
     "parse_header",
     "read_model_file",
-    "save_model",
 ]

@@ -1,4 +1,4 @@
-"""The compression pipeline."""
+"""The compression pipeline, and packing models into deepshrink files."""
 
 from deepshrink.pipeline.compress import (
     CompressionResult,
@@ -8,5 +8,17 @@ from deepshrink.pipeline.compress import (
     compress,
     dense_bytes,
 )
+from deepshrink.pipeline.pack import PackReport, default_coding, pack_model, save_model
 
-__all__ = ["CompressionResult", "LayerRow", "StageReport", "check_recipe", "compress", "dense_bytes"]
+__all__ = [
+    "CompressionResult",
+    "LayerRow",
+    "PackReport",
+    "StageReport",
+    "check_recipe",
+    "compress",
+    "default_coding",
+    "dense_bytes",
+    "pack_model",
+    "save_model",
+]

@@ -19,9 +19,9 @@ from torch import nn
 from deepshrink.coding import Coder
 from deepshrink.data.dataset import Dataset
 from deepshrink.errors import ConfigError
-from deepshrink.fileformat.model_file import CodingRule, PackReport, check_reproduces, pack_model
 from deepshrink.graph import Graph, trace
 from deepshrink.lowrank import FACTOR_NAMES, NeuronScores, check_method, factorize, neuron_importance, weight_counts
+from deepshrink.pipeline.pack import CodingRule, PackReport, check_reproduces, pack_model
 from deepshrink.prune import (
     PRUNABLE,
     apply_mask,

@@ -7,7 +7,7 @@ from torch import nn
 
 from deepshrink.data import InputSpec
 from deepshrink.errors import ModelError
-from deepshrink.fileformat import pack_model
+from deepshrink.pipeline.pack import pack_model
 
 
 def test_a_softmax_over_the_batch_is_refused_when_packing():
