@@ -33,6 +33,7 @@ def test_cli_train_compress_eval_info_export(tmp_path, capsys, fashion, fast_rec
     assert code == 0 and dsz.stat().st_size == out["file_bytes"]
     assert out["ratio"] > 10 and [s["stage"] for s in out["stages"]] == ["baseline", "prune", "share", "code"]
     assert out["split_sizes"] == {"train": 2000, "val": 400, "test": 400} and out["warnings"] == []
+    assert out["measure"] == "estimate"  # earlier stages measured in memory; the final one from the file
     assert {"name", "shape", "kept", "bits", "index_bytes", "weight_bytes", "ratio"} <= set(out["layers"][0])
 
     code, ev = run_cli(capsys, "eval", str(dsz), "--data", "fashion-mnist", "--limit", "2000")
