@@ -14,7 +14,7 @@ from deepshrink.models import create
 def _actual_shapes(graph: Graph, net, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
     env, shapes = {INPUT: x}, {}
     for node in graph.nodes:
-        env[node.name] = net._apply(node, [env[i] for i in node.inputs])
+        env[node.name] = net.run_node(node, [env[i] for i in node.inputs])
         shapes[node.name] = tuple(env[node.name].shape[1:])
     return shapes
 

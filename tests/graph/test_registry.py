@@ -137,7 +137,7 @@ def test_op_traces_plans_builds_and_exports(case):
     env = {INPUT: x}
     with torch.no_grad():
         for node in again.nodes:
-            env[node.name] = net._apply(node, [env[i] for i in node.inputs])
+            env[node.name] = net.run_node(node, [env[i] for i in node.inputs])
             assert plan.shapes[node.name] == tuple(env[node.name].shape[1:]), node.name
         got = net(x)
     assert plan.shapes[again.output] == tuple(want.shape[1:])
@@ -234,3 +234,24 @@ def test_unsupported_configurations_are_all_reported():
         "method 'softmax' at node 'softmax'",
     ]
     assert "padding='same'" in problems[0] and "output_size=2" in problems[1] and "end_dim=2" in problems[2]
+
+
+def test_arguments_an_op_cannot_read_are_problems_too():
+    """Run-time sizes and odd argument forms join the list of problems; nothing untyped escapes."""
+
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pool = nn.AdaptiveAvgPool2d((None, 1))
+            self.act = nn.GELU()
+
+        def forward(self, x):
+            x = self.act(self.pool(x))
+            return torch.flatten(x, start_dim=x.dim() - 1)
+
+    with pytest.raises(UnsupportedOperationError) as info:
+        trace(Odd())
+    problems = info.value.problems
+    assert any(p.startswith("module 'pool'") for p in problems), problems
+    assert any(p.startswith("module 'act' (GELU)") for p in problems), problems
+    assert any("flatten" in p for p in problems), problems

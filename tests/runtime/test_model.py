@@ -99,3 +99,14 @@ def test_a_loaded_network_with_batch_norm_trains_outside_no_grad():
     grads = {k: v.grad for k, v in net.net.named_graph_tensors().items()}
     assert grads["1.weight"] is not None and grads["2.weight"] is not None
     assert grads["2.running_mean"] is None and grads["2.running_var"] is None
+
+
+def test_a_loaded_network_moves_like_any_module():
+    """``.to()``, ``.float()`` and ``.cpu()`` work on a loaded network (nothing shadows nn.Module._apply)."""
+    from torch import nn
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    spec = ds.InputSpec(shape=(1, 4, 4), dtype="float32", scale=1.0, mean=(0.0,), std=(1.0,))
+    net = ds.load(ds.pack_model(model, spec)[0])
+    x = torch.randn(2, 1, 4, 4)
+    assert torch.equal(net.to(torch.float32).float().cpu()(x), net(x))

@@ -62,8 +62,9 @@ class GraphNet(nn.Module):
                 del env[j]
         return env[self.graph.output]
 
-    def _apply(self, node: Node, args: list[torch.Tensor]) -> torch.Tensor:
-        """Run one node on its input tensors."""
+    def run_node(self, node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+        """Run one node on its input tensors (``nn.Module._apply``, which ``.to()`` uses, is not
+        overridden)."""
         return OPS[node.op].forward(node.attrs, args, self._params(node))
 
 

@@ -121,6 +121,9 @@ def trace(model: nn.Module) -> Graph:
             nodes.append(Node(name, op.name, tuple(ref(t) for t in tensors), attrs, params))
         except UnsupportedOperationError as exc:
             problems.append(f"{_describe(fx_node, modules)}: {exc}")
+        except (TypeError, ValueError, IndexError) as exc:
+            # an op met arguments it cannot read, e.g. a size computed at run time (x.dim() - 1)
+            problems.append(f"{_describe(fx_node, modules)}: arguments it cannot store ({exc})")
     if problems:
         raise UnsupportedOperationError(
             f"{type(model).__name__} uses {len(problems)} operation(s) the deepshrink graph format cannot "

@@ -34,7 +34,7 @@ from deepshrink.prune import (
 from deepshrink.recipes.config import CodeStage, LowRankStage, PruneStage, Recipe, ShareStage
 from deepshrink.runtime import load
 from deepshrink.share import centroids_of, finalize, round_to_half, share_module
-from deepshrink.storage import TensorCoding, TensorReport
+from deepshrink.storage import DEFAULT_GAP_BITS, TensorCoding, TensorReport
 from deepshrink.train import History, evaluate, fit
 
 Split = tuple[torch.Tensor, torch.Tensor]
@@ -143,8 +143,7 @@ def coding_rule(code: CodeStage, coder: Coder, order: list[str], kinds: dict[str
         if role != "weight" or layer not in kinds:
             return TensorCoding(compress=False)
         settings = code.layers.resolve(layer, kinds[layer], order)
-        default_gap = 8 if kinds[layer] == "conv" else 5
-        gap_bits = settings.get("gap_bits", default_gap)
+        gap_bits = settings.get("gap_bits", DEFAULT_GAP_BITS[kinds[layer]])
         return TensorCoding(coder=coder, gap_bits=None if gap_bits == "auto" else gap_bits)
 
     return rule

@@ -20,7 +20,7 @@ from deepshrink.fileformat.container import Limits
 from deepshrink.fileformat.model_file import decode_tensors, pack_model_file
 from deepshrink.graph import OPS, Graph, build, trace
 from deepshrink.prune import current_weight, make_permanent
-from deepshrink.storage import TensorCoding, TensorReport, encode_tensor
+from deepshrink.storage import DEFAULT_GAP_BITS, TensorCoding, TensorReport, encode_tensor
 from deepshrink.util.atomic import write_bytes_atomic
 
 # Chooses how to store each parameter: (parameter name, tensor, op of its node, role) -> coding.
@@ -33,7 +33,7 @@ def default_coding(name: str, tensor: np.ndarray, op: str, role: str) -> TensorC
     kind = OPS[op].layer_kind if role == "weight" else None
     if kind is None:
         return TensorCoding(compress=False)
-    return TensorCoding(gap_bits=8 if kind == "conv" else 5)
+    return TensorCoding(gap_bits=DEFAULT_GAP_BITS[kind])
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 from deepshrink.coding import Coder
 from deepshrink.errors import ConfigError
 from deepshrink.recipes.rules import LayerRules
+from deepshrink.storage.tensor_codec import DEFAULT_GAP_BITS
 from deepshrink.share.kmeans import INITS
 from deepshrink.train.loop import TrainConfig
 
@@ -107,7 +108,7 @@ class CodeStage:
     """Entropy coding of the sparse layout: ``coder`` for every stream, ``gap_bits`` per layer."""
 
     layers: LayerRules = field(
-        default_factory=lambda: LayerRules((("_conv", {"gap_bits": 8}), ("_linear", {"gap_bits": 5})))
+        default_factory=lambda: LayerRules(tuple((f"_{kind}", {"gap_bits": g}) for kind, g in DEFAULT_GAP_BITS.items()))
     )
     coder: Coder = Coder.HUFFMAN
     kind: str = "code"
@@ -118,8 +119,8 @@ class CodeStage:
         except ValueError:
             raise ConfigError(f"code: coder must be one of {[c.value for c in Coder]}, got {self.coder!r}") from None
         for pattern, s in self.layers.rules:
-            g = s.get("gap_bits", 5)
-            if not (g == "auto" or (isinstance(g, int) and 1 <= g <= 16)):
+            g = s.get("gap_bits", "auto")  # absent: the kind's default, valid
+            if not (g == "auto" or (isinstance(g, int) and not isinstance(g, bool) and 1 <= g <= 16)):
                 raise ConfigError(f"code: layers.{pattern}.gap_bits must be 1..16 or \"auto\", got {g!r}")
 
     @classmethod

@@ -1,6 +1,7 @@
 """Storage of tensors as coded byte sections (sparse relative-index layout, codebooks, coders)."""
 
 from deepshrink.storage.tensor_codec import (
+    DEFAULT_GAP_BITS,
     EncodedTensor,
     StreamReport,
     TensorCoding,
@@ -12,6 +13,7 @@ from deepshrink.storage.tensor_codec import (
 )
 
 __all__ = [
+    "DEFAULT_GAP_BITS",
     "EncodedTensor",
     "StreamReport",
     "TensorCoding",

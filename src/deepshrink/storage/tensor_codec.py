@@ -47,6 +47,9 @@ def value_dtype(values: np.ndarray) -> str:
     with np.errstate(over="ignore"):
         return "float16" if np.array_equal(v.astype(np.float16).astype(np.float32), v) else "float32"
 AUTO_GAP_BITS = tuple(range(2, 11))
+#: Gap widths by layer kind when a recipe gives none: the paper's 8 bits for convolutions and 5
+#: for fully connected layers (Han et al. 2016).
+DEFAULT_GAP_BITS = {"conv": 8, "linear": 5}
 #: What one decoded symbol costs, in bits of file size, when :func:`encode_tensor` compares the
 #: raw, dense and sparse layouts: a layout that makes the decoder decode more symbols (dense: one
 #: per element; sparse: a gap and a symbol per entry) is chosen only if it saves more than this
@@ -63,7 +66,7 @@ class TensorCoding:
 
     compress: bool = True
     coder: Coder = Coder.HUFFMAN
-    gap_bits: int | None = 5
+    gap_bits: int | None = DEFAULT_GAP_BITS["linear"]
     max_codebook: int = 256
     layout: str = "auto"
 
