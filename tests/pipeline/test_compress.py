@@ -1,10 +1,15 @@
 """End to end on a small real subset of Fashion-MNIST."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import deepshrink as ds
+from deepshrink.errors import ModelError
 from deepshrink.recipes import Recipe
 
 
@@ -193,3 +198,22 @@ def test_lowrank_rules_name_the_methods_that_fit_a_layer(fashion_small):
         recipe = Recipe.from_dict({"name": "bad", "stages": [{"kind": "lowrank", "layers": layers}]})
         with pytest.raises(ConfigError, match=match):
             ds.compress(model, fashion_small, recipe, progress=False)
+
+
+def test_a_model_the_graph_cannot_reproduce_is_refused_before_training(fashion_small, quick_recipe, monkeypatch):
+    """Dropout that stays on in eval mode traces as identity: compress says so before any training."""
+
+    class AlwaysDropout(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(784, 10)
+
+        def forward(self, x):
+            return F.dropout(self.fc(x.flatten(1)), p=0.5, training=True)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started before the model was checked")
+
+    monkeypatch.setattr(sys.modules["deepshrink.pipeline.compress"], "fit", no_training)
+    with pytest.raises(ModelError, match="does not reproduce"):
+        ds.compress(AlwaysDropout(), fashion_small, quick_recipe)

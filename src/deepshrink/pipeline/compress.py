@@ -21,7 +21,7 @@ from deepshrink.data.dataset import Dataset
 from deepshrink.errors import ConfigError
 from deepshrink.graph import Graph, trace
 from deepshrink.lowrank import FACTOR_NAMES, NeuronScores, check_method, factorize, neuron_importance, weight_counts
-from deepshrink.pipeline.pack import CodingRule, PackReport, check_reproduces, pack_model
+from deepshrink.pipeline.pack import CodingRule, PackReport, check_graph, check_reproduces, pack_model
 from deepshrink.prune import (
     PRUNABLE,
     apply_mask,
@@ -374,6 +374,7 @@ def compress(
     model = copy.deepcopy(model).eval()
     graph = trace(model)  # fail early, before any training, if the model cannot be stored
     check_recipe(model, recipe, has_val=len(data.y_val) > 0)
+    check_graph(model, graph, data.input_spec)  # ... or if the graph does not reproduce it
     train, val, test = data.tensors("train"), data.tensors("val"), data.tensors("test")
     layers = prunable_layers(model)
     order = list(layers)

@@ -82,11 +82,8 @@ def pack_model(
         model = make_permanent(copy.deepcopy(model))
         graph = None  # the copy's parameters are plain weights; trace it afresh
     graph = graph or trace(model)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = _graph_tensors(model, graph)
     roles = _param_roles(graph)
-    missing = [p for p in roles if p not in state]
-    if missing:
-        raise ModelError(f"the traced graph refers to parameters the model does not have: {missing}")
     tensors_desc: dict[str, Any] = {}
     sections: dict[str, bytes] = {}
     reports: list[TensorReport] = []
@@ -103,6 +100,21 @@ def pack_model(
     if verify:
         check_reproduces(model, build(graph, decode_tensors(mf.container, graph, Limits())), input_spec)
     return data, PackReport(len(data), mf.container.header_bytes, reports)
+
+
+def _graph_tensors(model: nn.Module, graph: Graph) -> dict[str, torch.Tensor]:
+    """The model's tensors that the graph names, on the CPU; :class:`ModelError` if one is missing."""
+    state = model.state_dict()
+    missing = [p for p in graph.param_names if p not in state]
+    if missing:
+        raise ModelError(f"the traced graph refers to parameters the model does not have: {missing}")
+    return {p: state[p].detach().cpu() for p in graph.param_names}
+
+
+def check_graph(model: nn.Module, graph: Graph, input_spec: InputSpec) -> None:
+    """Raise :class:`ModelError` unless ``graph``, run on the model's own tensors, reproduces the
+    model (no encoding): what a compress run checks before any training."""
+    check_reproduces(model, build(graph, _graph_tensors(model, graph)), input_spec)
 
 
 def check_reproduces(model: nn.Module, net: nn.Module, input_spec: InputSpec) -> None:
