@@ -10,12 +10,14 @@ from deepshrink.data.dataset import (
 )
 from deepshrink.data.idx import read_idx, write_idx
 from deepshrink.data.spec import InputSpec
+from deepshrink.data.split import Split
 
 __all__ = [
     "DEFAULT_VAL_SIZE",
     "MAX_CLASSES",
     "Dataset",
     "InputSpec",
+    "Split",
     "SplitWarning",
     "ValSplit",
     "load_dataset",

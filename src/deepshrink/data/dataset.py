@@ -36,6 +36,7 @@ import torch
 
 from deepshrink.data.idx import read_idx
 from deepshrink.data.spec import InputSpec
+from deepshrink.data.split import Split
 from deepshrink.errors import ConfigError, DataError
 
 __all__ = [
@@ -216,6 +217,10 @@ class Dataset:
         x = getattr(self, f"x_{split}")
         y = getattr(self, f"y_{split}")
         return self.input_spec.apply(x), torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+
+    def split(self, split: str) -> Split:
+        """A split as the pipeline reads it: one preprocessed input and the labels."""
+        return Split.of(*self.tensors(split))
 
 
 def _check_seed(seed) -> None:
