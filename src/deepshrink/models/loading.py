@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from deepshrink.errors import ModelError
+from deepshrink.models.checkpoint import load_state, read_safetensors
 from deepshrink.models.zoo import ZOO, create
 from deepshrink.util.safetensors_file import save_safetensors
 
@@ -64,23 +63,4 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"weights file {str(path)!r} does not exist")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelError(f"{str(path)!r} is not a valid safetensors file: {exc}") from exc
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ModelError(
-            f"weights in {str(path)!r} do not fit the model: missing {missing}, unexpected {unexpected}"
-        )
-    for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(own[name].shape):
-            raise ModelError(
-                f"weights in {str(path)!r}: {name} has shape {tuple(tensor.shape)}, "
-                f"the model expects {tuple(own[name].shape)}"
-            )
-    with torch.no_grad():
-        model.load_state_dict(state, strict=True)
-    return model
+    return load_state(model, read_safetensors(path), f"weights in {str(path)!r}")
