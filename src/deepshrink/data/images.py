@@ -37,7 +37,17 @@ from deepshrink.data.spec import InputSpec
 from deepshrink.data.split import Split
 from deepshrink.errors import ConfigError, DataError
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_CROPS", "PHOTOS", "ImageCrops", "Photo", "imagenet_spec"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_CROPS",
+    "PHOTOS",
+    "ImageCrops",
+    "Photo",
+    "center_crop",
+    "imagenet_spec",
+    "load_photo",
+]
 
 IMAGE_CROPS = "image-crops"
 SPLITS = ("train", "val", "test")
@@ -126,6 +136,19 @@ def random_resized_crop(image: Image.Image, size: int, rng: np.random.Generator)
     crop = image.resize((size, size), Image.BILINEAR, box=box)
     if rng.random() < 0.5:
         crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+    return np.asarray(crop, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def center_crop(image: Image.Image, size: int = DEFAULT_SIZE, resize: int = 256) -> np.ndarray:
+    """ImageNet's evaluation view of a photo as uint8 ``(3, size, size)``: the shorter side
+    resized to ``resize`` (bilinear, antialiased), then the central ``size``×``size`` square, as
+    torchvision's ``ImageClassification`` transform does for MobileNetV2."""
+    image = image.convert("RGB")
+    width, height = image.size
+    factor = resize / min(width, height)
+    image = image.resize((round(width * factor), round(height * factor)), Image.BILINEAR)
+    left, top = (image.size[0] - size) // 2, (image.size[1] - size) // 2
+    crop = image.crop((left, top, left + size, top + size))
     return np.asarray(crop, dtype=np.uint8).transpose(2, 0, 1)
 
 

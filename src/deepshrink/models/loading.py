@@ -19,9 +19,11 @@ if TYPE_CHECKING:
     from deepshrink.runtime import CompressedModel
 
 
-def build_model(spec: str, num_classes: int = 10) -> nn.Module:
-    """A zoo name (``lenet-5``) or ``package.module:factory`` naming a callable that returns an
-    ``nn.Module`` (called with no arguments)."""
+def build_model(spec: str, num_classes: int | None = None) -> nn.Module:
+    """A zoo name (``lenet-5``; a pretrained one such as ``mobilenet-v2`` comes with its weights)
+    or ``package.module:factory`` naming a callable that returns an ``nn.Module`` (called with no
+    arguments). ``num_classes`` sizes a zoo architecture trained here (default 10); a pretrained
+    network accepts only its own output count."""
     if spec in ZOO:
         return create(spec, num_classes=num_classes)
     if ":" not in spec:
