@@ -28,7 +28,7 @@ from deepshrink.models import (
     read_safetensors,
     read_torch_state_dict,
 )
-from deepshrink.models.minilm import CHECKPOINT_IGNORED, checkpoint_keys
+from deepshrink.models.minilm import CHECKPOINT_IGNORED, check_checkpoint, checkpoint_keys
 from deepshrink.models.zoo import remap_state
 
 PRETRAINED = sorted(name for name, entry in ZOO.items() if entry.pretrained)
@@ -152,6 +152,14 @@ def test_minilm_checkpoint_keys_are_mapped_one_by_one():
         load_state(create("minilm-l6", pretrained=False), remap_state(state, mapped, CHECKPOINT_IGNORED), "doctored")
     assert "missing keys: layers.2.key.bias" in str(info.value)
     assert "unexpected keys: encoder.layer.6.output.dense.weight" in str(info.value)
+
+
+def test_a_minilm_checkpoint_with_shuffled_positions_is_refused():
+    state = read_safetensors(ZOO["minilm-l6"].pretrained.weights.locate())
+    check_checkpoint(state)  # the packaged one is fine
+    state["embeddings.position_ids"] = state["embeddings.position_ids"].flip(-1)
+    with pytest.raises(ModelError, match="position_ids is not 0, 1, 2"):
+        check_checkpoint(state)
 
 
 def test_a_pickled_object_in_a_pth_file_is_refused(tmp_path):

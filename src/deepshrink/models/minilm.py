@@ -24,14 +24,15 @@ Feeding sequences of another length fails in the embedding sum (a shape error), 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepshrink.errors import ConfigError
+from deepshrink.errors import ConfigError, ModelError
 
-__all__ = ["CHECKPOINT_IGNORED", "MiniLM", "MiniLMConfig", "checkpoint_keys", "minilm_l6"]
+__all__ = ["CHECKPOINT_IGNORED", "MiniLM", "MiniLMConfig", "check_checkpoint", "checkpoint_keys", "minilm_l6"]
 
 
 class MiniLMConfig:
@@ -142,6 +143,14 @@ CHECKPOINT_IGNORED = {
     "pooler.dense.bias": "BERT's [CLS] pooler; sentence-transformers mean-pools instead",
     "embeddings.position_ids": "the constant 0..511; rebuilt here for the fixed sequence length",
 }
+
+
+def check_checkpoint(state: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a checkpoint whose ignored ``embeddings.position_ids`` is not the plain 0..n-1 that
+    this module assumes (a checkpoint with shuffled positions would otherwise load and be wrong)."""
+    ids = state.get("embeddings.position_ids")
+    if ids is not None and not torch.equal(ids.reshape(-1).long(), torch.arange(ids.numel())):
+        raise ModelError("checkpoint: embeddings.position_ids is not 0, 1, 2, ...; this MiniLM assumes plain positions")
 
 
 def checkpoint_keys(layers: int = MiniLMConfig.layers) -> dict[str, str]:

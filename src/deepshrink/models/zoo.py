@@ -33,7 +33,7 @@ from deepshrink.data.text import DEBIAN_SENTENCES, DEFAULT_MAX_LENGTH
 from deepshrink.errors import ModelError
 from deepshrink.models.checkpoint import load_state, read_safetensors, read_torch_state_dict
 from deepshrink.models.digits import ccexam_mnist_cnn
-from deepshrink.models.minilm import CHECKPOINT_IGNORED, checkpoint_keys, minilm_l6
+from deepshrink.models.minilm import CHECKPOINT_IGNORED, check_checkpoint, checkpoint_keys, minilm_l6
 from deepshrink.models.mobilenet_v2 import mobilenet_v2
 
 __all__ = [
@@ -98,10 +98,6 @@ class ModelInput:
     shape: tuple[int, ...]
     spec: InputSpec | None = None
 
-    def example(self, n: int = 1) -> torch.Tensor:
-        """``n`` samples of valid input (zeros: a valid image after normalisation, the [PAD] token)."""
-        return torch.zeros((n, *self.shape), dtype=getattr(torch, self.dtype))
-
 
 @dataclass(frozen=True)
 class Pretrained:
@@ -110,7 +106,8 @@ class Pretrained:
     ``read`` turns the weights file into a state dict; ``key_map`` (this network's names → the
     checkpoint's) and ``ignored`` (checkpoint tensors not used, with why) translate it when the
     checkpoint's names are not this module's; ``num_classes`` is the output count (``None`` for
-    embeddings); ``data`` names the data source of :mod:`deepshrink.data.sources`.
+    embeddings); ``data`` names the data source of :mod:`deepshrink.data.sources`; ``check``
+    vets the raw checkpoint further.
     """
 
     weights: PackagedFile
@@ -121,6 +118,9 @@ class Pretrained:
     num_classes: int | None
     key_map: Callable[[], Mapping[str, str]] | None = None
     ignored: Mapping[str, str] = field(default_factory=dict)
+    #: Checks the raw checkpoint beyond names and shapes (e.g. that an ignored constant is what
+    #: the architecture assumes); raises ModelError.
+    check: Callable[[Mapping[str, torch.Tensor]], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,7 @@ ZOO: Mapping[str, ZooEntry] = MappingProxyType({
             num_classes=None,
             key_map=checkpoint_keys,
             ignored=MappingProxyType(CHECKPOINT_IGNORED),
+            check=check_checkpoint,
         ),
     ),
     "ccexam-mnist-cnn": ZooEntry(
@@ -240,6 +241,8 @@ def load_pretrained(name: str, model: nn.Module | None = None) -> nn.Module:
     p = entry.pretrained
     path = p.weights.locate()
     state = p.read(path)
+    if p.check is not None:
+        p.check(state)
     if p.key_map is not None:
         state = remap_state(state, p.key_map(), p.ignored)
     model = entry.factory() if model is None else model
