@@ -16,6 +16,7 @@ take an untrusted descriptor, find its encoding and validate it first.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -237,9 +238,7 @@ class StreamRule(Rule):
 
     @property
     def text(self) -> str:  # type: ignore[override]
-        coders = "/".join(c.value for c in Coder)
-        return (f"`{{coder, n, bits}}`: coder {coders}; alphabet {self.alphabet_text}; "
-                f"`n` {self.count_text}; 1 ≤ `bits` ≤ 32 and 2^bits ≥ alphabet")
+        return f"a stream descriptor of alphabet {self.alphabet_text}, with `n` {self.count_text}"
 
     def check(self, key: str, value: Any, ctx: _Context) -> StreamDesc:
         where = f"{ctx.where} stream {key!r}"
@@ -377,6 +376,7 @@ class Encoding:
     fields: ClassVar[tuple[Field, ...]]
     sections: ClassVar[tuple[Section, ...]]
     typed: ClassVar[type[CompressedTensor]]
+    example: ClassVar[dict[str, Any]]  # a valid descriptor, shown in docs/format.md (a test validates it)
 
     # ---- validation (untrusted input) ----
 
@@ -628,6 +628,7 @@ class Raw(Encoding):
     sections = (Section("", "weight", "the elements, row-major", length=lambda c: c.numel * c.dtype.itemsize,
                         length_text="element count × size of `dtype`"),)
     typed = DenseTensor
+    example = {"shape": [300], "dtype": "float32", "enc": "raw"}
 
     def encode(self, name: str, t: Prepared, coder: Coder, gap_bits: int) -> EncodedTensor:
         sections = {name: t.flat.astype(DTYPES[t.dtype]).tobytes()}
@@ -662,6 +663,8 @@ class CodebookDense(_Codebook):
                     "the symbol stream: the codebook index of every element, K for zero"))
     sections = (_CB, Section(":sym", "weight", "the coded symbol stream", stream="sym"))
     typed = CodebookTensor
+    example = {"shape": [64, 3, 3, 3], "dtype": "float16", "enc": "codebook", "layout": "dense", "k": 15,
+               "sym": {"coder": "ans", "n": 1728, "bits": 4}}
 
     def encode(self, name: str, t: Prepared, coder: Coder, gap_bits: int) -> EncodedTensor:
         shared = _needs_shared(t, self)
@@ -695,6 +698,8 @@ class CodebookSparse(_Codebook):
                     "the symbol stream: the codebook index of every entry, K for fillers"))
     sections = (_CB, Section(":sym", "weight", "the coded symbol stream", stream="sym"), _GAPS)
     typed = SparseCodebookTensor
+    example = {"shape": [10, 100], "dtype": "float32", "enc": "codebook", "layout": "sparse", "k": 27, "gap_bits": 5,
+               "gap": {"coder": "huffman", "n": 87, "bits": 5}, "sym": {"coder": "huffman", "n": 87, "bits": 5}}
 
     def encode(self, name: str, t: Prepared, coder: Coder, gap_bits: int) -> EncodedTensor:
         shared = _needs_shared(t, self)
@@ -736,10 +741,12 @@ class FloatSparse(Encoding):
     fields = (*COMMON_FIELDS, Field("enc", OneOf(("float",)), "the encoding"),
               Field("layout", OneOf(("sparse",)), "relative-index entries"), _GAP_BITS,
               Field("n", IntRule(0, lambda ctx: ctx.numel, "element count"), "number of entries, fillers included"),
-              Field("gap", StreamRule(_gap_alphabet, "2^gap_bits", lambda ctx: ctx.values["n"], "= `n`"), _GAP.doc))
+              Field("gap", StreamRule(_gap_alphabet, "2^gap_bits", lambda ctx: ctx.values["n"], "= the field `n`"), _GAP.doc))
     sections = (Section(":val", "weight", "the value of every entry", length=lambda c: c["n"] * c.dtype.itemsize,
                         length_text="n × size of `dtype`"), _GAPS)
     typed = SparseTensor
+    example = {"shape": [100, 300], "dtype": "float32", "enc": "float", "layout": "sparse", "gap_bits": 5, "n": 2439,
+               "gap": {"coder": "huffman", "n": 2439, "bits": 5}}
 
     def encode(self, name: str, t: Prepared, coder: Coder, gap_bits: int) -> EncodedTensor:
         gaps, filler = encode_positions(t.positions, t.flat.size, gap_bits)
@@ -784,15 +791,28 @@ def _needs_shared(t: Prepared, e: Encoding) -> SharedValues:
 def format_tables() -> str:
     """The per-encoding tables of docs/format.md, generated from the registry (a test checks
     that the document holds exactly this text)."""
+    common = [f.name for f in COMMON_FIELDS] + ["enc", "layout"]
     lines = ["| encoding | `enc` | `layout` | sections | meaning |", "|---|---|---|---|---|"]
     for e in ENCODINGS.values():
         secs = ", ".join(f"`<name>{s.suffix}`" for s in e.sections)
-        lines.append(f"| `{e.name}` | `{e.enc}` | {f'`{e.layout}`' if e.layout else '(none)'} | {secs} | {e.summary} |")
+        lines.append(f"| `{e.name}` | `{e.enc}` | {f'`{e.layout}`' if e.layout else '(absent)'} | {secs} | {e.summary} |")
+    lines += ["", "The common fields of every descriptor (besides `enc`, and `layout` where the table gives one):", "",
+              "| field | rule | meaning |", "|---|---|---|"]
+    lines += [f"| `{f.name}` | {f.rule.text} | {f.doc} |" for f in COMMON_FIELDS]
     for e in ENCODINGS.values():
-        lines += ["", f"**`{e.name}`** fields (exactly these{'' if all(f.required for f in e.fields) else '; optional ones marked'}):", "",
-                  "| field | rule | meaning |", "|---|---|---|"]
-        lines += [f"| `{f.name}`{'' if f.required else ' (optional)'} | {f.rule.text} | {f.doc} |" for f in e.fields]
-        lines += ["", "| section | length | holds |", "|---|---|---|"]
-        lines += [f"| `<name>{s.suffix}` | {s.length_text if s.length else f'the stream `{s.stream}` describes'} | {s.doc} |"
-                  for s in e.sections]
+        rows = [f"| `{f.name}`{'' if f.required else ' (optional)'} | {f.rule.text} | {f.doc} |"
+                for f in e.fields if f.name not in common]
+        rows += [f"| section `<name>{s.suffix}` | "
+                 f"{f'{s.length_text} bytes' if s.length else f'the bytes of the stream `{s.stream}`'} | {s.doc} |"
+                 for s in e.sections]
+        more = len(e.fields) > len(common)
+        lines += ["", f"**`{e.name}`**: the common fields{', these fields' if more else ''} and "
+                  f"{'these sections' if len(e.sections) > 1 else 'this section'}:", "",
+                  "| field / section | rule | meaning |", "|---|---|---|", *rows,
+                  "", f"For example `{json.dumps(e.example, separators=(', ', ': '))}`."]
+    coders = ", ".join(f"`{c.value}`" for c in Coder)
+    lines += ["", "A stream descriptor is an object with exactly `coder` (one of " + coders + "), `n` (the "
+              "number of symbols) and `bits` (1 to 32, with 2^bits at least the alphabet: the fixed "
+              "coder's width)."]
     return "\n".join(lines) + "\n"
+
