@@ -36,7 +36,7 @@ from deepshrink.storage import (
     register_encoding,
     tensor_report,
 )
-from deepshrink.storage.encodings import MAX_DIMS
+from deepshrink.storage.fields import MAX_DIMS
 from deepshrink.util.limits import Limits
 
 GOLDEN = Path(__file__).parents[1] / "fileformat" / "golden" / "lenet300-pruned-shared-v1.dsz"
@@ -190,7 +190,9 @@ def test_register_encoding_refuses_a_second_class_of_the_same_name():
         @register_encoding
         class Again(Encoding):
             name = "raw"
-            fields = ENCODINGS["raw"].fields
+            enc = "raw2"
+            layout = None
+            own_fields = ()
             sections = ENCODINGS["raw"].sections
     assert len(ENCODINGS) == 4
 

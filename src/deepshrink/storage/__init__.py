@@ -1,7 +1,9 @@
 """Storage of tensors as coded byte sections.
 
 * :mod:`deepshrink.storage.encodings`: the registry of encodings (raw, codebook dense/sparse,
-  sparse float), each one class that encodes, validates, decodes and reports.
+  sparse float), each one class that encodes, validates, decodes and reports; they are declared
+  from the fields and sections of :mod:`deepshrink.storage.fields` and report with
+  :mod:`deepshrink.storage.report`.
 * :mod:`deepshrink.storage.tensors`: typed compressed tensors (codebook indices, sparse
   positions, CSR views) for runtimes that work on the compressed form.
 * :mod:`deepshrink.storage.tensor_codec`: chooses the encoding of a tensor (:func:`encode_tensor`).

@@ -18,14 +18,27 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from deepshrink.coding import Coder, decode_positions, decode_stream, encode_positions, encode_stream, entropy_bits
-from deepshrink.errors import CorruptStream, FormatError, InvalidHeader, InvalidValue, LimitExceeded
+from deepshrink.errors import CorruptStream, FormatError, InvalidHeader, InvalidValue
+from deepshrink.storage.fields import (
+    COMMON_FIELDS,
+    DTYPES,
+    CheckedDescriptor,
+    Context,
+    Field,
+    IntRule,
+    OneOf,
+    Section,
+    StreamDesc,
+    StreamRule,
+)
+from deepshrink.storage.report import EncodedTensor, StreamReport, TensorReport
 from deepshrink.storage.tensors import (
     CodebookTensor,
     CompressedTensor,
@@ -38,10 +51,6 @@ from deepshrink.util.limits import Limits
 
 #: A codebook has at most ``MAX_CODEBOOK - 1`` values: with the zero symbol, its symbols fit 16 bits.
 MAX_CODEBOOK = 1 << 16
-#: The value types a file may store (little-endian); decoding always gives float32.
-DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
-#: Dimensions a stored tensor may have.
-MAX_DIMS = 8
 #: Widest gap field of the relative-index layout, in bits.
 MAX_GAP_BITS = 16
 
@@ -57,264 +66,6 @@ def value_dtype(values: np.ndarray) -> str:
 def symbol_bits(alphabet: int) -> int:
     """Bits of a fixed-length symbol of an ``alphabet``-symbol stream (at least 1)."""
     return max(1, math.ceil(math.log2(alphabet))) if alphabet > 1 else 1
-
-
-# ----------------------------------------------------------------------------------------------
-# reports
-
-
-@dataclass
-class StreamReport:
-    """One coded stream: its symbol count and alphabet, its coded size, and its order-0 entropy
-    (``None`` when the stream was not decoded, e.g. ``deepshrink info`` without ``--check-streams``)."""
-
-    symbols: int
-    alphabet: int
-    coded_bytes: int
-    entropy_bytes: float | None
-    coder: str = ""
-
-
-@dataclass
-class TensorReport:
-    """What was stored for one tensor, and how large each part is. ``index_bytes`` are the
-    sections that say where the weights are (gaps), ``weight_bytes`` those that say what they are
-    (values, codebooks, symbols). ``nonzero`` is ``None`` when only decoding the coded streams
-    would tell it."""
-
-    name: str
-    shape: tuple[int, ...]
-    numel: int
-    nonzero: int | None
-    enc: str
-    layout: str
-    codebook_size: int = 0
-    value_bits: int = 32
-    index_bytes: int = 0
-    weight_bytes: int = 0
-    streams: dict[str, StreamReport] = field(default_factory=dict)
-    encoding: str = ""
-    dtype: str = "float32"
-    gap_bits: int | None = None
-    sections: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def total_bytes(self) -> int:
-        return self.index_bytes + self.weight_bytes
-
-    @property
-    def kept(self) -> float | None:
-        if self.nonzero is None:
-            return None
-        return self.nonzero / self.numel if self.numel else 0.0
-
-    @property
-    def bits_per_weight(self) -> float:
-        """Stored bits per element of the dense tensor (32 for float32 stored raw)."""
-        return 8 * self.total_bytes / self.numel if self.numel else 0.0
-
-
-@dataclass
-class EncodedTensor:
-    descriptor: dict[str, Any]
-    sections: dict[str, bytes]
-    report: TensorReport
-
-    @property
-    def nbytes(self) -> int:
-        return sum(len(v) for v in self.sections.values())
-
-
-# ----------------------------------------------------------------------------------------------
-# descriptor fields and their rules
-
-
-class _Context:
-    """What validating one descriptor has established so far: the fields checked (in their
-    declared order, so a rule may depend on an earlier field) and the limits."""
-
-    def __init__(self, where: str, limits: Limits):
-        self.where = where
-        self.limits = limits
-        self.values: dict[str, Any] = {}
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.values["shape"])
-
-
-@dataclass(frozen=True)
-class StreamDesc:
-    """A validated stream descriptor ``{"coder", "n", "bits"}`` and the alphabet it codes."""
-
-    coder: Coder
-    n: int
-    bits: int
-    alphabet: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"coder": self.coder.value, "n": self.n, "bits": self.bits}
-
-
-class Rule:
-    """How one descriptor field is validated. ``text`` says what is expected; it appears in the
-    error message and in docs/format.md."""
-
-    text: str = ""
-
-    def check(self, key: str, value: Any, ctx: _Context) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} must implement check()")
-
-    def fail(self, key: str, value: Any, ctx: _Context) -> InvalidHeader:
-        return InvalidHeader(f"{ctx.where}: {key!r} must be {self.text}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class ShapeRule(Rule):
-    text: str = (f"a list of at most {MAX_DIMS} non-negative integers; each and their product at most "
-                 "`Limits.max_tensor_elements`")
-
-    def check(self, key: str, value: Any, ctx: _Context) -> tuple[int, ...]:
-        if not isinstance(value, list) or len(value) > MAX_DIMS or any(
-            isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in value
-        ):
-            raise InvalidHeader(f"{ctx.where}: {key} must be a list of at most {MAX_DIMS} non-negative integers, got {value!r}")
-        top = ctx.limits.max_tensor_elements
-        if any(s > top for s in value) or math.prod(value) > top:
-            raise LimitExceeded(
-                f"{ctx.where}: shape {value} exceeds the limit of {top} elements per tensor "
-                "(in total and in every dimension)"
-            )
-        return tuple(value)
-
-
-@dataclass(frozen=True)
-class OneOf(Rule):
-    """A string from a fixed list (a one-element list for ``enc`` and ``layout``)."""
-
-    choices: tuple[str, ...] = ()
-
-    @property
-    def text(self) -> str:  # type: ignore[override]
-        names = ", ".join(f"`{c}`" for c in self.choices)
-        return names if len(self.choices) == 1 else f"one of {names}"
-
-    def check(self, key: str, value: Any, ctx: _Context) -> str:
-        if not isinstance(value, str) or value not in self.choices:  # a list is not hashable: compare
-            raise self.fail(key, value, ctx)
-        return value
-
-
-@dataclass(frozen=True)
-class IntRule(Rule):
-    """An integer in ``[lo, hi]``; ``hi`` may depend on earlier fields (``hi_text`` names it)."""
-
-    lo: int = 0
-    hi: int | Callable[[_Context], int] = 0
-    hi_text: str = ""
-
-    @property
-    def text(self) -> str:  # type: ignore[override]
-        return f"an integer in [{self.lo}, {self.hi_text or self.hi}]"
-
-    def check(self, key: str, value: Any, ctx: _Context) -> int:
-        hi = self.hi(ctx) if callable(self.hi) else self.hi
-        if isinstance(value, bool) or not isinstance(value, int) or not self.lo <= value <= hi:
-            here = f" (= {hi} here)" if callable(self.hi) else ""
-            raise InvalidHeader(f"{ctx.where}: {key!r} must be {self.text}{here}, got {value!r}")
-        return value
-
-
-@dataclass(frozen=True)
-class StreamRule(Rule):
-    """A coded symbol stream ``{"coder", "n", "bits"}``. ``alphabet`` gives its symbol count
-    from earlier fields; ``count``, when set, the exact ``n`` it must have (else ``n`` is at
-    most the tensor's element count: every entry advances at least one position)."""
-
-    alphabet: Callable[[_Context], int] = lambda ctx: 1
-    alphabet_text: str = ""
-    count: Callable[[_Context], int] | None = None
-    count_text: str = "at most the element count"
-
-    @property
-    def text(self) -> str:  # type: ignore[override]
-        return f"a stream descriptor of alphabet {self.alphabet_text}, with `n` {self.count_text}"
-
-    def check(self, key: str, value: Any, ctx: _Context) -> StreamDesc:
-        where = f"{ctx.where} stream {key!r}"
-        if not isinstance(value, dict) or set(value) != {"bits", "coder", "n"}:
-            got = sorted(value) if isinstance(value, dict) else type(value).__name__
-            raise InvalidHeader(f"{where}: expected exactly the keys ['bits', 'coder', 'n'], got {got}")
-        coders = [c.value for c in Coder]
-        if value["coder"] not in coders:  # a list here is not hashable: compare, do not look up
-            raise InvalidHeader(f"{where}: unknown coder {value['coder']!r}; expected one of {coders}")
-        alphabet = self.alphabet(ctx)
-        numel = ctx.numel
-        n = value["n"]
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= numel:
-            raise InvalidHeader(f"{where}: 'n' must be an integer in [0, {numel}] (the element count), got {n!r}")
-        if self.count is not None and n != self.count(ctx):
-            raise InvalidHeader(f"{where}: 'n' must be {self.count_text} ({self.count(ctx)}), got {n}")
-        bits = value["bits"]
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 32:
-            raise InvalidHeader(f"{where}: 'bits' must be an integer in [1, 32], got {bits!r}")
-        if alphabet > (1 << bits):
-            raise InvalidHeader(f"{where}: {bits} bits cannot hold an alphabet of {alphabet} symbols")
-        return StreamDesc(Coder(value["coder"]), n, bits, alphabet)
-
-
-@dataclass(frozen=True)
-class Field:
-    """One descriptor field: its name, its rule and what it means. Fields are checked in the
-    order the encoding declares them."""
-
-    name: str
-    rule: Rule
-    doc: str
-    required: bool = True
-
-
-@dataclass(frozen=True)
-class Section:
-    """One byte section a tensor owns, named ``<tensor name><suffix>``. Its length is either
-    exact, computed from the checked descriptor (``length``), or that of a coded stream the
-    descriptor field ``stream`` describes; a stream's decoder rejects missing or extra bytes.
-    ``role`` says which byte count of a report it adds to: ``"index"`` (where the weights are)
-    or ``"weight"`` (what they are)."""
-
-    suffix: str
-    role: str
-    doc: str
-    stream: str | None = None
-    length: Callable[[CheckedDescriptor], int] | None = None
-    length_text: str = ""
-
-
-@dataclass(frozen=True)
-class CheckedDescriptor:
-    """A validated tensor descriptor: its encoding, shape, element count, value dtype, checked
-    field values (streams as :class:`StreamDesc`) and the names of the sections it owns."""
-
-    name: str
-    encoding: Encoding
-    shape: tuple[int, ...]
-    numel: int
-    dtype: np.dtype
-    fields: Mapping[str, Any]
-    sections: tuple[str, ...]
-
-    def __getitem__(self, key: str) -> Any:
-        return self.fields[key]
-
-    @property
-    def where(self) -> str:
-        return f"tensor {self.name!r}"
-
-
-COMMON_FIELDS = (
-    Field("shape", ShapeRule(), "the tensor's shape"),
-    Field("dtype", OneOf(tuple(DTYPES)), "type of the stored values (raw elements, codebook or float values)"),
-)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -373,7 +124,8 @@ class Encoding:
     enc: ClassVar[str]  # the descriptor's "enc"
     layout: ClassVar[str | None]  # the descriptor's "layout"; None: the descriptor has no layout field
     summary: ClassVar[str]  # one line for docs/format.md
-    fields: ClassVar[tuple[Field, ...]]
+    own_fields: ClassVar[tuple[Field, ...]]  # the fields besides shape, dtype, enc and layout
+    fields: ClassVar[tuple[Field, ...]]  # all of them, in checking order (set by register_encoding)
     sections: ClassVar[tuple[Section, ...]]
     typed: ClassVar[type[CompressedTensor]]
     example: ClassVar[dict[str, Any]]  # a valid descriptor, shown in docs/format.md (a test validates it)
@@ -384,7 +136,7 @@ class Encoding:
         """Check every field of an untrusted descriptor (no section is read): a malformed field
         is an :class:`InvalidHeader` naming it and what was expected, a size over the limits a
         :class:`LimitExceeded`."""
-        ctx = _Context(f"tensor {name!r}", limits)
+        ctx = Context(f"tensor {name!r}", limits)
         if not isinstance(desc, dict):
             raise InvalidHeader(f"{ctx.where}: tensor descriptor must be an object")
         known = [f.name for f in self.fields]
@@ -476,7 +228,7 @@ class Encoding:
     ) -> TensorReport:
         """Bytes per section and stream, nonzeros, bits per value. ``streams`` (decoded symbols
         by descriptor field) add each stream's entropy; ``nonzero``, when known, is used as is."""
-        sizes = {checked.name + s.suffix: len(sections[checked.name + s.suffix]) for s in self.sections}
+        sizes = {checked.name + s.suffix: len(self.section(checked, sections, s.suffix)) for s in self.sections}
         role_bytes = {"index": 0, "weight": 0}
         stream_reports = {}
         for s in self.sections:
@@ -489,17 +241,24 @@ class Encoding:
                 stream_reports[s.stream] = StreamReport(d.n, d.alphabet, sizes[checked.name + s.suffix], entropy, d.coder.value)
         if nonzero is None:
             nonzero = self.nonzero(checked, sections)  # type: ignore[arg-type]
-        k = checked.fields.get("k", 0)
         return TensorReport(
             checked.name, checked.shape, checked.numel, nonzero, self.enc, self.layout or "dense",
-            codebook_size=k, value_bits=self.value_bits(checked), index_bytes=role_bytes["index"],
-            weight_bytes=role_bytes["weight"], streams=stream_reports, encoding=self.name,
-            dtype=str(checked.fields["dtype"]), gap_bits=checked.fields.get("gap_bits"), sections=sizes,
+            codebook_size=self.codebook_size(checked), value_bits=self.value_bits(checked),
+            index_bytes=role_bytes["index"], weight_bytes=role_bytes["weight"], streams=stream_reports,
+            encoding=self.name, dtype=checked["dtype"], gap_bits=self.gap_bits(checked), sections=sizes,
         )
 
     def value_bits(self, checked: CheckedDescriptor) -> int:
         """Bits of one stored value before entropy coding."""
         return 8 * checked.dtype.itemsize
+
+    def codebook_size(self, checked: CheckedDescriptor) -> int:
+        """Shared values in the codebook (0: no codebook)."""
+        return 0
+
+    def gap_bits(self, checked: CheckedDescriptor) -> int | None:
+        """Width of the relative-index gaps (None: not a sparse layout)."""
+        return None
 
     def _encoded(self, name: str, desc: dict[str, Any], sections: dict[str, bytes],
                  streams: Mapping[str, np.ndarray], nonzero: int) -> EncodedTensor:
@@ -522,10 +281,14 @@ E = TypeVar("E", bound=type[Encoding])
 
 
 def register_encoding(cls: E) -> E:
-    """Class decorator: add an encoding (one instance) to :data:`ENCODINGS` under ``cls.name``."""
+    """Class decorator: add an encoding (one instance) to :data:`ENCODINGS` under ``cls.name``.
+    Its fields are the common ones, ``enc`` (and ``layout`` unless it is None), then its own."""
+    cls.fields = (*COMMON_FIELDS, Field("enc", OneOf((cls.enc,)), "the encoding"),
+                  *([Field("layout", OneOf((cls.layout,)), "the layout")] if cls.layout is not None else []),
+                  *cls.own_fields)
     names = [f.name for f in cls.fields]
-    if cls.name in ENCODINGS or len(set(names)) != len(names) or names[:2] != ["shape", "dtype"]:
-        raise TypeError(f"encoding {cls.name!r}: already registered, or fields not unique or not starting with shape, dtype")
+    if cls.name in ENCODINGS or len(set(names)) != len(names):
+        raise TypeError(f"encoding {cls.name!r}: already registered, or two fields of the same name")
     for s in cls.sections:
         if (s.stream is None) == (s.length is None) or s.role not in ("index", "weight"):
             raise TypeError(f"encoding {cls.name!r}, section {s.suffix!r}: needs exactly one of stream/length and a role")
@@ -572,9 +335,7 @@ def tensor_report(
     ``nonzero`` for codebook encodings. With decoding, streams are decoded once for both."""
     checked = check_descriptor(name, desc, limits)
     e = checked.encoding
-    if not decode:
-        for s in e.sections:  # the lengths the descriptor fixes, as decoding would check them
-            e.section(checked, sections, s.suffix)
+    if not decode:  # the report checks the sections' presence and fixed lengths
         return e.report(checked, sections), None
     streams: dict[str, np.ndarray] = {}
     dense = e.decode(checked, sections, streams)
@@ -597,11 +358,11 @@ def _stream_bytes(symbols: np.ndarray, alphabet: int, coder: Coder) -> tuple[dic
     return {"coder": coder.value, "n": int(len(symbols)), "bits": bits}, data
 
 
-def _k_plus_one(ctx: _Context) -> int:
+def _k_plus_one(ctx: Context) -> int:
     return ctx.values["k"] + 1
 
 
-def _gap_alphabet(ctx: _Context) -> int:
+def _gap_alphabet(ctx: Context) -> int:
     return 1 << ctx.values["gap_bits"]
 
 
@@ -624,7 +385,7 @@ class Raw(Encoding):
     enc = "raw"
     layout = None
     summary = "every element, little-endian, in `dtype`"
-    fields = (*COMMON_FIELDS, Field("enc", OneOf(("raw",)), "the encoding"))
+    own_fields = ()
     sections = (Section("", "weight", "the elements, row-major", length=lambda c: c.numel * c.dtype.itemsize,
                         length_text="element count × size of `dtype`"),)
     typed = DenseTensor
@@ -650,6 +411,9 @@ class _Codebook(Encoding):
     def value_bits(self, checked: CheckedDescriptor) -> int:
         return checked["sym"].bits
 
+    def codebook_size(self, checked: CheckedDescriptor) -> int:
+        return checked["k"]
+
 
 @register_encoding
 class CodebookDense(_Codebook):
@@ -657,10 +421,11 @@ class CodebookDense(_Codebook):
     enc = "codebook"
     layout = "dense"
     summary = "K shared values; one symbol per element, symbol K = 0"
-    fields = (*COMMON_FIELDS, Field("enc", OneOf(("codebook",)), "the encoding"),
-              Field("layout", OneOf(("dense",)), "one symbol per element"), _K,
-              Field("sym", StreamRule(_k_plus_one, "K + 1", lambda ctx: ctx.numel, "= the element count"),
-                    "the symbol stream: the codebook index of every element, K for zero"))
+    own_fields = (
+        _K,
+        Field("sym", StreamRule(_k_plus_one, "K + 1", lambda ctx: ctx.numel, "= the element count"),
+              "the symbol stream: the codebook index of every element, K for zero"),
+    )
     sections = (_CB, Section(":sym", "weight", "the coded symbol stream", stream="sym"))
     typed = CodebookTensor
     example = {"shape": [64, 3, 3, 3], "dtype": "float16", "enc": "codebook", "layout": "dense", "k": 15,
@@ -692,14 +457,18 @@ class CodebookSparse(_Codebook):
     layout = "sparse"
     summary = ("relative-index layout (Han et al. 2016): per entry, a gap (zeros skipped, < 2^gap_bits) and "
                "a symbol; a gap that overflows is split with filler entries whose symbol is K (zero)")
-    fields = (*COMMON_FIELDS, Field("enc", OneOf(("codebook",)), "the encoding"),
-              Field("layout", OneOf(("sparse",)), "relative-index entries"), _K, _GAP_BITS, _GAP,
-              Field("sym", StreamRule(_k_plus_one, "K + 1", lambda ctx: ctx.values["gap"].n, "= `gap.n`"),
-                    "the symbol stream: the codebook index of every entry, K for fillers"))
+    own_fields = (
+        _K, _GAP_BITS, _GAP,
+        Field("sym", StreamRule(_k_plus_one, "K + 1", lambda ctx: ctx.values["gap"].n, "= `gap.n`"),
+              "the symbol stream: the codebook index of every entry, K for fillers"),
+    )
     sections = (_CB, Section(":sym", "weight", "the coded symbol stream", stream="sym"), _GAPS)
     typed = SparseCodebookTensor
     example = {"shape": [10, 100], "dtype": "float32", "enc": "codebook", "layout": "sparse", "k": 27, "gap_bits": 5,
                "gap": {"coder": "huffman", "n": 87, "bits": 5}, "sym": {"coder": "huffman", "n": 87, "bits": 5}}
+
+    def gap_bits(self, checked: CheckedDescriptor) -> int:
+        return checked["gap_bits"]
 
     def encode(self, name: str, t: Prepared, coder: Coder, gap_bits: int) -> EncodedTensor:
         shared = _needs_shared(t, self)
@@ -738,15 +507,19 @@ class FloatSparse(Encoding):
     enc = "float"
     layout = "sparse"
     summary = "relative-index layout with the values themselves in `dtype` (pruned, not shared); fillers hold 0"
-    fields = (*COMMON_FIELDS, Field("enc", OneOf(("float",)), "the encoding"),
-              Field("layout", OneOf(("sparse",)), "relative-index entries"), _GAP_BITS,
-              Field("n", IntRule(0, lambda ctx: ctx.numel, "element count"), "number of entries, fillers included"),
-              Field("gap", StreamRule(_gap_alphabet, "2^gap_bits", lambda ctx: ctx.values["n"], "= the field `n`"), _GAP.doc))
+    own_fields = (
+        _GAP_BITS,
+        Field("n", IntRule(0, lambda ctx: ctx.numel, "element count"), "number of entries, fillers included"),
+        Field("gap", StreamRule(_gap_alphabet, "2^gap_bits", lambda ctx: ctx.values["n"], "= the field `n`"), _GAP.doc),
+    )
     sections = (Section(":val", "weight", "the value of every entry", length=lambda c: c["n"] * c.dtype.itemsize,
                         length_text="n × size of `dtype`"), _GAPS)
     typed = SparseTensor
     example = {"shape": [100, 300], "dtype": "float32", "enc": "float", "layout": "sparse", "gap_bits": 5, "n": 2439,
                "gap": {"coder": "huffman", "n": 2439, "bits": 5}}
+
+    def gap_bits(self, checked: CheckedDescriptor) -> int:
+        return checked["gap_bits"]
 
     def encode(self, name: str, t: Prepared, coder: Coder, gap_bits: int) -> EncodedTensor:
         gaps, filler = encode_positions(t.positions, t.flat.size, gap_bits)
@@ -791,7 +564,6 @@ def _needs_shared(t: Prepared, e: Encoding) -> SharedValues:
 def format_tables() -> str:
     """The per-encoding tables of docs/format.md, generated from the registry (a test checks
     that the document holds exactly this text)."""
-    common = [f.name for f in COMMON_FIELDS] + ["enc", "layout"]
     lines = ["| encoding | `enc` | `layout` | sections | meaning |", "|---|---|---|---|---|"]
     for e in ENCODINGS.values():
         secs = ", ".join(f"`<name>{s.suffix}`" for s in e.sections)
@@ -801,11 +573,11 @@ def format_tables() -> str:
     lines += [f"| `{f.name}` | {f.rule.text} | {f.doc} |" for f in COMMON_FIELDS]
     for e in ENCODINGS.values():
         rows = [f"| `{f.name}`{'' if f.required else ' (optional)'} | {f.rule.text} | {f.doc} |"
-                for f in e.fields if f.name not in common]
+                for f in e.own_fields]
         rows += [f"| section `<name>{s.suffix}` | "
                  f"{f'{s.length_text} bytes' if s.length else f'the bytes of the stream `{s.stream}`'} | {s.doc} |"
                  for s in e.sections]
-        more = len(e.fields) > len(common)
+        more = bool(e.own_fields)
         lines += ["", f"**`{e.name}`**: the common fields{', these fields' if more else ''} and "
                   f"{'these sections' if len(e.sections) > 1 else 'this section'}:", "",
                   "| field / section | rule | meaning |", "|---|---|---|", *rows,
