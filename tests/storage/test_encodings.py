@@ -297,3 +297,16 @@ def test_non_finite_stored_values_are_refused_by_decode_and_decode_typed(weights
     for fn in (decode_tensor, decode_typed):
         with pytest.raises(InvalidValue, match="'w'"):
             fn("w", desc, bad, Limits())
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_codebooks_of_more_than_255_values_use_16_bit_indices(weights, layout):
+    w = weights["fc2.trained"]
+    centroids, labels = kmeans_1d(w.reshape(-1), 1000, iters=10)
+    shared = (centroids[labels].reshape(w.shape) * (np.abs(w) > 0.02)).astype(np.float32)
+    enc = encode_tensor("w", shared, TensorCoding(max_codebook=1000, layout=layout))
+    assert enc.descriptor["enc"] == "codebook" and enc.descriptor["k"] > 255
+    typed = decode_typed("w", enc.descriptor, _views(enc.sections), Limits())
+    assert typed.indices.dtype == np.uint16
+    assert np.array_equal(typed.to_dense(), decode_tensor("w", enc.descriptor, _views(enc.sections), Limits()))
+    assert np.array_equal(typed.csr().to_dense(), shared)
