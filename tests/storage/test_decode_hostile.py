@@ -1,4 +1,4 @@
-"""The decode side of tensor_codec on hostile descriptors: typed errors, claimed sections,
+"""The decode side of the encoding registry on hostile descriptors: typed errors, claimed sections,
 finite values."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import pytest
 
 from deepshrink.coding import Coder
 from deepshrink.storage import EncodedTensor, TensorCoding, decode_tensor, encode_tensor
-from deepshrink.storage import tensor_codec
+from deepshrink.storage import encodings, tensor_codec
 from deepshrink.storage.tensor_codec import AUTO_GAP_BITS
 from deepshrink.util.limits import Limits
 
@@ -81,13 +81,13 @@ def test_dense_is_chosen_when_it_decodes_fewer_symbols_or_saves_much():
 
 def test_only_the_chosen_candidate_is_coded(monkeypatch):
     coded = []
-    real = tensor_codec.encode_stream
+    real = encodings.encode_stream
 
     def spy(symbols, alphabet, coder, bits=None):
         coded.append(len(symbols))
         return real(symbols, alphabet, coder, bits=bits)
 
-    monkeypatch.setattr(tensor_codec, "encode_stream", spy)
+    monkeypatch.setattr(encodings, "encode_stream", spy)
     chosen = encode_tensor("w", _tensor(100_000, 0.05, seed=3), TensorCoding(gap_bits=None))
     assert chosen.descriptor["layout"] == "sparse"
     assert coded == [chosen.descriptor["gap"]["n"], chosen.descriptor["sym"]["n"]]  # one gap and one symbol stream

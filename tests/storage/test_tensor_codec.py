@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from deepshrink.coding import Coder
 from deepshrink.errors import FormatError, InvalidHeader, LimitExceeded
-from deepshrink.storage import TensorCoding, decode_tensor, encode_tensor
+from deepshrink.storage import TensorCoding, decode_tensor, decode_typed, encode_tensor
 from deepshrink.util.limits import Limits
 
 
@@ -42,6 +42,10 @@ def test_round_trip_is_bit_exact(array, coder, gap_bits, layout):
     assert out.dtype == np.float32 and out.shape == array.shape
     assert np.array_equal(out.view(np.uint32), array.view(np.uint32)) or np.array_equal(out, array)
     assert enc.report.nonzero == int((array != 0).sum())
+    typed = decode_typed("w", enc.descriptor, sections, Limits())  # same bits, any shape, empty ones too
+    assert typed.shape == array.shape and np.array_equal(typed.to_dense().view(np.uint32), out.view(np.uint32))
+    csr = typed.csr()
+    assert np.array_equal(csr.to_dense().reshape(-1).view(np.uint32), out.reshape(-1).view(np.uint32))
 
 
 def test_auto_layout_picks_the_smallest():

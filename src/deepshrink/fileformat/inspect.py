@@ -1,16 +1,22 @@
-"""``deepshrink info``: what a file holds and how many bytes each part takes, without data."""
+"""What the bytes of a deepshrink file hold, tensor by tensor and section by section.
+
+Everything about a tensor is read through the encoding registry (:func:`deepshrink.storage.tensor_report`);
+this module looks up no descriptor field itself and knows nothing about networks. The whole
+``deepshrink info`` (graph, work per sample, building the network) is :func:`deepshrink.inspect.info`.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
+from collections.abc import Iterable
+from dataclasses import asdict
 from typing import Any
 
-from deepshrink.fileformat.container import VERSION, Limits
-from deepshrink.fileformat.model_file import decode_tensors, read_model_file
-from deepshrink.graph import build
-from deepshrink.storage import section_owner
+import numpy as np
+
+from deepshrink.fileformat.container import Container, Limits
+from deepshrink.storage import TensorReport, tensor_report
 
 
 def sha256(path: str | os.PathLike | bytes) -> str:
@@ -22,70 +28,54 @@ def sha256(path: str | os.PathLike | bytes) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def info(
-    path: str | os.PathLike | bytes,
-    limits: Limits | None = None,
-    *,
-    decode: bool = False,
-    digest: bool = False,
-) -> dict[str, Any]:
-    """Structure and per-tensor / per-section sizes of a deepshrink file.
-
-    Checksums, the header and every tensor descriptor are verified with the same checks
-    :func:`deepshrink.load` uses, including the network's shapes, work and activation limits.
-    The coded streams are decoded (and their values checked) only with ``decode=True``; the
-    result says which in ``"streams_checked"``. ``digest=True`` adds the file's ``"sha256"``.
-    """
-    limits = limits or Limits()
-    mf = read_model_file(path, limits)
-    if decode:  # building checks the decoded values as loading does (e.g. batch-norm variances)
-        build(mf.graph, decode_tensors(mf.container, mf.graph, limits))
-    sections = {k: len(v) for k, v in mf.container.sections.items()}
-    by_tensor: dict[str, dict[str, int]] = {}
-    for k, n in sections.items():  # one pass, as parse_header's stray-section check
-        by_tensor.setdefault(section_owner(k), {})[k] = n
-    tensors = []
-    for name in mf.graph.param_names:  # in network order
-        desc = mf.tensors_desc[name]
-        own = by_tensor.get(name, {})
-        numel = math.prod(desc["shape"])
-        stored = sum(own.values())
-        tensors.append({
-            "name": name,
-            "shape": desc["shape"],
-            "encoding": desc["enc"],
-            "layout": desc.get("layout", "dense"),
-            "codebook": desc.get("k", 0),
-            "coder": (desc.get("sym") or desc.get("gap") or {}).get("coder", "none"),
-            "gap_bits": desc.get("gap_bits"),
-            "sections": own,
-            "bytes": stored,
-            "dense_bytes": numel * 4,
-            "ratio": (numel * 4) / stored if stored else None,
-        })
-    nodes = [
-        {"name": n.name, "op": n.op, "inputs": list(n.inputs),
-         "params": {r: mf.tensors_desc[p]["shape"] for r, p in n.params.items()}}
-        for n in mf.graph.nodes
-    ]
-    dense = sum(t["dense_bytes"] for t in tensors)
-    out = {
-        "format_version": VERSION,
-        "producer": mf.producer,
-        "file_bytes": mf.container.file_bytes,
-        "header_bytes": mf.container.header_bytes,
-        "payload_bytes": sum(sections.values()),
+def tensor_row(report: TensorReport) -> dict[str, Any]:
+    """One tensor of ``info``'s table, from its registry report. ``encoding`` is the
+    descriptor's ``enc`` and ``layout`` its layout (``dense`` for raw); ``nonzero`` and the
+    streams' ``entropy_bytes`` are ``None`` unless the streams were decoded."""
+    dense = report.numel * 4
+    stored = report.total_bytes
+    return {
+        "name": report.name,
+        "shape": list(report.shape),
+        "encoding": report.enc,
+        "layout": report.layout,
+        "dtype": report.dtype,
+        "codebook": report.codebook_size,
+        "coder": next(iter(report.streams.values())).coder if report.streams else "none",
+        "gap_bits": report.gap_bits,
+        "nonzero": report.nonzero,
+        "sections": dict(report.sections),
+        "streams": {k: asdict(s) for k, s in report.streams.items()},
+        "index_bytes": report.index_bytes,
+        "weight_bytes": report.weight_bytes,
+        "bytes": stored,
+        "bits_per_weight": report.bits_per_weight,
         "dense_bytes": dense,
-        "ratio": dense / mf.container.file_bytes,
-        "input": mf.input_spec.to_dict(),
-        "graph": nodes,
-        "output": mf.graph.output,
-        "tensors": tensors,
-        "meta": dict(mf.meta),
-        "macs_per_sample": mf.plan.macs,
-        "peak_activations_per_sample": mf.plan.peak_elements,
-        "streams_checked": decode,
+        "ratio": dense / stored if stored else None,
     }
-    if digest:
-        out["sha256"] = sha256(path)
-    return out
+
+
+def describe_tensors(
+    parsed: Container, names: Iterable[str], limits: Limits | None = None, *, decode: bool = False
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """:func:`tensor_row` of every tensor in ``names`` (in that order), and with ``decode=True``
+    their decoded float32 values (each stream decoded once, for both)."""
+    limits = limits or Limits()
+    rows, decoded = [], {}
+    for name in names:
+        report, dense = tensor_report(name, parsed.header["tensors"][name], parsed.sections, limits, decode=decode)
+        rows.append(tensor_row(report))
+        if dense is not None:
+            decoded[name] = dense
+    return rows, decoded
+
+
+def __getattr__(name: str) -> Any:
+    """``info`` moved to :mod:`deepshrink.inspect` (it builds networks, which is no business of
+    fileformat); this keeps ``from deepshrink.fileformat.inspect import info`` working until
+    every caller imports it from there."""
+    if name == "info":
+        from deepshrink.inspect import info
+
+        return info
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
