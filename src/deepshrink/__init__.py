@@ -17,7 +17,7 @@ from deepshrink.data import Dataset, InputSpec, load_dataset
 from deepshrink.errors import DeepshrinkError, FormatError
 from deepshrink.export import export, to_onnx
 from deepshrink.fileformat import Limits
-from deepshrink.fileformat.inspect import info
+from deepshrink.inspect import info
 from deepshrink.graph import trace
 from deepshrink.models import build_model, load_weights, save_weights
 from deepshrink.pipeline import CompressionResult, compress, pack_model, save_model

@@ -375,7 +375,7 @@ def cmd_eval(run: Run) -> dict[str, Any]:
 
 
 def cmd_info(run: Run) -> dict[str, Any]:
-    from deepshrink.fileformat.inspect import info
+    from deepshrink.inspect import info
 
     args = run.args
     out = {"command": "info", "file": str(args.file), **info(args.file, decode=args.check_streams, digest=args.sha256)}

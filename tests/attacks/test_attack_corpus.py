@@ -12,7 +12,7 @@ import pytest
 
 import deepshrink as ds
 from deepshrink.errors import FormatError
-from deepshrink.fileformat.inspect import info
+from deepshrink.inspect import info
 
 sys.path.insert(0, str(Path(__file__).parent))
 from attack_corpus import attack_cases, heavy_valid_cases  # noqa: E402

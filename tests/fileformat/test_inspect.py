@@ -63,12 +63,6 @@ def test_tensor_rows_are_the_encodings_reports():
             assert q["nonzero"] == f["nonzero"]  # raw values need no stream decoding
 
 
-def test_info_still_answers_from_its_old_import_path():
-    from deepshrink.fileformat.inspect import info as old
-
-    assert old is info
-
-
 def test_fileformat_inspect_knows_nothing_about_networks():
     tree = ast.parse((SRC / "fileformat" / "inspect.py").read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}

@@ -68,14 +68,3 @@ def describe_tensors(
         if dense is not None:
             decoded[name] = dense
     return rows, decoded
-
-
-def __getattr__(name: str) -> Any:
-    """``info`` moved to :mod:`deepshrink.inspect` (it builds networks, which is no business of
-    fileformat); this keeps ``from deepshrink.fileformat.inspect import info`` working until
-    every caller imports it from there."""
-    if name == "info":
-        from deepshrink.inspect import info
-
-        return info
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
