@@ -27,10 +27,14 @@ from rich.table import Table
 from rich.text import Text
 
 from deepshrink._version import __version__
-from deepshrink.errors import ConfigError, DataError, DeepshrinkError
+from deepshrink.errors import ConfigError, DataError, DeepshrinkError, ModelError
 from deepshrink.util.atomic import check_target
 
 BUG = "this is a bug in deepshrink, please report it (set DEEPSHRINK_DEBUG=1 to see the traceback)"
+
+
+DEFAULT_DATA = "fashion-mnist"
+"""What train and compress use without --data (Fashion-MNIST, the project's benchmark data)."""
 
 
 class UsageError(Exception):
@@ -143,14 +147,32 @@ def _describe_data(name: str, sizes: dict[str, int]) -> str:
     return f"{name}: {sizes['train']:,} training, {val}, {sizes['test']:,} test samples"
 
 
-def _model(args: argparse.Namespace, num_classes: int):
-    from deepshrink.models import build_model, load_weights
+def _pretrained(name: str):
+    """The zoo's record of a pretrained network, or None (user code, or an architecture trained here)."""
+    from deepshrink.models import ZOO
+
+    entry = ZOO.get(name)
+    return entry.pretrained if entry is not None else None
+
+
+def _model(args: argparse.Namespace, num_classes: int | None):
+    """The network to work on: a zoo architecture or user code, with ``--weights`` loaded; a
+    pretrained zoo network comes with its packaged weights unless ``--weights`` replaces them."""
+    from deepshrink.models import build_model, create, load_weights
 
     if ":" in args.model and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())  # as `python -m deepshrink` finds modules in the working directory
-    model = build_model(args.model, num_classes=num_classes)
-    if getattr(args, "weights", None):
-        load_weights(model, args.weights)
+    weights = getattr(args, "weights", None)
+    if _pretrained(args.model) is not None:
+        model = create(args.model, num_classes=None, pretrained=weights is None)
+    else:
+        if weights is None and args.command == "compress":
+            raise ModelError(f"compress --model {args.model} needs --weights (a safetensors file from "
+                             "`deepshrink train`); only the zoo's pretrained networks come with weights "
+                             "(see `deepshrink models`)")
+        model = build_model(args.model, num_classes=num_classes)
+    if weights is not None:
+        load_weights(model, weights)
     return model
 
 
@@ -241,6 +263,9 @@ def cmd_compress(run: Run) -> dict[str, Any]:
     recipe = load_recipe(args.recipe)
     if args.coder:
         recipe = recipe.with_coder(args.coder)
+    pretrained = _pretrained(args.model)
+    if args.data is None:  # the pretrained network's own data, else the default benchmark data
+        args.data = pretrained.data if pretrained is not None else DEFAULT_DATA
     data = _load_data(args, args.data, args.val_size, args.seed)
     if not args.json:
         run.console.print(Text(_describe_data(str(args.data), data.split_sizes())))
@@ -431,6 +456,33 @@ def recipe_list() -> list[dict[str, Any]]:
     return out
 
 
+def model_list() -> list[dict[str, Any]]:
+    """The zoo: name, summary, and for pretrained networks the package that ships the weights,
+    their data source and objective."""
+    from deepshrink.models import ZOO
+
+    out = []
+    for name, entry in ZOO.items():
+        p = entry.pretrained
+        out.append({"name": name, "summary": entry.summary, "pretrained": p is not None,
+                    "weights_package": p.weights.distribution if p else None, "data": p.data if p else None,
+                    "objective": p.objective.value if p else None,
+                    "inputs": [{"name": i.name, "dtype": i.dtype, "shape": list(i.shape)} for i in p.inputs]
+                    if p else None})
+    return out
+
+
+def cmd_models(run: Run) -> dict[str, Any]:
+    out = {"command": "models", "models": model_list()}
+    if not run.args.json:
+        print_table(run.console, "the zoo (--model NAME); pretrained networks need no --weights",
+                    ("model", "weights from", "data", "objective", "summary"),
+                    [(m["name"], m["weights_package"] or "train it", m["data"] or "any", m["objective"] or "classify",
+                      m["summary"]) for m in out["models"]],
+                    left=("model", "weights from", "data", "objective", "summary"), wrap=("summary",))
+    return out
+
+
 def cmd_recipes(run: Run) -> dict[str, Any]:
     out = {"command": "recipes", "recipes": recipe_list()}
     if not run.args.json:
@@ -444,7 +496,7 @@ def cmd_recipes(run: Run) -> dict[str, Any]:
 # the parser
 
 
-def _add_data(p: argparse.ArgumentParser, *, for_eval: bool = False) -> None:
+def _add_data(p: argparse.ArgumentParser, *, for_eval: bool = False, for_compress: bool = False) -> None:
     from deepshrink.data.dataset import DEFAULT_VAL_SIZE
 
     default_val = str(DEFAULT_VAL_SIZE).replace("%", "%%")  # argparse %-formats help texts
@@ -460,8 +512,10 @@ def _add_data(p: argparse.ArgumentParser, *, for_eval: bool = False) -> None:
         p.add_argument("--seed", type=_int_at_least(0), default=None,
                        help="seed of the validation split (default: the seed recorded in the file, else 0)")
     else:
-        p.add_argument("--data", default="fashion-mnist",
-                       help="'fashion-mnist', 'mnist', a folder of IDX files, or an .npz file")
+        p.add_argument("--data", default=None if for_compress else DEFAULT_DATA,
+                       help="'fashion-mnist', 'mnist', 'mnist-5k', a folder of IDX files, or an .npz file"
+                            + (f" (default: a pretrained network's own data, else {DEFAULT_DATA})" if for_compress
+                               else ""))
         p.add_argument("--val-size", type=_val_size, default=None,
                        help="validation samples carved from the training data: a count, a fraction < 1, or 0 "
                             "for none (then the last epoch is kept) "
@@ -495,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deepshrink {__version__}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                help="train, compress, eval, info, export or recipes")
+                                help="train, compress, eval, info, export, recipes or models")
 
     def command(name: str, func, help: str, epilog: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, epilog=epilog, formatter_class=_Formatter)
@@ -518,9 +572,12 @@ def build_parser() -> argparse.ArgumentParser:
     epilog = "built-in recipes (see also `deepshrink recipes`):\n" + "\n".join(
         f"  {r['name']:<{width}}  {r['description']}" for r in recipes)
     p = command("compress", cmd_compress, "compress a trained model into a .dsz file", epilog)
-    p.add_argument("--model", required=True, help="the model the weights belong to: zoo name or package.module:factory")
-    p.add_argument("--weights", required=True, type=Path, help="safetensors weights of the trained model")
-    _add_data(p)
+    p.add_argument("--model", required=True,
+                   help="the model the weights belong to: zoo name (see `deepshrink models`) or package.module:factory")
+    p.add_argument("--weights", default=None, type=Path,
+                   help="safetensors weights of the trained model (required, except for the zoo's pretrained "
+                        "networks, which come with theirs)")
+    _add_data(p, for_compress=True)
     p.add_argument("--recipe", default="deep-compression",
                    help=f"built-in recipe ({', '.join(r['name'] for r in recipes)}) or a TOML file")
     p.add_argument("--coder", choices=["huffman", "ans", "fixed"], default=None,
@@ -556,6 +613,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = command("recipes", cmd_recipes, "list the built-in compression recipes")
+    _common(p)
+
+    p = command("models", cmd_models, "list the zoo's networks: architectures to train and pretrained networks")
     _common(p)
     return parser
 
