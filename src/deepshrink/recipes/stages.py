@@ -19,7 +19,7 @@ exactly, which is refused with the reason (:func:`deepshrink.lowrank.no_low_rank
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -108,9 +108,9 @@ class Stage:
     def to_dict(self) -> dict[str, Any]:
         """The recipe table of the stage, every setting written (``parse(to_dict())`` is equal)."""
         out: dict[str, Any] = {"kind": self.kind}
-        for name in self.__dataclass_fields__:  # type: ignore[attr-defined]
-            v = getattr(self, name)
-            out[name] = v.to_dict() if hasattr(v, "to_dict") else (v.value if isinstance(v, Enum) else v)
+        for f in fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            out[f.name] = v.to_dict() if hasattr(v, "to_dict") else (v.value if isinstance(v, Enum) else v)
         return out
 
     @property
@@ -318,7 +318,7 @@ class LowRankStage(Stage):
                 continue
             if low_rank_kind(m) is None:
                 if self.layers.names(name):
-                    raise ConfigError(f"lowrank: {no_low_rank_form(name, m)}; remove the rule {name!r}")
+                    raise ConfigError(f"{no_low_rank_form(name, m)}; remove the rule {name!r}")
                 skipped[name] = no_low_rank_form(name, m)
                 continue
             method = s.get("method", self.method)
