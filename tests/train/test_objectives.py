@@ -124,3 +124,32 @@ def test_empty_splits_score_nan():
     empty = Split((torch.zeros(0, 10),))
     for name, obj in OBJECTIVES.items():
         assert all(math.isnan(v) for v in evaluate_metrics(model, empty, name, torch.zeros(0, 4)).values())
+
+
+def test_several_inputs_train_and_evaluate_as_model_star_inputs():
+    """A two-input model (token ids and a mask, as a sentence encoder takes them) trains to match
+    a teacher's embeddings: batches are ``model(*split.inputs)``."""
+
+    class Pool(nn.Module):
+        def __init__(self, seed):
+            super().__init__()
+            torch.manual_seed(seed)
+            self.emb = nn.Embedding(40, 12)
+            self.proj = nn.Linear(12, 12)
+
+        def forward(self, ids, mask):
+            h = self.emb(ids) * mask.unsqueeze(-1)
+            return self.proj(h.sum(1) / mask.sum(1, keepdim=True).clamp_min(1))
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 40, (400, 7), generator=g)
+    mask = (torch.rand(400, 7, generator=g) > 0.2).float()
+    data = Split((ids, mask))
+    train, val = data.take(slice(0, 300)), data.take(slice(300, None))
+    teacher = Pool(0)
+    t_train, t_val = outputs(teacher, train), outputs(teacher, val)
+    student = Pool(1)
+    before = evaluate(student, val, "match-embeddings", t_val)
+    fit(student, train, val, TrainConfig(epochs=30, lr=1e-2, batch_size=32), progress=False,
+        objective="match-embeddings", teacher=t_train, val_teacher=t_val)
+    assert evaluate(student, val, "match-embeddings", t_val) > max(0.9, before + 0.3)

@@ -15,9 +15,11 @@ Registered objectives (:data:`OBJECTIVES`):
 
 * ``classify``: cross-entropy on int64 labels, plus, with ``TrainConfig.distill > 0``, Hinton's
   soft-target term from the teacher's logits at ``temperature``; metric ``accuracy``.
-* ``match-logits``: no labels; ``T² · KL(teacher_T ‖ student_T)`` at ``TrainConfig.temperature``;
+* ``match-logits``: no labels; ``T² · KL(teacher_T ‖ student_T)`` at ``TrainConfig.temperature``
+  (the whole loss is distillation, so ``TrainConfig.distill`` is not read);
   metrics ``top1_agreement`` (primary), ``top5_overlap`` and ``mean_kl`` (at temperature 1).
-* ``match-embeddings``: no labels; ``1 − cosine`` to the teacher's embeddings; metrics
+* ``match-embeddings``: no labels; ``1 − cosine`` to the teacher's embeddings (``distill`` and
+  ``temperature`` are not read); metrics
   ``mean_cosine`` (primary) and ``top10_overlap``, the overlap of each sample's 10 nearest
   neighbours (by cosine, within the split) under the student and under the teacher.
 """
