@@ -26,7 +26,7 @@ from typing import Any
 
 from deepshrink.coding import Coder
 from deepshrink.errors import ConfigError
-from deepshrink.recipes.stages import STAGES, CodeStage, Stage
+from deepshrink.recipes.stages import STAGES, CodeStage, Stage, check_keys
 
 #: The recipe format this deepshrink writes; it reads versions 1..RECIPE_VERSION.
 RECIPE_VERSION = 2
@@ -83,7 +83,7 @@ class Recipe:
     def from_dict(cls, raw: dict[str, Any], where: str = "recipe") -> Recipe:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: expected a table with name, description and [[stages]], got {_show(raw)}")
-        _keys(raw, {"version", "name", "description", "stages"}, where)
+        check_keys(raw, {"version", "name", "description", "stages"}, where)
         version = raw.get("version", 1)
         if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= RECIPE_VERSION:
             raise ConfigError(f"{where}: version must be an integer in 1..{RECIPE_VERSION} (this deepshrink reads "
@@ -106,12 +106,6 @@ class Recipe:
         if not isinstance(name, str) or not isinstance(description, str):
             raise ConfigError(f"{where}: name and description must be strings")
         return cls(name, tuple(stages), description)
-
-
-def _keys(raw: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = set(raw) - allowed
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
 
 
 def _toml_value(v: Any) -> str:

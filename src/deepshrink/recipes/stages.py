@@ -76,7 +76,8 @@ def _train(raw: Any, where: str, default: TrainConfig) -> TrainConfig:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _keys(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+def check_keys(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    """A :class:`ConfigError` naming the keys of ``raw`` outside ``allowed``."""
     unknown = set(raw) - allowed
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -102,8 +103,24 @@ class Stage:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], where: str) -> Stage:
-        """The stage from its recipe table ``raw`` (``kind`` included); :class:`ConfigError` on bad input."""
-        raise NotImplementedError(f"stage {cls.kind!r} has no parse")
+        """The stage from its recipe table ``raw`` (``kind`` included); :class:`ConfigError` on bad
+        input. The keys are the dataclass fields; an absent one takes the field's default (the one
+        place of every stage default): ``layers`` is parsed against :attr:`settings`, a training
+        table is laid over the field's default :class:`TrainConfig`, other values are validated by
+        the dataclass itself."""
+        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        check_keys(raw, {"kind", *names}, where)
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            if f.name not in raw:
+                continue
+            value = raw[f.name]
+            if f.name == "layers":
+                value = LayerRules.parse(value, cls.settings, where)
+            elif f.name in cls.trainings:
+                value = _train(value, f"{where}.{f.name}", f.default_factory())  # type: ignore[misc]
+            kwargs[f.name] = value
+        return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe table of the stage, every setting written (``parse(to_dict())`` is equal)."""
@@ -163,7 +180,7 @@ class PruneStage(Stage):
     settings: ClassVar[Mapping[str, Any]] = {"sparsity": NUM, "quality": NUM}
     trainings: ClassVar[tuple[str, ...]] = ("retrain",)
 
-    layers: LayerRules
+    layers: LayerRules = field(default_factory=LayerRules)
     steps: int = 3
     retrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=1e-4))
 
@@ -177,12 +194,6 @@ class PruneStage(Stage):
                 raise ConfigError(f"prune: layers.{pattern}.sparsity must be in [0, 1), got {s['sparsity']}")
             if "quality" in s and not 0 <= s["quality"] <= 100:
                 raise ConfigError(f"prune: layers.{pattern}.quality must be in [0, 100], got {s['quality']}")
-
-    @classmethod
-    def parse(cls, raw, where):
-        _keys(raw, {"kind", "steps", "retrain", "layers"}, where)
-        return cls(LayerRules.parse(raw.get("layers"), cls.settings, where), raw.get("steps", 3),
-                   _train(raw.get("retrain"), f"{where}.retrain", TrainConfig(epochs=2, lr=1e-4)))
 
     def targets(self, kinds: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         """Per-layer ``sparsity`` or ``quality`` of the layers the stage prunes."""
@@ -258,7 +269,7 @@ class LowRankStage(Stage):
         "unimportant": NUM, "importance": str}
     trainings: ClassVar[tuple[str, ...]] = ("finetune",)
 
-    layers: LayerRules
+    layers: LayerRules = field(default_factory=LayerRules)
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=3e-4))
     method: LowRankMethod = LowRankMethod.SVD
     importance: Importance = Importance.WEIGHT
@@ -295,15 +306,6 @@ class LowRankStage(Stage):
                 raise ConfigError(f"{where}.unimportant must be a fraction in [0, 1), got {s['unimportant']!r}")
             rules.append((pattern, s))
         object.__setattr__(self, "layers", LayerRules(tuple(rules)))
-
-    @classmethod
-    def parse(cls, raw, where):
-        _keys(raw, {"kind", "method", "importance", "calibration", "finetune", "layers"}, where)
-        return cls(
-            LayerRules.parse(raw.get("layers"), cls.settings, where),
-            _train(raw.get("finetune"), f"{where}.finetune", TrainConfig(epochs=3, lr=3e-4)),
-            raw.get("method", LowRankMethod.SVD), raw.get("importance", Importance.WEIGHT), raw.get("calibration", 2048),
-        )
 
     def plans(self, layers: Mapping[str, nn.Module], kinds: Mapping[str, str],
               ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -415,7 +417,7 @@ class ShareStage(Stage):
     settings: ClassVar[Mapping[str, Any]] = {"bits": int}
     trainings: ClassVar[tuple[str, ...]] = ("finetune",)
 
-    layers: LayerRules
+    layers: LayerRules = field(default_factory=LayerRules)
     init: KMeansInit = KMeansInit.LINEAR
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=1e-4))
     float16: bool = False
@@ -427,13 +429,6 @@ class ShareStage(Stage):
         for pattern, s in self.layers.rules:
             if "bits" in s and not 1 <= s["bits"] <= 16:
                 raise ConfigError(f"share: layers.{pattern}.bits must be in 1..16, got {s['bits']}")
-
-    @classmethod
-    def parse(cls, raw, where):
-        _keys(raw, {"kind", "init", "finetune", "layers", "float16"}, where)
-        return cls(LayerRules.parse(raw.get("layers"), cls.settings, where), raw.get("init", KMeansInit.LINEAR),
-                   _train(raw.get("finetune"), f"{where}.finetune", TrainConfig(epochs=2, lr=1e-4)),
-                   raw.get("float16", False))
 
     def bits(self, kinds: Mapping[str, str]) -> dict[str, int]:
         """Bits per layer of the layers the stage shares."""
@@ -500,13 +495,6 @@ class CodeStage(Stage):
             g = s.get("gap_bits", "auto")  # absent: the kind's default, valid
             if not (g == "auto" or (isinstance(g, int) and not isinstance(g, bool) and 1 <= g <= 16)):
                 raise ConfigError(f"code: layers.{pattern}.gap_bits must be 1..16 or \"auto\", got {g!r}")
-
-    @classmethod
-    def parse(cls, raw, where):
-        _keys(raw, {"kind", "coder", "layers"}, where)
-        layers = raw.get("layers")
-        return cls(LayerRules.parse(layers, cls.settings, where) if layers is not None else default_gap_rules(),
-                   raw.get("coder", Coder.HUFFMAN))
 
     def gap_bits(self, name: str, kind: str, order: list[str]) -> int | None:
         """The gap width of layer ``name`` (None: chosen per tensor)."""
