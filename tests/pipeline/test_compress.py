@@ -214,6 +214,6 @@ def test_a_model_the_graph_cannot_reproduce_is_refused_before_training(fashion_s
     def no_training(*args, **kwargs):
         raise AssertionError("training started before the model was checked")
 
-    monkeypatch.setattr(sys.modules["deepshrink.pipeline.compress"], "fit", no_training)
+    monkeypatch.setattr(sys.modules["deepshrink.train.loop"], "fit", no_training)
     with pytest.raises(ModelError, match="does not reproduce"):
         ds.compress(AlwaysDropout(), fashion_small, quick_recipe)

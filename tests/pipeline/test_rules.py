@@ -9,11 +9,11 @@ import pytest
 
 import deepshrink as ds
 from deepshrink.errors import ConfigError
-from deepshrink.lowrank import FACTOR_NAMES, factorize
+from deepshrink.lowrank import METHODS, factorize
 from deepshrink.pipeline import check_recipe
 from deepshrink.recipes import Recipe
 
-pipeline = importlib.import_module("deepshrink.pipeline.compress")  # the module, not the function
+train_loop = importlib.import_module("deepshrink.train.loop")  # where every stage's training runs
 
 
 def _recipe(*stages) -> Recipe:
@@ -28,7 +28,7 @@ def _prune(layers, **kw):
 def no_training(monkeypatch):
     """Fail the test if compress() trains anything."""
     calls = []
-    monkeypatch.setattr(pipeline, "fit", lambda *a, **k: calls.append(a) or pytest.fail("fit() was called"))
+    monkeypatch.setattr(train_loop, "fit", lambda *a, **k: calls.append(a) or pytest.fail("fit() was called"))
     return calls
 
 
@@ -68,7 +68,7 @@ def test_rules_after_lowrank_name_the_factors():
         assert "fc1.first (linear), fc1.second (linear)" in str(e.value)
 
 
-@pytest.mark.parametrize("method", list(FACTOR_NAMES))
+@pytest.mark.parametrize("method", list(METHODS))
 def test_factor_names_are_the_names_factorize_gives(method):
     from torch import nn
 
@@ -77,7 +77,7 @@ def test_factor_names_are_the_names_factorize_gives(method):
 
     m = nn.Linear(12, 10) if method in LINEAR_METHODS else nn.Conv2d(4, 6, 3)
     scores = NeuronScores(m.weight.abs().sum(0).detach(), m.weight.abs().sum(1).detach()) if method == "slr" else None
-    assert tuple(prunable_layers(factorize(m, method, rank=2, scores=scores))) == FACTOR_NAMES[method]
+    assert tuple(prunable_layers(factorize(m, method, rank=2, scores=scores))) == METHODS[method].factors
 
 
 def test_no_validation_split_keeps_the_last_epoch_and_reports_none(fashion_small):

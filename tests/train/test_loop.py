@@ -43,11 +43,11 @@ def test_distillation_pulls_the_student_towards_the_teacher():
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 2))
         fit(model, (x, y), (x, y), TrainConfig(epochs=20, lr=1e-2, batch_size=32, distill=a, keep_best=False),
-            progress=False, teacher_logits=teacher_logits)
+            progress=False, teacher=teacher_logits)
         with torch.no_grad():
             agree[a] = float((model(x).argmax(1) == teacher_logits.argmax(1)).float().mean())
     assert agree[1.0] > agree[0.0] + 0.2
-    with pytest.raises(ConfigError, match="teacher_logits"):
+    with pytest.raises(ConfigError, match="teacher"):
         fit(nn.Linear(10, 2), (x, y), (x, y), TrainConfig(epochs=1, distill=0.5), progress=False)
 
 

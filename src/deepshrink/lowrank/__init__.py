@@ -16,15 +16,19 @@ from deepshrink.lowrank.conv import (
 )
 from deepshrink.lowrank.factorize import (
     CONV_METHODS,
-    FACTOR_NAMES,
     LINEAR_METHODS,
     METHODS,
+    LowRankMethod,
+    Method,
+    as_method,
     check_method,
     factorize,
+    low_rank_kind,
+    no_low_rank_form,
     weight_counts,
 )
 from deepshrink.lowrank.slr import (
-    IMPORTANCE,
+    Importance,
     NeuronScores,
     least_important,
     neuron_importance,
@@ -35,7 +39,8 @@ from deepshrink.lowrank.slr import (
 from deepshrink.lowrank.svd import factorize_linear, resolve_rank, truncated_svd
 
 __all__ = [
-    "CONV_METHODS", "FACTOR_NAMES", "IMPORTANCE", "LINEAR_METHODS", "METHODS", "NeuronScores", "check_method",
+    "CONV_METHODS", "Importance", "LINEAR_METHODS", "METHODS", "LowRankMethod", "Method", "NeuronScores",
+    "as_method", "check_method", "low_rank_kind", "no_low_rank_form",
     "cp_conv", "cp_degeneracy", "cp_factors", "cp_rank", "factorize", "factorize_linear", "least_important",
     "neuron_importance", "resolve_rank", "slr_linear", "slr_masks", "slr_rank", "spatial_factors", "spatial_rank",
     "spatial_svd_conv", "truncated_svd", "tucker2_conv", "tucker2_factors", "tucker_ranks", "weight_counts",

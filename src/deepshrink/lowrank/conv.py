@@ -30,7 +30,10 @@ from torch import nn
 from deepshrink.errors import ConfigError, DecompositionError
 from deepshrink.lowrank.svd import check_rank, energy_rank
 
-CONV_METHODS = ("spatial", "tucker", "cp")
+#: Names of the layers that replace a factorised convolution ``x`` (``x.reduce``, ...), per scheme.
+SPATIAL_FACTORS = ("vertical", "horizontal")
+TUCKER_FACTORS = ("reduce", "core", "restore")
+CP_FACTORS = ("reduce", "vertical", "horizontal", "restore")
 
 
 def _check_conv(layer: nn.Module, method: str) -> None:
@@ -94,11 +97,10 @@ def spatial_svd_conv(layer: nn.Conv2d, rank: int | float = 0.5, energy: float | 
         k = spatial_rank(rank, tuple(w.shape))
     vertical, horizontal = spatial_factors(w, k)
     (sh, sw), (ph, pw), (dh, dw) = layer.stride, layer.padding, layer.dilation
-    return nn.Sequential(OrderedDict([
-        ("vertical", _conv(cin, k, (h, 1), vertical, stride=(sh, 1), padding=(ph, 0), dilation=(dh, 1))),
-        ("horizontal", _conv(k, cout, (1, kw), horizontal, stride=(1, sw), padding=(0, pw), dilation=(1, dw),
-                             bias=_bias(layer))),
-    ]))
+    return nn.Sequential(OrderedDict(zip(SPATIAL_FACTORS, (
+        _conv(cin, k, (h, 1), vertical, stride=(sh, 1), padding=(ph, 0), dilation=(dh, 1)),
+        _conv(k, cout, (1, kw), horizontal, stride=(1, sw), padding=(0, pw), dilation=(1, dw), bias=_bias(layer)),
+    ), strict=True)))
 
 
 # --- Tucker-2 --------------------------------------------------------------------------------
@@ -155,12 +157,11 @@ def tucker2_conv(layer: nn.Conv2d, rank: int | float = 0.5, energy: float | None
     else:
         r_out, r_in = tucker_ranks(rank, tuple(w.shape))
     core, u_out, u_in = tucker2_factors(w, (r_out, r_in))
-    return nn.Sequential(OrderedDict([
-        ("reduce", _conv(cin, r_in, (1, 1), u_in.T)),
-        ("core", _conv(r_in, r_out, (h, kw), core, stride=layer.stride, padding=layer.padding,
-                       dilation=layer.dilation)),
-        ("restore", _conv(r_out, cout, (1, 1), u_out, bias=_bias(layer))),
-    ]))
+    return nn.Sequential(OrderedDict(zip(TUCKER_FACTORS, (
+        _conv(cin, r_in, (1, 1), u_in.T),
+        _conv(r_in, r_out, (h, kw), core, stride=layer.stride, padding=layer.padding, dilation=layer.dilation),
+        _conv(r_out, cout, (1, 1), u_out, bias=_bias(layer)),
+    ), strict=True)))
 
 
 # --- CP ----------------------------------------------------------------------------------------
@@ -241,9 +242,9 @@ def cp_conv(layer: nn.Conv2d, rank: int | float = 0.5, **kwargs) -> nn.Sequentia
     r = cp_rank(rank, tuple(w.shape))
     (a, b, y, x), _ = cp_factors(w, r, **kwargs)
     (sh, sw), (ph, pw), (dh, dw) = layer.stride, layer.padding, layer.dilation
-    return nn.Sequential(OrderedDict([
-        ("reduce", _conv(cin, r, (1, 1), b.T)),
-        ("vertical", _conv(r, r, (h, 1), y.T, stride=(sh, 1), padding=(ph, 0), dilation=(dh, 1), groups=r)),
-        ("horizontal", _conv(r, r, (1, kw), x.T, stride=(1, sw), padding=(0, pw), dilation=(1, dw), groups=r)),
-        ("restore", _conv(r, cout, (1, 1), a, bias=_bias(layer))),
-    ]))
+    return nn.Sequential(OrderedDict(zip(CP_FACTORS, (
+        _conv(cin, r, (1, 1), b.T),
+        _conv(r, r, (h, 1), y.T, stride=(sh, 1), padding=(ph, 0), dilation=(dh, 1), groups=r),
+        _conv(r, r, (1, kw), x.T, stride=(1, sw), padding=(0, pw), dilation=(1, dw), groups=r),
+        _conv(r, cout, (1, 1), a, bias=_bias(layer)),
+    ), strict=True)))

@@ -8,7 +8,7 @@ become zero. The factors are sparse, so they go through the same sparse layout, 
 entropy coding as pruned layers, and the zero pattern is kept fixed during fine-tuning with
 :mod:`torch.nn.utils.prune` masks (the same mechanism magnitude pruning uses).
 
-Importance, one of the paper's three strategies (:data:`IMPORTANCE`):
+Importance, one of the paper's three strategies (:class:`Importance`):
 
 * ``"weight"``: the sum of absolute weights of the neuron's row (output) or column (input) of W;
 * ``"activation"``: the mean absolute activation of the neuron over calibration batches
@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +32,14 @@ import torch.nn.utils.prune as tprune
 from torch import nn
 
 from deepshrink.errors import ConfigError
-from deepshrink.lowrank.svd import check_rank, truncated_svd
+from deepshrink.lowrank.svd import LINEAR_FACTORS, check_rank, truncated_svd
 
-IMPORTANCE = ("weight", "activation", "taylor")
+class Importance(StrEnum):
+    """How SLR ranks neurons (values are what recipes write); see the module docstring."""
+
+    WEIGHT = "weight"
+    ACTIVATION = "activation"
+    TAYLOR = "taylor"
 
 
 @dataclass(frozen=True)
@@ -53,12 +60,21 @@ def neuron_importance(
     model: nn.Module,
     layers: Mapping[str, nn.Module],
     strategy: str,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = (),
+    batches: Iterable[tuple[torch.Tensor | tuple[torch.Tensor, ...], Any]] = (),
+    loss: Callable[[torch.Tensor, Any], torch.Tensor] | None = None,
 ) -> dict[str, NeuronScores]:
     """Scores of every layer in ``layers`` (modules of ``model``), in one pass over ``batches``
-    of ``(inputs, labels)`` (unused by ``"weight"``)."""
-    if strategy not in IMPORTANCE:
-        raise ConfigError(f"importance must be one of {IMPORTANCE}, got {strategy!r}")
+    of ``(inputs, target)`` (unused by ``"weight"``): ``inputs`` a tensor or a tuple of the
+    model's inputs. ``"taylor"`` differentiates ``loss(outputs, target)`` summed over the batch,
+    by default cross-entropy on labels; a model trained to match a teacher passes its objective's
+    loss with the teacher's outputs as ``target``."""
+    try:
+        strategy = Importance(strategy)
+    except ValueError:
+        raise ConfigError(f"importance must be one of {[i.value for i in Importance]}, got {strategy!r}") from None
+    if loss is None:
+        def loss(out: torch.Tensor, y: Any) -> torch.Tensor:
+            return F.cross_entropy(out, y, reduction="sum")
     _linear_layers(layers)
     if strategy == "weight":
         return {n: NeuronScores(m.weight.detach().abs().sum(0), m.weight.detach().abs().sum(1))
@@ -83,23 +99,24 @@ def neuron_importance(
     model.eval()
     try:
         for x, y in batches:
+            xs = x if isinstance(x, tuple) else (x,)
             seen.clear()
             if strategy == "activation":
                 with torch.no_grad():
-                    model(x)
+                    model(*xs)
                 for n, (i, o) in seen.items():
                     sums[n][0] += i.detach().abs().reshape(-1, i.shape[-1]).sum(0).double()
                     sums[n][1] += o.detach().abs().reshape(-1, o.shape[-1]).sum(0).double()
             else:
                 model.zero_grad(set_to_none=True)
-                x = x.detach().clone().requires_grad_(True)
-                loss = F.cross_entropy(model(x), y, reduction="sum")
-                loss.backward()
+                # gradients reach the first layer's inputs only through a leaf that requires them
+                xs = tuple(t.detach().clone().requires_grad_(True) if t.is_floating_point() else t for t in xs)
+                loss(model(*xs), y).backward()
                 for n, (i, o) in seen.items():
                     for k, t in enumerate((i, o)):
                         g = t.grad if t.grad is not None else torch.zeros_like(t)
                         sums[n][k] += (t.detach() * g).abs().reshape(-1, t.shape[-1]).sum(0).double()
-            count += len(x)
+            count += len(xs[0])
     finally:
         for h in handles:
             h.remove()
@@ -188,4 +205,4 @@ def slr_linear(layer: nn.Linear, scores: NeuronScores, rank: int | float = 0.25,
                                    least_important(scores.outputs, unimportant))
         tprune.custom_from_mask(first, "weight", mask_b)
         tprune.custom_from_mask(second, "weight", mask_a)
-    return nn.Sequential(OrderedDict([("first", first), ("second", second)]))
+    return nn.Sequential(OrderedDict(zip(LINEAR_FACTORS, (first, second), strict=True)))

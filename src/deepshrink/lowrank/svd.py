@@ -16,6 +16,10 @@ from torch import nn
 
 from deepshrink.errors import ConfigError
 
+#: Names of the two layers that replace a factorised linear layer ``x`` (``x.first``, ``x.second``);
+#: recipes name them in the stages after a low-rank stage.
+LINEAR_FACTORS = ("first", "second")
+
 
 def check_rank(rank: int | float) -> None:
     """Raise a :class:`ConfigError` unless ``rank`` is an int ≥ 1 or a float fraction in (0, 1]."""
@@ -79,4 +83,4 @@ def factorize_linear(layer: nn.Linear, rank: int | float = 0.5, energy: float | 
         second.weight.copy_(a)
         if layer.bias is not None:
             second.bias.copy_(layer.bias)
-    return nn.Sequential(OrderedDict([("first", first), ("second", second)]))
+    return nn.Sequential(OrderedDict(zip(LINEAR_FACTORS, (first, second), strict=True)))

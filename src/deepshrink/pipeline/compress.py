@@ -1,9 +1,20 @@
-"""The compression pipeline: run a recipe's stages on a model, measuring accuracy and bytes
+"""The compression pipeline: run a recipe's stages on a model, measuring the objective and bytes
 after each stage, and produce the deepshrink file.
 
 Each stage's ``file_bytes`` is exact: the model is encoded after every stage (encoding is cheap).
-Only the final file is decoded, by default: earlier stages measure accuracy on the in-memory
-model, whose weights are what the file stores (``measure="exact"`` decodes every stage's bytes)."""
+Only the final file is decoded, by default: earlier stages are measured on the in-memory model,
+whose weights are what the file stores (``measure="exact"`` decodes every stage's bytes).
+
+Stages come from the stage registry (:mod:`deepshrink.recipes.stages`): the pipeline calls
+``stage.run(model, ctx)`` for each, with a :class:`~deepshrink.pipeline.context.CompressContext`
+holding the data, the objective, the teacher's outputs, the trainer and the layer table.
+
+Scores: ``val_accuracy`` / ``test_accuracy`` of a :class:`StageReport` (and the ``*_accuracy``
+keys of :meth:`CompressionResult.to_dict`) hold the objective's primary metric, named by
+``CompressionResult.metric``: top-1 accuracy for ``classify`` (the names are kept for it), top-1
+agreement with the dense model for ``match-logits``, mean cosine for ``match-embeddings``.
+``test_metrics`` holds every metric of the objective.
+"""
 
 from __future__ import annotations
 
@@ -13,37 +24,29 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from deepshrink.coding import Coder
-from deepshrink.data.dataset import Dataset
 from deepshrink.errors import ConfigError
 from deepshrink.graph import Graph, trace
-from deepshrink.lowrank import FACTOR_NAMES, NeuronScores, check_method, factorize, neuron_importance, weight_counts
+from deepshrink.pipeline.context import CompressContext, CompressData, layer_table
 from deepshrink.pipeline.pack import CodingRule, PackReport, check_graph, check_reproduces, pack_model
-from deepshrink.prune import (
-    PRUNABLE,
-    apply_mask,
-    current_weight,
-    layer_kind,
-    magnitude_mask,
-    make_permanent,
-    prunable_layers,
-)
-from deepshrink.recipes.config import CodeStage, LowRankStage, PruneStage, Recipe, ShareStage
+from deepshrink.recipes.config import Recipe
+from deepshrink.recipes.stages import MAX_DROP_GRID, CodeStage, Layer
 from deepshrink.runtime import load
-from deepshrink.share import centroids_of, finalize, round_to_half, share_module
-from deepshrink.storage import DEFAULT_GAP_BITS, TensorCoding, TensorReport
-from deepshrink.train import History, evaluate, fit
+from deepshrink.storage import TensorCoding, TensorReport
+from deepshrink.train import Objective, get_objective
 
-Split = tuple[torch.Tensor, torch.Tensor]
-MEASURES = ("estimate", "exact")  # per-stage accuracy: on the in-memory model, or decoded from the stage's bytes
+MEASURES = ("estimate", "exact")  # per-stage scores: on the in-memory model, or decoded from the stage's bytes
+__all__ = ["MAX_DROP_GRID", "CompressionResult", "LayerRow", "StageReport", "check_recipe", "coding_rule", "compress",
+           "dense_bytes"]
 
 
 @dataclass
 class StageReport:
-    """Accuracy and size after one stage (``val_accuracy`` is None without a validation split)."""
+    """Scores and size after one stage. ``val_accuracy``/``test_accuracy`` are the objective's
+    primary metric (``val_accuracy`` is None without a validation split); ``test_metrics`` are all
+    of its metrics on the test split."""
 
     stage: str
     val_accuracy: float | None
@@ -53,6 +56,7 @@ class StageReport:
     ratio: float
     seconds: float
     detail: dict[str, Any] = field(default_factory=dict)
+    test_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,7 +80,8 @@ class LayerRow:
 
 @dataclass
 class CompressionResult:
-    """Everything a compression run measured, and the compressed file's bytes."""
+    """Everything a compression run measured, and the compressed file's bytes. ``file_accuracy``
+    is the objective's primary metric (``metric``) of the decoded file on the test split."""
 
     recipe: str
     coder: str
@@ -89,6 +94,8 @@ class CompressionResult:
     file_accuracy: float
     split_sizes: dict[str, int] = field(default_factory=dict)
     measure: str = "estimate"
+    objective: str = "classify"
+    metric: str = "accuracy"
 
     @property
     def baseline(self) -> StageReport:
@@ -110,6 +117,8 @@ class CompressionResult:
         return {
             "recipe": self.recipe,
             "coder": self.coder,
+            "objective": self.objective,
+            "metric": self.metric,
             "dense_bytes": self.dense_bytes,
             "file_bytes": self.file_bytes,
             "ratio": self.ratio,
@@ -118,6 +127,7 @@ class CompressionResult:
             "baseline_test_accuracy": self.baseline.test_accuracy,
             "final_test_accuracy": self.file_accuracy,
             "accuracy_drop_points": 100 * (self.baseline.test_accuracy - self.file_accuracy),
+            "final_test_metrics": dict(self.final.test_metrics),
             "stages": [asdict(s) for s in self.stages],
             "layers": [{**asdict(r), "ratio": r.ratio} for r in self.layers],
             "streams": [
@@ -142,283 +152,105 @@ def coding_rule(code: CodeStage, coder: Coder, order: list[str], kinds: dict[str
         layer = name[: -len(".weight")] if name.endswith(".weight") else name
         if role != "weight" or layer not in kinds:
             return TensorCoding(compress=False)
-        settings = code.layers.resolve(layer, kinds[layer], order)
-        gap_bits = settings.get("gap_bits", DEFAULT_GAP_BITS[kinds[layer]])
-        return TensorCoding(coder=coder, gap_bits=None if gap_bits == "auto" else gap_bits)
+        return TensorCoding(coder=coder, gap_bits=code.gap_bits(layer, kinds[layer], order))
 
     return rule
-
-
-def _val_accuracy(model: nn.Module, val: Split) -> float | None:
-    """Accuracy on the validation split, None when there is none (``val_size=0``)."""
-    return evaluate(model, val) if len(val[0]) else None
-
-
-def _best_val(h: History) -> float | None:
-    return None if h.best_epoch < 0 or np.isnan(h.best_val_accuracy) else h.best_val_accuracy
-
-
-def _prune_targets(stage: PruneStage, kinds: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Per-layer ``sparsity`` or ``quality`` of the layers the stage prunes."""
-    order = list(kinds)
-    targets = {}
-    for name, kind in kinds.items():
-        s = stage.layers.resolve(name, kind, order, exclusive=[{"sparsity", "quality"}])
-        if "sparsity" in s or "quality" in s:
-            targets[name] = s
-    if not targets:
-        raise ConfigError("prune stage: no layer matches its rules; nothing to prune")
-    return targets
-
-
-def _share_bits(stage: ShareStage, kinds: dict[str, str]) -> dict[str, int]:
-    """Bits per layer of the layers the stage shares."""
-    order = list(kinds)
-    bits = {name: stage.layers.resolve(name, kind, order).get("bits") for name, kind in kinds.items()}
-    bits = {name: b for name, b in bits.items() if b is not None}
-    if not bits:
-        raise ConfigError("share stage: no layer matches its rules; nothing to share")
-    return bits
-
-
-def _lowrank_plans(stage: LowRankStage, layers: dict[str, nn.Module]) -> dict[str, dict[str, Any]]:
-    """Settings (with ``method`` and ``importance`` filled in) of the layers the stage factorises."""
-    order = list(layers)
-    plans: dict[str, dict[str, Any]] = {}
-    for name, m in layers.items():
-        s = stage.layers.resolve(name, layer_kind(m), order, exclusive=[{"rank", "energy", "max_drop"}])
-        if s.get("skip") or not {"rank", "energy", "max_drop"} & set(s):
-            continue
-        method = s.get("method", stage.method)
-        check_method(method, m, f"lowrank: layer {name!r}")
-        plans[name] = {**s, "method": method, "importance": s.get("importance", stage.importance)}
-    if not plans:
-        raise ConfigError("lowrank stage: no layer matches its rules; nothing to factorise")
-    return plans
 
 
 def check_recipe(model: nn.Module, recipe: Recipe, *, has_val: bool = True) -> None:
     """Refuse, before any training, a recipe that cannot do what it says on ``model``.
 
     A :class:`~deepshrink.errors.ConfigError` names the problem: an exact-name or ``re:`` rule
-    that applies to no layer of the kind the stage changes (listing those layers; layers that a
-    low-rank stage creates, such as ``fc1.first``, count for the stages after it), a stage whose
-    rules select no layer, a low-rank method that does not fit a layer, or a ``max_drop`` rank
-    search without validation data (``has_val=False``)."""
+    that applies to no layer (listing the layers; layers that a low-rank stage creates, such as
+    ``fc1.first``, count for the stages after it), and whatever each stage's own
+    :meth:`~deepshrink.recipes.stages.Stage.check` refuses (a stage whose rules select no layer, a
+    low-rank method that does not fit a layer, a layer named for a low-rank stage that has no
+    low-rank form, a ``max_drop`` rank search without validation data: ``has_val=False``)."""
     modules = dict(model.named_modules())
-    layers = prunable_layers(model)
-    kinds = {n: layer_kind(m) for n, m in layers.items()}
+    mods, kinds = layer_table(model)
+    layers = {n: Layer(kinds[n], m) for n, m in mods.items()}
     for i, stage in enumerate(recipe.stages, 1):
         where = f"recipe {recipe.name!r}, stage {i} ({stage.kind})"
-        unused = stage.layers.unused(list(kinds))
+        unused = stage.layers.unused(list(layers))
         if unused:
-            listing = ", ".join(f"{n} ({k})" for n, k in kinds.items())
+            listing = ", ".join(f"{n} ({layer.kind})" for n, layer in layers.items())
             notes = "".join(f"; {p!r} is a {type(modules[p]).__name__}, which the stage cannot change"
-                            for p in unused if p in modules and not isinstance(modules[p], PRUNABLE))
+                            for p in unused if p in modules and p not in layers)
             raise ConfigError(
                 f"{where}: no layer matches the rule{'s' if len(unused) > 1 else ''} "
                 f"{', '.join(repr(p) for p in unused)}{notes}. The layers it can change are: {listing}"
             )
         try:
-            if isinstance(stage, PruneStage):
-                _prune_targets(stage, kinds)
-            elif isinstance(stage, ShareStage):
-                _share_bits(stage, kinds)
-            elif isinstance(stage, LowRankStage):
-                plans = _lowrank_plans(stage, layers)
-                if not has_val and any("max_drop" in p for p in plans.values()):
-                    raise ConfigError("max_drop chooses ranks by validation accuracy, and there is no validation "
-                                      "split (val_size=0); give a rank or energy, or load the data with a "
-                                      "validation split")
-                after: dict[str, str] = {}
-                for n, k in kinds.items():  # each factorised layer becomes its factors, in place
-                    after.update({f"{n}.{c}": k for c in FACTOR_NAMES[plans[n]["method"]]} if n in plans else {n: k})
-                kinds = after
+            layers = stage.check(layers, has_val=has_val)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
 
 
-def _prune(model: nn.Module, stage: PruneStage, layers: dict[str, nn.Module], order: list[str],
-           data: tuple, progress: bool | None) -> dict[str, Any]:
-    train, val, teacher = data
-    targets = _prune_targets(stage, {n: layer_kind(layers[n]) for n in order})
-    std0 = {name: float(current_weight(layers[name]).std()) for name in targets}
-    hist = []
-    for step in range(1, stage.steps + 1):
-        frac = step / stage.steps
-        for name, s in targets.items():
-            w = current_weight(layers[name])
-            if "sparsity" in s:
-                mask = magnitude_mask(w, sparsity=s["sparsity"] * frac)
-            else:
-                mask = magnitude_mask(w, threshold=s["quality"] * frac * std0[name])
-            apply_mask(layers[name], mask)
-        h = fit(model, train, val, stage.retrain, desc=f"prune {step}/{stage.steps}", progress=progress,
-                teacher_logits=teacher)
-        hist.append(_best_val(h))
-    make_permanent(model)
-    return {"val_accuracy_per_step": hist, "targets": {k: dict(v) for k, v in targets.items()}}
-
-
-def _share(model: nn.Module, stage: ShareStage, layers: dict[str, nn.Module], order: list[str],
-           data: tuple, progress: bool | None) -> dict[str, Any]:
-    train, val, teacher = data
-    ks = {}
-    for name, bits in _share_bits(stage, {n: layer_kind(layers[n]) for n in order}).items():
-        ks[name] = {"bits": bits, "clusters": share_module(layers[name], bits, init=stage.init)}
-    shared = {id(centroids_of(layers[n])) for n in ks}
-    frozen = {id(m.weight) for n, m in layers.items() if n not in ks}
-    params = [p for p in model.parameters() if id(p) in shared or id(p) not in frozen]
-    before = _val_accuracy(model, val)
-    h = fit(model, train, val, stage.finetune, params=params, desc="share: fine-tune centroids", progress=progress,
-            teacher_logits=teacher)
-    finalize(model)
-    if stage.float16:
-        round_to_half(model)
-    return {"layers": ks, "val_accuracy_before_finetune": before, "val_accuracy_after_finetune": _best_val(h)}
-
-
-@torch.no_grad()
-def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
-MAX_DROP_GRID = tuple(round(0.02 * 1.25 ** i, 4) for i in range(18)) + (1.0,)  # 2 % .. 100 % of the weights
-
-
-def _search_fraction(model: nn.Module, name: str, build, val: tuple, base: float, max_drop: float) -> float:
-    """The smallest weight fraction on :data:`MAX_DROP_GRID` whose factorisation of layer ``name``
-    alone keeps validation accuracy within ``max_drop`` points of ``base`` (binary search; the
-    accuracy is taken as monotone in the fraction)."""
-    original = model.get_submodule(name)
-    lo, hi = 0, len(MAX_DROP_GRID) - 1
-    try:
-        while lo < hi:
-            mid = (lo + hi) // 2
-            _set_module(model, name, build(MAX_DROP_GRID[mid]))
-            if 100 * (base - evaluate(model, val)) <= max_drop:
-                hi = mid
-            else:
-                lo = mid + 1
-    finally:
-        _set_module(model, name, original)
-    return MAX_DROP_GRID[lo]
-
-
-def _lowrank(model: nn.Module, stage: LowRankStage, layers: dict[str, nn.Module], order: list[str],
-             data: tuple, progress: bool | None) -> dict[str, Any]:
-    train, val, teacher = data
-    plans = _lowrank_plans(stage, {n: layers[n] for n in order})
-    calib = (train[0][: stage.calibration], train[1][: stage.calibration])
-    batches = [(calib[0][i : i + 256], calib[1][i : i + 256]) for i in range(0, len(calib[0]), 256)]
-    scores: dict[str, NeuronScores] = {}
-    for strategy in {p["importance"] for p in plans.values() if p["method"] == "slr"}:
-        chosen = {n: layers[n] for n, p in plans.items() if p["method"] == "slr" and p["importance"] == strategy}
-        scores.update(neuron_importance(model, chosen, strategy, batches))
-    search_val = (val[0][:2000], val[1][:2000])
-    base = evaluate(model, search_val) if any("max_drop" in p for p in plans.values()) else float("nan")
-    built, report = {}, {}
-    for name, p in plans.items():
-        layer = layers[name]
-
-        def build(rank, layer=layer, p=p, name=name):
-            return factorize(layer, p["method"], rank=rank, energy=p.get("energy"), scores=scores.get(name),
-                             reduced_rank=p.get("reduced_rank", 0.5), unimportant=p.get("unimportant", 0.5))
-
-        rank = _search_fraction(model, name, build, search_val, base, p["max_drop"]) if "max_drop" in p \
-            else p.get("rank", 1.0)
-        built[name] = build(rank)
-        before, (total, nonzero) = layer.weight.numel(), weight_counts(built[name])
-        report[name] = {"method": p["method"], "rank": rank, "weights_before": before, "weights_after": total,
-                        "nonzero_after": nonzero,
-                        "shapes": [list(q.weight.shape) for q in prunable_layers(built[name]).values()]}
-        if p["method"] == "slr":
-            report[name]["importance"] = p["importance"]
-    for name, module in built.items():
-        _set_module(model, name, module)
-    before = _val_accuracy(model, val)
-    h = fit(model, train, val, stage.finetune, desc="lowrank: fine-tune factors", progress=progress,
-            teacher_logits=teacher)
-    make_permanent(model)  # SLR's fixed zero pattern becomes plain zeros
-    return {"layers": report, "val_accuracy_before_finetune": before, "val_accuracy_after_finetune": _best_val(h)}
-
-
 def compress(
     model: nn.Module,
-    data: Dataset,
+    data: CompressData,
     recipe: Recipe,
     *,
     progress: bool | None = None,
     meta: dict[str, Any] | None = None,
     measure: str = "estimate",
+    objective: str | Objective = "classify",
 ) -> CompressionResult:
-    """Compress a trained ``model`` with ``recipe`` on ``data``.
+    """Compress a trained ``model`` with ``recipe`` on ``data`` (a :class:`CompressData`, e.g. a
+    :class:`~deepshrink.data.Dataset`), retraining and scoring by ``objective`` (see
+    :mod:`deepshrink.train.objectives`: ``"classify"`` on labels, or fidelity to the dense model's
+    outputs with ``"match-logits"`` / ``"match-embeddings"``, which need no labels).
 
     The input model is not modified. The recipe is checked against the model first
     (:func:`check_recipe`), then retraining selects epochs on the validation split; the test split
     is only evaluated for the report. Without a validation split (``val_size=0``) retraining keeps
-    its last epoch, validation accuracies are reported as None and a ``max_drop`` rank search is
-    refused. The returned result holds the file's bytes; its final accuracy is measured on a
+    its last epoch, validation scores are reported as None and a ``max_drop`` rank search is
+    refused. The returned result holds the file's bytes; its final score is measured on a
     model decoded from those bytes, the only decode of the run unless ``measure="exact"``, which
-    measures every stage's accuracy on the network decoded from that stage's bytes (slower).
+    measures every stage on the network decoded from that stage's bytes (slower).
     Every stage's ``file_bytes`` is the exact encoded size either way.
     """
     if measure not in MEASURES:
         raise ConfigError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
+    obj = get_objective(objective)
     model = copy.deepcopy(model).eval()
     graph = trace(model)  # fail early, before any training, if the model cannot be stored
-    check_recipe(model, recipe, has_val=len(data.y_val) > 0)
+    check_recipe(model, recipe, has_val=data.split_sizes().get("val", 0) > 0)
     check_graph(model, graph, data.input_spec)  # ... or if the graph does not reproduce it
-    train, val, test = data.tensors("train"), data.tensors("val"), data.tensors("test")
-    layers = prunable_layers(model)
-    order = list(layers)
-    kinds = {n: layer_kind(m) for n, m in layers.items()}
+    ctx = CompressContext.create(model, data, obj, graph=graph, teach_train=recipe.distills, progress=progress)
     dense = dense_bytes(model, graph)
-    stages = [StageReport("baseline", _val_accuracy(model, val), evaluate(model, test), dense, dense, 1.0, 0.0)]
+    base = ctx.metrics(model, "test")
+    stages = [StageReport("baseline", ctx.evaluate(model, "val"), base[obj.primary], dense, dense, 1.0, 0.0,
+                          test_metrics=base)]
     code = recipe.code_stage
-    teacher = None
-    if recipe.distills:
-        teacher = _logits(model, train[0])  # the dense model teaches its compressed self
+    coder = Coder.FIXED  # until the code stage has run
     pack_report: PackReport | None = None
     blob = b""
     for i, stage in enumerate(recipe.stages, 1):
         start = time.perf_counter()
-        if isinstance(stage, PruneStage):
-            detail = _prune(model, stage, layers, order, (train, val, teacher), progress)
-        elif isinstance(stage, LowRankStage):
-            detail = _lowrank(model, stage, layers, order, (train, val, teacher), progress)
-            graph = trace(model)  # the structure changed: two layers where there was one
-            layers = prunable_layers(model)
-            order = list(layers)
-            kinds = {n: layer_kind(m) for n, m in layers.items()}
-        elif isinstance(stage, ShareStage):
-            detail = _share(model, stage, layers, order, (train, val, teacher), progress)
-        else:
-            detail = {"coder": stage.coder.value}
-        coder = stage.coder if isinstance(stage, CodeStage) else Coder.FIXED
+        detail = stage.run(model, ctx)
+        if stage.changes_graph:
+            ctx.refresh(model)  # e.g. two layers where there was one
+        if stage is code:
+            coder = code.coder
         blob, pack_report = pack_model(
-            model, data.input_spec, coding=coding_rule(code, coder, order, kinds),
-            meta={**(meta or {}), "recipe": recipe.name, "stage": stage.kind}, graph=graph, verify=False,
+            model, data.input_spec, coding=coding_rule(code, coder, ctx.order, ctx.kinds),
+            meta={**(meta or {}), "recipe": recipe.name, "stage": stage.kind}, graph=ctx.graph, verify=False,
         )
         net: nn.Module = model
         if measure == "exact" or i == len(recipe.stages):
             net = load(blob)  # the network the file holds
             check_reproduces(model, net, data.input_spec)
+        scores = ctx.metrics(net, "test")
         stages.append(StageReport(
-            stage.kind, _val_accuracy(net, val), evaluate(net, test), len(blob), pack_report.payload_bytes,
-            dense / len(blob), time.perf_counter() - start, detail,
+            stage.kind, ctx.evaluate(net, "val"), scores[obj.primary], len(blob), pack_report.payload_bytes,
+            dense / len(blob), time.perf_counter() - start, detail, scores,
         ))
     rows = []
     for t in pack_report.tensors:
         layer = t.name[: -len(".weight")]
-        if layer in layers and t.name.endswith(".weight"):
+        if layer in ctx.layers and t.name.endswith(".weight"):
             rows.append(LayerRow(layer, t.shape, t.kept, t.value_bits, t.codebook_size, f"{t.enc}/{t.layout}",
                                  t.index_bytes, t.weight_bytes, t.numel * 4))
     return CompressionResult(recipe.name, code.coder.value, dense, stages, rows, pack_report.tensors, blob,
-                             model, stages[-1].test_accuracy, data.split_sizes(), measure)
+                             model, stages[-1].test_accuracy, data.split_sizes(), measure, obj.name, obj.primary)

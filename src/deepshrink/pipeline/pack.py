@@ -20,7 +20,8 @@ from deepshrink.fileformat.container import Limits
 from deepshrink.fileformat.model_file import decode_tensors, pack_model_file
 from deepshrink.graph import OPS, Graph, build, trace
 from deepshrink.prune import current_weight, make_permanent
-from deepshrink.storage import DEFAULT_GAP_BITS, TensorCoding, TensorReport, encode_tensor
+from deepshrink.recipes.stages import default_gap_bits
+from deepshrink.storage import TensorCoding, TensorReport, encode_tensor
 from deepshrink.util.atomic import write_bytes_atomic
 
 # Chooses how to store each parameter: (parameter name, tensor, op of its node, role) -> coding.
@@ -28,12 +29,12 @@ CodingRule = Callable[[str, np.ndarray, str, str], TensorCoding]
 
 
 def default_coding(name: str, tensor: np.ndarray, op: str, role: str) -> TensorCoding:
-    """Compress conv and linear weights (8-bit gaps for conv, 5-bit for fc, Huffman);
-    store everything else raw."""
+    """Compress layer weights (every op with a layer kind; Huffman, each kind's default gap width:
+    8 bits for conv, 5 for fc); store everything else raw."""
     kind = OPS[op].layer_kind if role == "weight" else None
     if kind is None:
         return TensorCoding(compress=False)
-    return TensorCoding(gap_bits=DEFAULT_GAP_BITS[kind])
+    return TensorCoding(gap_bits=default_gap_bits(kind))
 
 
 @dataclass

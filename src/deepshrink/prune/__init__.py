@@ -1,10 +1,10 @@
 """Pruning: magnitude masks, iterative prune–retrain."""
 
 from deepshrink.prune.magnitude import (
-    PRUNABLE,
     apply_mask,
     current_weight,
     layer_kind,
+    layer_kinds,
     magnitude_mask,
     make_permanent,
     masked_training,
@@ -13,10 +13,10 @@ from deepshrink.prune.magnitude import (
 )
 
 __all__ = [
-    "PRUNABLE",
     "apply_mask",
     "current_weight",
     "layer_kind",
+    "layer_kinds",
     "magnitude_mask",
     "make_permanent",
     "masked_training",

@@ -20,18 +20,30 @@ import torch.nn.utils.prune as tprune
 from torch import nn
 
 from deepshrink.errors import ConfigError
+from deepshrink.graph.ops import OPS, op_for_module
 
-PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+def layer_kind(module: nn.Module) -> str | None:
+    """The layer kind of ``module`` (``"linear"``, ``"conv"``, ``"embedding"``, ...), or None when
+    its ``weight`` is not a compressible layer weight.
+
+    The graph's op registry is the one place that says which op's weight is a layer weight
+    (:attr:`deepshrink.graph.ops.Op.layer_kind`); every stage asks here, so a new layer op is
+    pruned, shared and entropy-coded as soon as its op class names a kind. Subclasses (a module
+    with a sharing parametrization is a subclass of its original type) have their base's kind."""
+    op = op_for_module(module)
+    return None if op is None else op.layer_kind
+
+
+def layer_kinds() -> tuple[str, ...]:
+    """Every layer kind some registered op declares, in registration order."""
+    return tuple(dict.fromkeys(op.layer_kind for op in OPS.values() if op.layer_kind))
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Linear and convolution modules by qualified name, in definition order."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
-
-
-def layer_kind(module: nn.Module) -> str:
-    """'conv' or 'linear' (the kind recipes use for default settings)."""
-    return "linear" if isinstance(module, nn.Linear) else "conv"
+    """The modules of ``model`` with a layer kind (see :func:`layer_kind`), by qualified name, in
+    definition order."""
+    return {name: m for name, m in model.named_modules() if layer_kind(m) is not None}
 
 
 def current_weight(module: nn.Module) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Weight sharing: k-means codebooks with fine-tuned centroids."""
 
 from deepshrink.share.kmeans import (
-    INITS,
+    KMeansInit,
     SharedWeight,
     centroids_of,
     finalize,
@@ -11,4 +11,4 @@ from deepshrink.share.kmeans import (
     share_module,
 )
 
-__all__ = ["INITS", "SharedWeight", "centroids_of", "finalize", "is_shared", "kmeans_1d", "round_to_half", "share_module"]
+__all__ = ["KMeansInit", "SharedWeight", "centroids_of", "finalize", "is_shared", "kmeans_1d", "round_to_half", "share_module"]

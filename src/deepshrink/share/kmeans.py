@@ -10,6 +10,8 @@ holds at most K distinct non-zero values.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import numpy as np
 import torch
 import torch.nn.utils.parametrize as P
@@ -17,7 +19,13 @@ from torch import nn
 
 from deepshrink.errors import ConfigError
 
-INITS = ("linear", "density", "random")
+class KMeansInit(StrEnum):
+    """How the centroids start (values are what recipes write): evenly over the weights' range
+    (Han et al.'s best), at quantiles of the weights, or at randomly chosen weights."""
+
+    LINEAR = "linear"
+    DENSITY = "density"
+    RANDOM = "random"
 
 
 def kmeans_1d(
@@ -28,8 +36,10 @@ def kmeans_1d(
     a binary search over the midpoints of the sorted centroids."""
     if k < 1:
         raise ConfigError(f"k must be ≥ 1, got {k}")
-    if init not in INITS:
-        raise ConfigError(f"init must be one of {INITS}, got {init!r}")
+    try:
+        init = KMeansInit(init)
+    except ValueError:
+        raise ConfigError(f"init must be one of {[i.value for i in KMeansInit]}, got {init!r}") from None
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     if v.size == 0:
         return np.zeros(0, np.float32), np.zeros(0, np.int64)

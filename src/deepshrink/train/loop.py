@@ -11,19 +11,42 @@ import copy
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from deepshrink.data.dataset import MAX_SEED
-from deepshrink.errors import ConfigError
+from deepshrink.data.split import Split
+from deepshrink.errors import ConfigError, DataError
 from deepshrink.prune import masked_training
+from deepshrink.train.objectives import EVAL_BATCH, Objective, get_objective, outputs
 
-Split = tuple[torch.Tensor, torch.Tensor]
+
+class Optimizer(StrEnum):
+    """Optimizers of :class:`TrainConfig` (values are what recipes write)."""
+
+    ADAM = "adam"
+    SGD = "sgd"
+
+
+class Schedule(StrEnum):
+    """Learning-rate schedules of :class:`TrainConfig`: cosine annealing to zero over the run, or constant."""
+
+    COSINE = "cosine"
+    CONSTANT = "constant"
+
+
+def as_enum(enum: type[StrEnum], value: Any, what: str) -> StrEnum:
+    """``value`` as a member of ``enum``; a :class:`ConfigError` listing the allowed values otherwise.
+    How every recipe and config field with a fixed set of values is checked."""
+    try:
+        return enum(value)
+    except ValueError:
+        raise ConfigError(f"{what} must be one of {[m.value for m in enum]}, got {value!r}") from None
 
 #: Bounds of :class:`TrainConfig`: far beyond any useful run, small enough that a typo (1e18)
 #: is an error rather than a run that never ends or a batch that cannot be allocated.
@@ -46,10 +69,10 @@ class TrainConfig:
     epochs: int = 10
     lr: float = 1e-3
     batch_size: int = 128
-    optimizer: str = "adam"
+    optimizer: Optimizer = Optimizer.ADAM
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "cosine"
+    schedule: Schedule = Schedule.COSINE
     seed: int = 0
     keep_best: bool = True
     distill: float = 0.0
@@ -62,10 +85,8 @@ class TrainConfig:
             raise ConfigError(f"lr must be a number in (0, 10), got {self.lr!r}")
         if not _is_int(self.batch_size) or not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             raise ConfigError(f"batch_size must be an integer in 1..{MAX_BATCH_SIZE:,}, got {self.batch_size!r}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ConfigError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        object.__setattr__(self, "optimizer", as_enum(Optimizer, self.optimizer, "optimizer"))
+        object.__setattr__(self, "schedule", as_enum(Schedule, self.schedule, "schedule"))
         for name in ("weight_decay", "momentum"):
             v = getattr(self, name)
             if not (_is_number(v) and 0 <= v < 1):
@@ -80,17 +101,22 @@ class TrainConfig:
             raise ConfigError(f"temperature must be in (0, 100], got {self.temperature!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain values (enums as their strings), as a recipe file writes them."""
+        return {f.name: (v.value if isinstance(v, StrEnum) else v)
+                for f in fields(self) for v in (getattr(self, f.name),)}
 
 
 @dataclass
 class History:
-    """Per-epoch losses and validation accuracies of a run."""
+    """Per-epoch losses and validation scores of a run. ``val_accuracy`` holds the objective's
+    primary metric, named by ``metric`` (``"accuracy"`` for ``classify``, the name kept so that
+    classifier code reads as before)."""
 
     train_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
     best_epoch: int = -1
     seconds: float = 0.0
+    metric: str = "accuracy"
 
     @property
     def best_val_accuracy(self) -> float:
@@ -102,33 +128,51 @@ def _fusable(params: list[nn.Parameter]) -> bool:
     return bool(params) and all(p.is_floating_point() for p in params) and len({p.device for p in params}) == 1
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``model`` on preprocessed inputs and labels."""
-    x, y = split
-    if len(x) == 0:
-        return float("nan")
-    was = model.training
-    model.eval()
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        correct += int((model(x[i : i + batch_size]).argmax(dim=1) == y[i : i + batch_size]).sum())
-    model.train(was)
-    return correct / len(x)
+def as_split(data: Split | tuple[torch.Tensor, torch.Tensor], where: str = "data") -> Split:
+    """A :class:`~deepshrink.data.Split`; an ``(inputs, labels)`` pair (what ``Dataset.tensors``
+    returns, and what callers wrote before splits existed) is read as a one-input split."""
+    if isinstance(data, Split):
+        return data
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return Split.of(*data)
+    raise DataError(f"{where} must be a deepshrink.data.Split (or an (inputs, labels) pair of tensors), "
+                    f"got {type(data).__name__}")
+
+
+def evaluate_metrics(model: nn.Module, split: Split | tuple[torch.Tensor, torch.Tensor],
+                     objective: str | Objective = "classify", teacher: torch.Tensor | None = None,
+                     batch_size: int = EVAL_BATCH) -> dict[str, float]:
+    """Every metric of ``objective`` for ``model`` on ``split`` (NaN on an empty split);
+    ``teacher`` holds the dense model's outputs on the same split when the objective compares with them."""
+    split, obj = as_split(split, "the evaluation split"), get_objective(objective)
+    obj.check_data(split, "evaluation")
+    if len(split) == 0:
+        return obj.metrics(torch.zeros(0), split.target, teacher)
+    return obj.metrics(outputs(model, split, batch_size), split.target, teacher)
+
+
+def evaluate(model: nn.Module, split: Split | tuple[torch.Tensor, torch.Tensor],
+             objective: str | Objective = "classify", teacher: torch.Tensor | None = None,
+             batch_size: int = EVAL_BATCH) -> float:
+    """The objective's primary metric (top-1 accuracy for ``classify``) of ``model`` on ``split``."""
+    return evaluate_metrics(model, split, objective, teacher, batch_size)[get_objective(objective).primary]
 
 
 def fit(
     model: nn.Module,
-    train: Split,
-    val: Split,
+    train: Split | tuple[torch.Tensor, torch.Tensor],
+    val: Split | tuple[torch.Tensor, torch.Tensor],
     config: TrainConfig,
     *,
     params: Iterable[nn.Parameter] | None = None,
     desc: str = "train",
     progress: bool | None = None,
-    teacher_logits: torch.Tensor | None = None,
+    objective: str | Objective = "classify",
+    teacher: torch.Tensor | None = None,
+    val_teacher: torch.Tensor | None = None,
 ) -> History:
-    """Train ``model`` (or only ``params``) with cross-entropy; returns the history.
+    """Train ``model`` (or only ``params``) to minimise ``objective``'s loss; returns the history.
+    Batches are ``model(*inputs)`` of :class:`~deepshrink.data.Split` s.
 
     Epoch selection: with ``keep_best`` the weights of the epoch with the best validation accuracy
     are restored at the end (validation data comes from the training set, never the test set).
@@ -138,30 +182,43 @@ def fit(
     Pruning masks (:mod:`torch.nn.utils.prune`) are re-applied after every optimizer step and are
     attached again on return; parametrizations (shared weights) stay active throughout.
 
-    With ``config.distill > 0`` and ``teacher_logits`` (the teacher's outputs on ``train``, in
-    order) the loss is ``(1 - a)·CE + a·T²·KL(teacher_T ‖ student_T)`` (Hinton et al. 2015).
+    ``teacher`` holds the teacher's (the dense model's) outputs on ``train``, in order, and
+    ``val_teacher`` on ``val``: ``classify`` reads them to distill (``config.distill > 0``: the loss
+    is ``(1 - a)·CE + a·T²·KL(teacher_T ‖ student_T)``, Hinton et al. 2015); the ``match-*``
+    objectives always (see :mod:`deepshrink.train.objectives`). Epochs are selected on the
+    objective's primary metric.
     """
-    if config.distill > 0 and (teacher_logits is None or len(teacher_logits) != len(train[0])):
-        raise ConfigError("distill > 0 needs teacher_logits with one row per training sample")
-    hist = History()
+    obj = get_objective(objective)
+    train, val = as_split(train, "the training split"), as_split(val, "the validation split")
+    obj.check_data(train, "training")
+    if obj.wants_teacher(config) and (teacher is None or len(teacher) != len(train)):
+        raise ConfigError(f"objective {obj.name!r}{' with distill > 0' if obj.name == 'classify' else ''} needs "
+                          "the teacher's outputs with one row per training sample")
+    if obj.wants_teacher() and len(val) and (val_teacher is None or len(val_teacher) != len(val)):
+        raise ConfigError(f"objective {obj.name!r} needs the teacher's outputs on the validation split too")
+    hist = History(metric=obj.primary)
+
+    def score() -> float:
+        return evaluate(model, val, obj, val_teacher)
+
     if config.epochs == 0:
-        hist.val_accuracy.append(evaluate(model, val))
+        hist.val_accuracy.append(score())
         hist.best_epoch = 0
         return hist
-    has_val = len(val[0]) > 0
+    has_val = len(val) > 0
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
-    if config.optimizer == "adam":
+    if config.optimizer is Optimizer.ADAM:
         opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay,
                                                       fused=_fusable(params))
     else:
         opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    x, y = train
-    steps_per_epoch = max(1, math.ceil(len(x) / config.batch_size))
+    n = len(train)
+    steps_per_epoch = max(1, math.ceil(n / config.batch_size))
     total = steps_per_epoch * config.epochs
     sched = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, total) if config.schedule == "cosine" else None
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, total) if config.schedule is Schedule.COSINE else None
     )
     best_state = None
     best_acc = -1.0
@@ -171,18 +228,13 @@ def fit(
     with masked_training(model) as reapply_masks:
         for epoch in range(config.epochs):
             model.train()
-            order = torch.randperm(len(x), generator=gen)
+            order = torch.randperm(n, generator=gen)
             running, count = 0.0, 0
-            for i in range(0, len(x), config.batch_size):
+            for i in range(0, n, config.batch_size):
                 idx = order[i : i + config.batch_size]
+                batch = train.take(idx)
                 opt.zero_grad(set_to_none=True)
-                out = model(x[idx])
-                loss = F.cross_entropy(out, y[idx])
-                if config.distill > 0:
-                    t = config.temperature
-                    soft = F.kl_div(F.log_softmax(out / t, dim=1), F.log_softmax(teacher_logits[idx] / t, dim=1),
-                                    reduction="batchmean", log_target=True)
-                    loss = (1 - config.distill) * loss + config.distill * t * t * soft
+                loss = obj.loss(model(*batch.inputs), batch.target, None if teacher is None else teacher[idx], config)
                 loss.backward()
                 opt.step()
                 reapply_masks()
@@ -191,10 +243,10 @@ def fit(
                 running += loss.item() * len(idx)
                 count += len(idx)
                 bar.update(1)
-            acc = evaluate(model, val) if has_val else float("nan")
+            acc = score() if has_val else float("nan")
             hist.train_loss.append(running / max(count, 1))
             hist.val_accuracy.append(acc)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{hist.train_loss[-1]:.4f}", val_acc=f"{acc:.4f}")
+            bar.set_postfix({"epoch": epoch + 1, "loss": f"{hist.train_loss[-1]:.4f}", f"val_{obj.primary}": f"{acc:.4f}"})
             if not has_val:
                 hist.best_epoch = epoch
             elif acc > best_acc:
