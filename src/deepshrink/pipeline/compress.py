@@ -29,7 +29,7 @@ from torch import nn
 from deepshrink.coding import Coder
 from deepshrink.errors import ConfigError
 from deepshrink.graph import Graph, trace
-from deepshrink.pipeline.context import CompressContext, CompressData, layer_table
+from deepshrink.pipeline.context import CompressContext, DataSource, layer_table
 from deepshrink.pipeline.pack import CodingRule, PackReport, check_graph, check_reproduces, pack_model
 from deepshrink.recipes.config import Recipe
 from deepshrink.recipes.stages import MAX_DROP_GRID, CodeStage, Layer
@@ -188,7 +188,7 @@ def check_recipe(model: nn.Module, recipe: Recipe, *, has_val: bool = True) -> N
 
 def compress(
     model: nn.Module,
-    data: CompressData,
+    data: DataSource,
     recipe: Recipe,
     *,
     progress: bool | None = None,
@@ -196,7 +196,7 @@ def compress(
     measure: str = "estimate",
     objective: str | Objective = "classify",
 ) -> CompressionResult:
-    """Compress a trained ``model`` with ``recipe`` on ``data`` (a :class:`CompressData`, e.g. a
+    """Compress a trained ``model`` with ``recipe`` on ``data`` (a :class:`DataSource`, e.g. a
     :class:`~deepshrink.data.Dataset`), retraining and scoring by ``objective`` (see
     :mod:`deepshrink.train.objectives`: ``"classify"`` on labels, or fidelity to the dense model's
     outputs with ``"match-logits"`` / ``"match-embeddings"``, which need no labels).

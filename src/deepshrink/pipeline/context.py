@@ -7,7 +7,7 @@ it all once: the data splits, the objective, the dense model's outputs on each s
 once, batched, without gradients), the trainer (``fit``/``evaluate`` bound to the objective and the
 teacher), progress on/off, the layer table and the graph.
 
-The data a run needs is the :class:`CompressData` protocol, not :class:`~deepshrink.data.Dataset`:
+The data a run needs is the :class:`DataSource` protocol, not :class:`~deepshrink.data.Dataset`:
 any source of :class:`~deepshrink.data.Split` s (labelled images, unlabeled crops, sentences)
 compresses the same way.
 """
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from torch import nn
 
-from deepshrink.data.spec import InputSpec
+from deepshrink.data.sources import DataSource
 from deepshrink.data.split import Split
 from deepshrink.errors import ConfigError, DataError
 from deepshrink.graph import Graph, trace
@@ -34,31 +34,6 @@ SPLITS = ("train", "val", "test")
 SEARCH_SAMPLES = 2000
 #: Samples per calibration batch of SLR's neuron importance.
 CALIBRATION_BATCH = 256
-
-
-@runtime_checkable
-class CompressData(Protocol):
-    """What :func:`~deepshrink.pipeline.compress` reads from its data. :class:`~deepshrink.data.Dataset`
-    is one; so is any source of splits without labels or with several inputs.
-
-    ``split(name)`` returns the ``"train"``, ``"val"`` (may be empty) or ``"test"`` split;
-    ``split_sizes()`` the samples per split without building them; ``input_spec`` describes the
-    model's input (the stored file records it); ``name`` names the data in reports.
-
-    TODO(multi-input): packing (``pack_model``, ``check_graph``, ``check_reproduces``) still takes one
-    :class:`InputSpec` and probes the model with one float tensor; graphs with several typed inputs
-    need the graph side of issue 8 (several ``InputSpec`` s in the file). Until then a source of
-    several inputs trains and evaluates here but cannot be stored.
-    """
-
-    name: str
-
-    @property
-    def input_spec(self) -> InputSpec: ...
-
-    def split(self, name: str) -> Split: ...
-
-    def split_sizes(self) -> dict[str, int]: ...
 
 
 def layer_table(model: nn.Module) -> tuple[dict[str, nn.Module], dict[str, str]]:
@@ -82,7 +57,7 @@ class CompressContext:
     search_samples: int = SEARCH_SAMPLES
 
     @classmethod
-    def create(cls, model: nn.Module, data: CompressData, objective: Objective, *, graph: Graph | None = None,
+    def create(cls, model: nn.Module, data: DataSource, objective: Objective, *, graph: Graph | None = None,
                teach_train: bool = False, progress: bool | None = None) -> CompressContext:
         """The context of a run on ``model`` (the dense model, the teacher): its splits of ``data``
         checked against ``objective``, and the teacher's outputs on the splits that need them (every
