@@ -162,6 +162,11 @@ CASES = [
     Case("cast", lambda: Fn2(lambda x, m: x * m.float() + m.to(torch.float32) + m.to(x.dtype) + m.type_as(x)
                              + m.bool().float() + m.to(dtype=torch.float) + x.to("cpu")), ((5,), MASK), "cast-forms"),
     Case("cast", lambda: Fn(lambda x: (x * 3).long() + x.type(torch.int64)), (5,), "cast-to-int64-output"),
+    Case("full_like", lambda: Fn2(lambda x, m: torch.zeros_like(m) + torch.ones_like(x) + torch.full_like(x, 2.5)
+                                  + torch.zeros_like(m, dtype=torch.float32)), ((5,), MASK), "full_like-forms"),
+    Case("arange", lambda: Fn2(lambda x, m, e: e(m) + e(torch.arange(m.size(1))) + e(torch.arange(
+        m.shape[1], dtype=torch.long, device=m.device)[None, :].expand_as(m)) + e(torch.arange(m.size(-1)).unsqueeze(0))
+        + x, nn.Embedding(5, 3)), ((5, 1), MASK), "arange-positions"),
     Case("add", lambda: Fn(lambda x: x + x.tanh()), IMG, "operator-add"),
     Case("add", lambda: Fn(lambda x: torch.add(x.sigmoid(), x).add(x)), IMG, "torch-add"),
     Case("add", lambda: Fn(lambda x, p: x + p(x), nn.AdaptiveAvgPool2d(1)), IMG, "add-broadcast"),

@@ -95,11 +95,13 @@ def trace(model: nn.Module, inputs: Sequence[GraphInput | torch.Tensor] | None =
     size_tuples: dict[torch.fx.Node, torch.fx.Node] = {}  # x.size(), x.shape: x
     dtype_refs: dict[torch.fx.Node, torch.fx.Node] = {}  # x.dtype: x
     devices: set[torch.fx.Node] = set()  # x.device
+    batch_free: set[torch.fx.Node] = set()  # values PyTorch holds without the batch dimension
     tuples: dict[torch.fx.Node, int] = {}  # a module returning a tuple: the element the op computes
     unavailable: dict[torch.fx.Node, str] = {}  # the other elements: a problem where used
     nodes: list[Node] = []
     problems: list[str] = []
     outputs: tuple[str, ...] = ()
+    result: Any = ()
     used: set[str] = set(dtypes)
 
     def fresh(base: str) -> str:
@@ -194,6 +196,14 @@ def trace(model: nn.Module, inputs: Sequence[GraphInput | torch.Tensor] | None =
             else:
                 (tensors, attrs), params = op.from_call(call), {}
             op, attrs = op.resolve(attrs)
+            free = [t for t in tensors if isinstance(t, torch.fx.Node) and t in batch_free]
+            if free and op.gives_batch(attrs):  # arange(L)[None]: the graph's value has the batch already
+                names[fx_node] = names[free[0]]
+                continue
+            if free and (op.batch_free is None or op.batch_free == "keep" and len(free) < len(tensors)):
+                raise UnsupportedOperationError(
+                    f"op {op.name} on a tensor without the batch dimension ({_describe(free[0], modules)}); such "
+                    "values may reach embeddings, layer norms, casts, arithmetic and x.unsqueeze(0) / x[None]")
             try:
                 attrs = op.check_attrs(attrs)
             except ValueError as exc:
@@ -207,6 +217,8 @@ def trace(model: nn.Module, inputs: Sequence[GraphInput | torch.Tensor] | None =
                     hint = "; declare the model's input dtypes with trace(model, inputs=...)" if len(graph_inputs) > 1 else ""
                     raise UnsupportedOperationError(f"{exc} (inputs {given}){hint}") from None
             nodes.append(node)
+            if op.batch_free == "make" or free and (op.batch_free == "keep" or len(free) == len(tensors)):
+                batch_free.add(fx_node)
             if op.tuple_output is not None:
                 tuples[fx_node] = op.tuple_output
         except UnsupportedOperationError as exc:
@@ -220,6 +232,8 @@ def trace(model: nn.Module, inputs: Sequence[GraphInput | torch.Tensor] | None =
             "store:\n" + "\n".join(f"  - {p}" for p in problems) + f"\n{supported_forms()}",
             problems,
         )
+    if any(r in batch_free for r in (result if isinstance(result, (tuple, list)) else (result,))):
+        raise UnsupportedOperationError("the model returns a tensor without the batch dimension")
     if not outputs or any(o in dtypes and o in {i.name for i in graph_inputs} for o in outputs):
         raise UnsupportedOperationError("the model returns one of its inputs unchanged, or nothing")
     try:

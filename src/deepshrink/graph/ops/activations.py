@@ -158,7 +158,7 @@ class Hardsigmoid(Op):
 class Identity(Mover):
     """The input unchanged: ``nn.Identity``, dropout at inference, ``x.contiguous()``."""
 
-    name, onnx_type = "identity", "Identity"
+    name, onnx_type, batch_free = "identity", "Identity", "keep"
     modules, functions, methods = (nn.Dropout, nn.Identity), (F.dropout,), ("contiguous",)
 
     def forward(self, a, xs, p):

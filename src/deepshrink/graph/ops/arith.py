@@ -48,7 +48,7 @@ class _Binary(Op):
     """``fn`` of two tensors, or of a tensor and the number ``scalar`` (``scalar_first``: the
     number is the left operand, as in ``1.0 - mask``)."""
 
-    max_inputs = 2
+    max_inputs, batch_free = 2, "broadcast"
     optional_attrs = {"scalar": scalar, "scalar_first": boolean}
     fn: staticmethod
     commutes: bool = True

@@ -388,6 +388,12 @@ class Op:
     """Tensor methods traced as this op."""
     onnx_type: ClassVar[str | None] = None
     """ONNX operator of the default :meth:`to_onnx`: the same inputs, no attributes."""
+    batch_free: ClassVar[str | None] = None
+    """How the op treats a value PyTorch holds without the batch dimension (``torch.arange(L)``;
+    the graph holds it with one, broadcast over the batch): ``"make"`` (the op makes such a
+    value), ``"keep"`` (the op acts elementwise or on trailing dimensions, its result is batch-free
+    too), ``"broadcast"`` (combined with batched tensors the result is batched), or None (tracing
+    refuses it: its dimension indices would mean other dimensions in PyTorch and in the graph)."""
     tuple_output: ClassVar[int | None] = None
     """For a module that returns a tuple (``nn.MultiheadAttention``: output and weights), the
     position of the value the op computes; using any other element is a tracing problem."""
@@ -476,6 +482,11 @@ class Op:
         """The tensor arguments and attributes of a call of one of :attr:`functions` or
         :attr:`methods`; raises :class:`UnsupportedOperationError` for arguments it cannot express."""
         return (call.args[0],), {}
+
+    def gives_batch(self, attrs: Mapping[str, Any]) -> bool:
+        """True if, applied to a batch-free value, the op only adds the batch dimension
+        (``x.unsqueeze(0)``, ``x[None]``): the graph's value already has it."""
+        return False
 
     def resolve(self, attrs: dict[str, Any]) -> tuple[Op, dict[str, Any]]:
         """The op (and attributes) a traced call becomes: an op may hand a special case to a more

@@ -197,7 +197,7 @@ class LayerNorm(Op):
     """Normalisation over the last ``len(normalized_shape)`` dimensions, with an optional
     elementwise scale (``weight``) and shift (``bias``) of that shape."""
 
-    name = "layer_norm"
+    name, batch_free = "layer_norm", "keep"
     optional_params = ("weight", "bias")
     attrs = {"normalized_shape": _sizes, "eps": real(0.0, MAX_EPS)}
     modules = (nn.LayerNorm,)
@@ -241,7 +241,7 @@ class Embedding(Op):
     """Rows of ``weight`` (``[num_embeddings, dim]``) picked by int64 indices: ``(N, *)`` indices
     give ``(N, *, dim)`` float32 vectors. An index outside the table is an error when run."""
 
-    name = "embedding"
+    name, batch_free = "embedding", "keep"
     params, param_ndim = ("weight",), 2
     layer_kind = "embedding"
     modules = (nn.Embedding,)

@@ -20,7 +20,8 @@ from torch import nn
 
 from deepshrink.errors import UnsupportedOperationError
 from deepshrink.graph.ops.base import (
-    DTYPES, ONNX_DTYPES, TORCH_DTYPES, Mover, axis, broadcast, dim_index, fmt, int_in, one_of, register,
+    DTYPES, ONNX_DTYPES, TORCH_DTYPES, Mover, Op, axis, broadcast, dim_index, fmt, int_in, nullable, one_of,
+    register, scalar,
 )
 
 
@@ -244,6 +245,9 @@ class Unsqueeze(Mover):
     attrs = {"dim": axis(-10, 9)}
     functions, methods = (torch.unsqueeze,), ("unsqueeze",)
 
+    def gives_batch(self, attrs):
+        return attrs.get("dim") == 0
+
     def axis(self, a, x) -> int:
         k = _axis(a["dim"], len(x) + 2, "dim")
         if k == 0:
@@ -326,6 +330,10 @@ class Index(Mover):
     name = "index"
     attrs = {"items": _index_items}
     functions = (operator.getitem,)
+
+    def gives_batch(self, attrs):
+        items = attrs.get("items", [])
+        return bool(items) and items[0] is None and all(i in ("...", [None, None, 1]) for i in items[1:])
 
     def walk(self, a, x):
         """Per input dimension (with the batch) a ``slice`` or an int, and the output positions
@@ -440,7 +448,7 @@ class ExpandAs(Mover):
     ``x.expand(y.size())``); the second input lends only its shape."""
 
     name = "expand_as"
-    inputs = 2
+    inputs, batch_free = 2, "broadcast"
     methods = ("expand_as", "expand")
 
     def dtype(self, a, ins):
@@ -476,7 +484,7 @@ class Cast(Mover):
     ``x.to(torch.float32)``, ``x.to(y.dtype)``, ``x.type_as(y)``; ``x.to(device)`` keeps the dtype).
     Float to int64 truncates toward zero; anything nonzero becomes True."""
 
-    name = "cast"
+    name, batch_free = "cast", "keep"
     attrs = {"dtype": one_of(*DTYPES)}
     methods = ("float", "long", "bool", "to", "type", "type_as")
 
@@ -505,3 +513,71 @@ class Cast(Mover):
 
 
 _TORCH = {name: dtype for dtype, name in TORCH_DTYPES.items()}
+
+
+@register
+class FullLike(Op):
+    """A tensor of the input's shape filled with ``value`` (``torch.zeros_like(input_ids)``,
+    ``torch.ones_like``, ``torch.full_like``), of ``dtype`` or the input's dtype."""
+
+    name = "full_like"
+    attrs = {"value": scalar, "dtype": nullable(one_of(*DTYPES))}
+    functions = (torch.zeros_like, torch.ones_like, torch.full_like)
+
+    def dtype(self, a, ins):
+        return a["dtype"] or ins[0]
+
+    def from_call(self, call):
+        value = {"zeros_like": 0, "ones_like": 1}.get(call.name, call.arg(1, "fill_value"))
+        dtype = call.kwargs.get("dtype")
+        if not isinstance(value, (int, float)) or dtype is not None and call.dtype_of(dtype) is None:
+            raise UnsupportedOperationError(f"{call.name} with value {value!r} and dtype {dtype!r}")
+        return (call.args[0],), {"value": value, "dtype": None if dtype is None else call.dtype_of(dtype)}
+
+    def forward(self, a, xs, p):
+        dtype = _TORCH[a["dtype"]] if a["dtype"] else xs[0].dtype
+        return torch.full_like(xs[0], a["value"], dtype=dtype)
+
+    def to_onnx(self, node, xs, shapes, g):
+        dtype = self.dtype(node.attrs, [g.dtype(xs[0])])
+        value = g.init(f"{node.name}/value", np.array(node.attrs["value"], _NUMPY[dtype]))
+        g.node("Expand", [value, g.node("Shape", xs, f"{node.name}/shape")], node.name)
+
+
+@register
+class Arange(Op):
+    """The positions ``0, 1, ..., L - 1`` along dimension ``dim`` of the input, one row per
+    sample (int64 ``(N, L)``): ``torch.arange(x.size(1))``, which PyTorch makes without the
+    batch dimension and a model then broadcasts over the batch (tracing follows it there)."""
+
+    name = "arange"
+    attrs = {"dim": axis()}
+    functions, batch_free = (torch.arange,), "make"
+
+    def dtype(self, a, ins):
+        return "int64"
+
+    def shape(self, a, ins, ps):
+        return (ins[0][dim_index(a["dim"], ins[0]) - 1],)
+
+    def from_call(self, call):
+        size = call.size_of(call.args[0]) if len(call.args) == 1 else None
+        if size is None or call.kwargs.get("dtype") not in (None, torch.int64):
+            raise UnsupportedOperationError("torch.arange is supported as torch.arange(x.size(k)) (int64), the "
+                                            "positions along a dimension of a tensor")
+        return (size[0],), {"dim": size[1]}
+
+    def forward(self, a, xs, p):
+        x = xs[0]
+        return torch.arange(x.shape[a["dim"]], device=x.device).expand(x.shape[0], -1)
+
+    def to_onnx(self, node, xs, shapes, g):
+        (n,), out = self.shape(node.attrs, shapes, {}), node.name
+        rows = g.init(f"{out}/positions", np.arange(n, dtype=np.int64)[None])
+        batch = g.node("Slice", [g.node("Shape", xs, f"{out}/xshape"), g.init(f"{out}/0", np.array([0], np.int64)),
+                                 g.init(f"{out}/1", np.array([1], np.int64))], f"{out}/batch")
+        shape = g.node("Concat", [batch, g.init(f"{out}/n", np.array([n], np.int64))], f"{out}/shape", axis=0)
+        g.node("Expand", [rows, shape], out)
+
+
+_NUMPY = {"float32": np.float32, "int64": np.int64, "bool": np.bool_}
