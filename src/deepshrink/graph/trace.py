@@ -175,18 +175,22 @@ def trace(model: nn.Module, inputs: Sequence[GraphInput | torch.Tensor] | None =
                     continue
                 names[fx_node] = names[args[0]]
                 continue
+            if kind == "get_attr":
+                names[fx_node] = fresh(fx_node.name)  # its users are not problems of their own
+                if str(target).startswith("_tensor_constant"):
+                    raise UnsupportedOperationError(
+                        "a constant tensor made in forward() (torch.arange(5), torch.tensor(...)); positions are "
+                        "supported as torch.arange(x.size(k))")
+                raise UnsupportedOperationError(
+                    "parameters and buffers used directly in forward() are not supported; wrap them in modules "
+                    "(nn.Linear, nn.Conv2d, nn.Embedding, ...)")
             if kind == "call_module":
                 mod = modules[target]
                 op = op_for_module(mod)
                 name = fresh(str(target) or fx_node.name)
-            elif kind in ("call_function", "call_method"):
+            else:
                 op = op_for_function(target) if kind == "call_function" else op_for_method(target)
                 name = fresh(fx_node.name)
-            else:
-                raise UnsupportedOperationError(
-                    "parameters and buffers used directly in forward() are not supported; wrap them in modules "
-                    "(nn.Linear, nn.Conv2d, nn.Embedding, ...)"
-                )
             names[fx_node] = name  # later nodes can refer to it even if it turns out unsupported
             if op is None:
                 raise UnsupportedOperationError("no op of the graph format")

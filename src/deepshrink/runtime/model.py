@@ -49,9 +49,10 @@ class CompressedModel(nn.Module):
                 raise ModelError(f"input {name!r} must be a batch of shape (N, {', '.join(map(str, want))}) with the "
                                  f"same N as the other inputs, got {got}")
             n = len(x)
+        xs = [env[name] for name in self.graph.input_names]
         if n <= self.max_batch:
-            return self.net(**env)
-        chunks = [self.net(**{k: v[i : i + self.max_batch] for k, v in env.items()}) for i in range(0, n, self.max_batch)]
+            return self.net(*xs)
+        chunks = [self.net(*(x[i : i + self.max_batch] for x in xs)) for i in range(0, n, self.max_batch)]
         if isinstance(chunks[0], tuple):
             return tuple(torch.cat(parts) for parts in zip(*chunks))
         return torch.cat(chunks)
