@@ -12,7 +12,7 @@ from torch import nn
 
 from deepshrink.errors import UnsupportedOperationError
 from deepshrink.graph.ops.base import (
-    Op, as_pair, boolean, image, int_in, nullable, onnx_pads, pair, register, window,
+    OPS, Op, as_pair, boolean, image, int_in, nullable, onnx_pads, pair, register, window,
 )
 
 
@@ -165,7 +165,7 @@ class _Adaptive(Op):
         return (call.args[0],), {"output_size": _as_size(call.arg(1, "output_size"))}
 
     def to_onnx(self, node, xs, shapes, g):
-        (c, h, w), out = shapes[0], node.name
+        (_, h, w), out = shapes[0], node.name
         oh, ow = (s if s is not None else n for s, n in zip(node.attrs["output_size"], (h, w)))
         if h % oh == 0 and w % ow == 0:  # equal windows: one pooling node
             k = [h // oh, w // ow]
@@ -192,8 +192,6 @@ class AdaptiveAvgPool2d(_Adaptive):
 
     def resolve(self, attrs):
         if attrs.get("output_size") == [1, 1]:
-            from deepshrink.graph.ops.base import OPS
-
             return OPS["global_avg_pool2d"], {}
         return self, attrs
 
