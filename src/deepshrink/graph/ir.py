@@ -38,6 +38,7 @@ INPUT = "input"
 """The name of a graph's input when it has one float32 input (every graph before several inputs)."""
 MAX_NODES = 10_000
 MAX_INPUTS = 64
+MAX_OUTPUTS = 64
 MAX_DIM = 2**31 - 1
 _NAME = re.compile(r"[A-Za-z0-9_.:/\-]{1,200}")  # used with fullmatch: no trailing newline
 _PARAM_NAME = re.compile(r"[A-Za-z0-9_./\-]{1,200}")  # no ':' (it separates a tensor's sections)
@@ -274,8 +275,8 @@ class Graph:
             nodes.append(Node(raw["name"], raw["op"], tuple(node_inputs), attrs, params))
         output = data["output"]
         if isinstance(output, list):
-            if not 1 <= len(output) <= MAX_INPUTS:
-                raise InvalidHeader(f"graph: 'output' must name 1 to {MAX_INPUTS} nodes")
+            if not 1 <= len(output) <= MAX_OUTPUTS:
+                raise InvalidHeader(f"graph: 'output' must name 1 to {MAX_OUTPUTS} nodes")
             output = tuple(output)
         return cls(tuple(nodes), output, inputs)
 

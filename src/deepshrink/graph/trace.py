@@ -94,7 +94,6 @@ def trace(model: nn.Module, inputs: Sequence[GraphInput | torch.Tensor] | None =
     sizes: dict[torch.fx.Node, tuple[torch.fx.Node, int]] = {}  # x.size(k), x.shape[k]: (x, k)
     size_tuples: dict[torch.fx.Node, torch.fx.Node] = {}  # x.size(), x.shape: x
     dtype_refs: dict[torch.fx.Node, torch.fx.Node] = {}  # x.dtype: x
-    devices: set[torch.fx.Node] = set()  # x.device
     batch_free: set[torch.fx.Node] = set()  # values PyTorch holds without the batch dimension
     tuples: dict[torch.fx.Node, int] = {}  # a module returning a tuple: the element the op computes
     unavailable: dict[torch.fx.Node, str] = {}  # the other elements: a problem where used
@@ -159,9 +158,7 @@ def trace(model: nn.Module, inputs: Sequence[GraphInput | torch.Tensor] | None =
                     size_tuples[fx_node] = args[0]
                 elif args[1] == "dtype":
                     dtype_refs[fx_node] = args[0]
-                elif args[1] == "device":
-                    devices.add(fx_node)
-                else:
+                elif args[1] != "device":  # a device only ever reaches x.to(device) and arange(device=)
                     raise UnsupportedOperationError(f"attribute {args[1]!r} of a tensor")
                 continue
             if kind == "call_function" and target is operator.getitem and args[0] in size_tuples:

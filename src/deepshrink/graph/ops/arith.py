@@ -87,9 +87,14 @@ class _Binary(Op):
         raise UnsupportedOperationError(f"{self.name} of {type(x).__name__} and {type(y).__name__}")
 
     def forward(self, a, xs, p):
+        fn = self.function(a)
         if "scalar" not in a:
-            return self.fn(xs[0], xs[1])
-        return self.fn(a["scalar"], xs[0]) if a.get("scalar_first") else self.fn(xs[0], a["scalar"])
+            return fn(xs[0], xs[1])
+        return fn(a["scalar"], xs[0]) if a.get("scalar_first") else fn(xs[0], a["scalar"])
+
+    def function(self, a):
+        """The Python operator the node applies."""
+        return self.fn
 
     def to_onnx(self, node, xs, shapes, g):
         a, out = node.attrs, node.name
@@ -98,11 +103,15 @@ class _Binary(Op):
         if "scalar" in a:
             c = _const(g, f"{out}/scalar", a["scalar"], dtype)
             ins = [c, ins[0]] if a.get("scalar_first") else [ins[0], c]
-        g.node(self.onnx_op, ins, out)
+        self.emit(g, a, ins, out)
 
     def operand_dtype(self, g, a, xs) -> str:
-        """The dtype both operands are cast to in ONNX."""
+        """The dtype both operands are cast to in ONNX (by default the result's)."""
         return self.dtype(a, [g.dtype(x) for x in xs])
+
+    def emit(self, g, a, ins, out) -> None:
+        """The ONNX node(s) applying the op to operands of one dtype."""
+        g.node(self.onnx_op, ins, out)
 
 
 @register
@@ -166,19 +175,13 @@ class Compare(_Binary):
         tensors, attrs = super().from_call(call)
         return tensors, {**attrs, "fn": call.name}
 
-    def forward(self, a, xs, p):
-        fn = getattr(operator, a["fn"])
-        if "scalar" not in a:
-            return fn(xs[0], xs[1])
-        return fn(a["scalar"], xs[0]) if a.get("scalar_first") else fn(xs[0], a["scalar"])
+    def function(self, a):
+        return getattr(operator, a["fn"])
 
-    def to_onnx(self, node, xs, shapes, g):
-        a, out = node.attrs, node.name
-        dtype = promote(*(g.dtype(x) for x in xs), *([scalar_dtype(a["scalar"])] if "scalar" in a else []))
-        ins = [g.cast(x, dtype) for x in xs]
-        if "scalar" in a:
-            c = _const(g, f"{out}/scalar", a["scalar"], dtype)
-            ins = [c, ins[0]] if a.get("scalar_first") else [ins[0], c]
+    def operand_dtype(self, g, a, xs):
+        return promote(*(g.dtype(x) for x in xs), *([scalar_dtype(a["scalar"])] if "scalar" in a else []))
+
+    def emit(self, g, a, ins, out):
         if a["fn"] == "ne":
             g.node("Not", [g.node("Equal", ins, f"{out}/eq")], out)
         else:

@@ -51,14 +51,7 @@ def int_in(lo: int, hi: int = 1 << 31) -> Validator:
 
 def pair(lo: int) -> Validator:
     """A list of two integers, each at least ``lo``."""
-    one = int_in(lo)
-
-    def check(v: Any) -> list[int]:
-        if not isinstance(v, (list, tuple)) or len(v) != 2:
-            raise ValueError(f"expected a list of 2 integers, got {v!r}")
-        return [one(x) for x in v]
-
-    return check
+    return ints(2, lo)
 
 
 def real(lo: float, hi: float) -> Validator:
@@ -182,7 +175,7 @@ def as_ints(v: Any, n: int) -> list[int]:
 
 def as_pair(v: Any) -> list[int]:
     """A PyTorch int-or-pair argument (``3`` or ``(3, 5)``) as a list of two ints."""
-    return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
+    return as_ints(v, 2)
 
 
 def onnx_pads(padding: Sequence[int]) -> list[int]:
@@ -322,13 +315,6 @@ class Call:
         size = self.size_of(v)
         return size is not None and size[1] == 0
 
-    def refuse_extra(self, what: str, **allowed: Any) -> None:
-        """Raise :class:`UnsupportedOperationError` if a keyword in ``allowed`` has a value other
-        than the one given (a configuration the op does not store, e.g. ``return_indices=True``)."""
-        for key, want in allowed.items():
-            got = self.kwargs.get(key, want)
-            if got is not want and got != want:
-                raise UnsupportedOperationError(f"{what} with {key}={got!r}; only {want!r} is supported")
 
 
 class OnnxGraph(Protocol):
