@@ -16,9 +16,9 @@ def test_compress_lists_every_unsupported_operation(tmp_path, capsys, monkeypatc
         "    def __init__(self):\n"
         "        super().__init__()\n"
         "        self.fc = nn.Linear(784, 10)\n"
-        "        self.act = nn.GELU()\n"
+        "        self.act = nn.ELU()\n"
         "    def forward(self, x):\n"
-        "        return torch.cumsum(self.act(self.fc(x.flatten(1))), 1).transpose(0, 1)\n"
+        "        return torch.cumsum(self.act(self.fc(x.flatten(1))), 1).roll(1, 1)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     from badmodels import Bad
@@ -33,7 +33,7 @@ def test_compress_lists_every_unsupported_operation(tmp_path, capsys, monkeypatc
     out = json.loads(capsys.readouterr().out.strip().splitlines()[0])
     assert code == 2 and out["type"] == "UnsupportedOperationError"
     assert [p.split(":")[0] for p in out["problems"]] == [
-        "module 'act' (GELU)", "function 'cumsum' at node 'cumsum'", "method 'transpose' at node 'transpose'"
+        "module 'act' (ELU)", "function 'cumsum' at node 'cumsum'", "method 'roll' at node 'roll'"
     ]
     assert all(p in out["error"] for p in out["problems"])
     assert not (tmp_path / "o.dsz").exists()

@@ -20,6 +20,7 @@ from deepshrink.data.spec import InputSpec
 from deepshrink.errors import UnsupportedOperationError
 from deepshrink.graph.ir import INPUT, Graph
 from deepshrink.graph.ops import OPS
+from deepshrink.graph.ops.base import ONNX_DTYPES
 from deepshrink.util.atomic import write_bytes_atomic
 
 if TYPE_CHECKING:  # onnx is imported when an export runs, not with deepshrink
@@ -29,7 +30,7 @@ OPSET = 17
 MAX_ONNX_BYTES = (1 << 31) - (1 << 24)
 """Protobuf cannot serialise a message of 2 GiB or more; keep a margin for the graph itself."""
 
-_RAW_TYPES = {"uint8": "UINT8", "float32": "FLOAT"}  # names in onnx.TensorProto
+_ONNX_TYPES = {**ONNX_DTYPES, "uint8": 2}  # onnx.TensorProto.UINT8: raw images before preprocessing
 
 
 def _preprocess_nodes(spec: InputSpec, init, fresh) -> tuple[list[onnx.NodeProto], str]:
@@ -57,29 +58,36 @@ def _preprocess_nodes(spec: InputSpec, init, fresh) -> tuple[list[onnx.NodeProto
 def to_onnx(
     graph: Graph,
     tensors: Mapping[str, torch.Tensor],
-    input_shape: Sequence[int],
+    input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
     *,
     name: str = "deepshrink",
     preprocess: InputSpec | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> onnx.ModelProto:
-    """Build an ONNX model (opset 17) computing ``graph``; ``input_shape`` is per sample (no batch).
+    """Build an ONNX model (opset 17) computing ``graph``. ``input_shape`` is per sample (no
+    batch): one shape for a one-input graph, shapes by input name, or None for the shapes the
+    graph's inputs declare. Each graph input becomes an ONNX input of its name and dtype
+    (float32, int64 or bool) with a dynamic batch; each output an ONNX output (``output`` for a
+    single output, else ``output_0``, ``output_1``, ...).
 
     With ``preprocess`` the model takes raw input of ``preprocess.dtype`` and applies its scaling
-    and normalisation in the graph. ``metadata`` goes into ``metadata_props``. Raises
-    :class:`~deepshrink.errors.UnsupportedOperationError` when the network cannot be written as
-    ONNX (an op without translation, or more than :data:`MAX_ONNX_BYTES` of weights), and
-    :class:`~deepshrink.errors.InvalidHeader` when its shapes do not chain, before building
-    anything large.
+    and normalisation in the graph (one float32 input only). ``metadata`` goes into
+    ``metadata_props``. Raises :class:`~deepshrink.errors.UnsupportedOperationError` when the
+    network cannot be written as ONNX (an op without translation, or more than
+    :data:`MAX_ONNX_BYTES` of weights), and :class:`~deepshrink.errors.InvalidHeader` when its
+    shapes do not chain, before building anything large.
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     _check_size(graph, tensors)
     # every node's shape in integer arithmetic: validates the graph and gives the output's shape
-    plan = graph.plan(tuple(input_shape), {k: tuple(tensors[k].shape) for k in graph.param_names})
+    plan = graph.plan(input_shape, {k: tuple(tensors[k].shape) for k in graph.param_names})
+    if preprocess is not None and (graph.input_names != (INPUT,) or graph.inputs[0].dtype != "float32"):
+        raise UnsupportedOperationError("preprocessing in the graph needs a network with one float32 input")
     inits: dict[str, np.ndarray] = {}
     nodes: list[onnx.NodeProto] = []
+    dtypes = dict(plan.dtypes)  # of every tensor the ops read, by its ONNX name
 
     def init(key: str, array: np.ndarray) -> str:
         if key not in inits:  # a tensor shared by several nodes is stored once
@@ -90,7 +98,7 @@ def to_onnx(
     def param(pname: str) -> np.ndarray:
         return tensors[pname].detach().cpu().numpy().astype(np.float32)
 
-    taken = {INPUT} | {n.name for n in graph.nodes} | {p for n in graph.nodes for p in n.params.values()}
+    taken = set(graph.input_names) | {n.name for n in graph.nodes} | {p for n in graph.nodes for p in n.params.values()}
 
     def fresh(wanted: str) -> str:
         while wanted in taken:
@@ -102,26 +110,41 @@ def to_onnx(
     if preprocess is not None:
         pre, source = _preprocess_nodes(preprocess, init, fresh)
         nodes += pre
+        dtypes[source] = "float32"
 
     def ref(tensor: str) -> str:
-        return source if tensor == INPUT else tensor
+        return source if tensor == INPUT and preprocess is not None else tensor
 
     def add_node(op_type: str, inputs: Sequence[str], output: str, **attrs) -> str:
         nodes.append(helper.make_node(op_type, list(inputs), [output], name=output, **attrs))
         return output
 
-    writer = SimpleNamespace(node=add_node, init=init, param=param)  # the OnnxGraph ops write into
+    @functools.cache
+    def cast(x: str, dtype: str) -> str:
+        if dtypes[x] == dtype:
+            return x
+        out = fresh(f"{x}/as_{dtype}")
+        dtypes[out] = dtype
+        return add_node("Cast", [x], out, to=_ONNX_TYPES[dtype])
+
+    writer = SimpleNamespace(node=add_node, init=init, param=param, cast=cast, dtype=dtypes.__getitem__)
     for node in graph.nodes:
         shapes = [plan.shapes[x] for x in node.inputs]
         OPS[node.op].to_onnx(node, [ref(x) for x in node.inputs], shapes, writer)
 
-    out_name = fresh("output")  # a layer may itself be called "output"
-    nodes.append(helper.make_node("Identity", [ref(graph.output)], [out_name], name=out_name))
-    in_type = getattr(TensorProto, _RAW_TYPES[preprocess.dtype]) if preprocess is not None else TensorProto.FLOAT
-    inp = helper.make_tensor_value_info(INPUT, in_type, ["batch", *input_shape])
-    outp = helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", *plan.shapes[graph.output]])
+    outputs = graph.outputs
+    out_names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
+    outs = []
+    for want, value in zip(out_names, outputs):
+        out_name = fresh(want)  # a layer may itself be called "output"
+        nodes.append(helper.make_node("Identity", [ref(value)], [out_name], name=out_name))
+        outs.append(helper.make_tensor_value_info(out_name, _ONNX_TYPES[plan.dtypes[value]], ["batch", *plan.shapes[value]]))
+    ins = []
+    for inp in graph.inputs:
+        in_type = _ONNX_TYPES[preprocess.dtype if preprocess is not None else inp.dtype]
+        ins.append(helper.make_tensor_value_info(inp.name, in_type, ["batch", *plan.shapes[inp.name]]))
     g = helper.make_graph(
-        nodes, name, [inp], [outp], initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()]
+        nodes, name, ins, outs, initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()]
     )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="deepshrink",
                               producer_version=__version__)

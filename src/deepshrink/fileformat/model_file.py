@@ -27,7 +27,9 @@ class ModelFile:
     """The validated content of a deepshrink file, before building a network from it."""
 
     graph: Graph
-    input_spec: InputSpec
+    input_spec: InputSpec | None
+    """How to preprocess the raw input of a one-input network; None for a network whose inputs
+    the graph declares (token ids and masks are fed as they are)."""
     tensors_desc: Mapping[str, Any]
     meta: Mapping[str, Any]
     producer: str
@@ -50,10 +52,7 @@ def check_header(h: dict[str, Any], sections: list[str], file_bytes: int, limits
     if not isinstance(h["producer"], str) or len(h["producer"]) > MAX_PRODUCER or not isinstance(h["meta"], dict):
         raise InvalidHeader(f"header 'producer' must be a string of at most {MAX_PRODUCER} characters and 'meta' an object")
     graph = Graph.from_dict(h["graph"])
-    try:
-        spec = InputSpec.from_dict(h["input"])
-    except DeepshrinkError as exc:
-        raise InvalidHeader(f"header 'input': {exc}") from None
+    spec, shapes = _input_shapes(graph, h["input"])
     tensors_desc = h["tensors"]
     if not isinstance(tensors_desc, dict):
         raise InvalidHeader("header 'tensors' must be an object")
@@ -82,13 +81,13 @@ def check_header(h: dict[str, Any], sections: list[str], file_bytes: int, limits
     if missing:
         raise InvalidHeader(f"tensor {claimed[missing[0]]!r}: section {missing[0]!r} is missing")
     try:
-        plan = graph.plan(spec.shape, {name: c.shape for name, c in checked.items()})
+        plan = graph.plan(shapes, {name: c.shape for name, c in checked.items()})
     except InvalidHeader as exc:
-        raise InvalidHeader(f"the network does not run on its declared input shape {spec.shape}: {exc}") from None
+        raise InvalidHeader(f"the network does not run on its declared input shape {_fmt(shapes)}: {exc}") from None
     if plan.peak_elements > limits.max_activation_elements:
         raise LimitExceeded(
             f"the network holds {plan.peak_elements} activation values at once for one input of shape "
-            f"{spec.shape}, over the limit of {limits.max_activation_elements}"
+            f"{_fmt(shapes)}, over the limit of {limits.max_activation_elements}"
         )
     if plan.ops > limits.max_ops_per_sample:
         raise LimitExceeded(
@@ -99,17 +98,45 @@ def check_header(h: dict[str, Any], sections: list[str], file_bytes: int, limits
     return ModelFile(graph, spec, tensors_desc, h["meta"], h["producer"], None, plan)
 
 
+def _fmt(shapes: dict[str, tuple[int, ...]]) -> str:
+    return str(next(iter(shapes.values()))) if len(shapes) == 1 else str(shapes)
+
+
+def _input_shapes(graph: Graph, raw: Any) -> tuple[InputSpec | None, dict[str, tuple[int, ...]]]:
+    """The header's input specification and the per-sample shape of each graph input. A network
+    with one float32 input has an input specification (its shape is the input's; a shape the
+    graph also declares must agree); a network whose inputs all declare their shapes may have
+    none (``null``)."""
+    if raw is None:
+        try:
+            return None, graph.input_shapes()
+        except InvalidHeader as exc:
+            raise InvalidHeader(f"header 'input' is null, so every graph input must declare its shape: {exc}") from None
+    try:
+        spec = InputSpec.from_dict(raw)
+    except DeepshrinkError as exc:
+        raise InvalidHeader(f"header 'input': {exc}") from None
+    (inp, *more) = graph.inputs
+    if more or inp.dtype != "float32" or inp.shape not in (None, spec.shape):
+        raise InvalidHeader(
+            f"header 'input' describes one float32 input of shape {spec.shape}; the graph's inputs are "
+            f"{[i.to_dict() for i in graph.inputs]} (a network with several or integer inputs has 'input': null)"
+        )
+    return spec, {inp.name: spec.shape}
+
+
 def pack_model_file(
-    graph: Graph, input_spec: InputSpec, tensors: Mapping[str, Any], sections: Mapping[str, bytes],
+    graph: Graph, input_spec: InputSpec | None, tensors: Mapping[str, Any], sections: Mapping[str, bytes],
     meta: Mapping[str, Any] | None = None,
 ) -> tuple[bytes, ModelFile]:
     """The bytes of a deepshrink file holding ``graph`` on ``input_spec`` with its encoded tensors
     (descriptors and sections), and their validated content; a :class:`FormatError` if
-    :func:`read_model_file` would refuse them."""
+    :func:`read_model_file` would refuse them. ``input_spec`` is None for a network whose graph
+    declares its inputs' shapes (several inputs, token ids)."""
     header = {
         "format": FORMAT,
         "producer": f"deepshrink {__version__}",
-        "input": input_spec.to_dict(),
+        "input": None if input_spec is None else input_spec.to_dict(),
         "graph": graph.to_dict(),
         "tensors": dict(tensors),
         "meta": dict(meta or {}),

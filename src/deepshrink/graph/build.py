@@ -7,13 +7,16 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from deepshrink.errors import InvalidHeader
-from deepshrink.graph.ir import INPUT, Graph, Node, check_params
+from deepshrink.errors import InvalidHeader, ModelError
+from deepshrink.graph.ir import Graph, Node, check_params
 from deepshrink.graph.ops import OPS
 
 
 class GraphNet(nn.Module):
     """An ``nn.Module`` that runs a :class:`Graph` with the given parameter tensors.
+
+    ``forward`` takes the graph's inputs in their order (or by name) and returns its output, or
+    a tuple for a graph with several outputs.
 
     The parameters are the given tensors themselves (as float32 on the CPU; no copy when they
     already are), registered once however many nodes use them.
@@ -53,14 +56,31 @@ class GraphNet(nn.Module):
         """``node``'s parameters by role."""
         return {role: self.weights[self._index[pname]] for role, pname in node.params.items()}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        env: dict[str, torch.Tensor] = {INPUT: x}
+    def forward(self, *xs: torch.Tensor, **named: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        env = self.bind(xs, named)
         weights = self.weights
         for node, op, freed, roles in self._steps:
             env[node.name] = op.forward(node.attrs, [env[j] for j in node.inputs], {r: weights[i] for r, i in roles})
             for j in freed:
                 del env[j]
-        return env[self.graph.output]
+        if isinstance(self.graph.output, str):
+            return env[self.graph.output]
+        return tuple(env[o] for o in self.graph.output)
+
+    def bind(self, xs: tuple[torch.Tensor, ...], named: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The graph's inputs by name from positional and keyword arguments; a
+        :class:`ModelError` for a missing, unknown or repeated input."""
+        names = self.graph.input_names
+        unknown = sorted(set(named) - set(names))
+        if len(xs) > len(names) or unknown:
+            raise ModelError(f"the network takes the inputs {list(names)}; got {len(xs)} positional and {sorted(named)}")
+        env = dict(zip(names, xs))
+        twice = sorted(set(env) & set(named))
+        missing = [n for n in names if n not in env and n not in named]
+        if twice or missing:
+            raise ModelError(f"the network takes the inputs {list(names)}: {'repeated ' + str(twice) if twice else 'missing ' + str(missing)}")
+        env.update(named)
+        return env
 
     def run_node(self, node: Node, args: list[torch.Tensor]) -> torch.Tensor:
         """Run one node on its input tensors (``nn.Module._apply``, which ``.to()`` uses, is not

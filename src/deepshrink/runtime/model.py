@@ -18,7 +18,10 @@ from deepshrink.graph import Graph, build
 class CompressedModel(nn.Module):
     """A network decoded from a deepshrink file.
 
-    ``forward`` takes preprocessed float input of shape ``(N, *input_spec.shape)``;
+    ``forward`` takes the graph's inputs in order (or by name), each a batch ``(N, *shape)``
+    of the per-sample shape and dtype the file declares: preprocessed float input of shape
+    ``(N, *input_spec.shape)`` for a one-input network; for a network with several inputs, e.g.
+    ``model(input_ids, attention_mask)`` (int64). It returns the output, or a tuple for several.
     :meth:`predict` takes raw input as the file's input specification describes it (for example
     uint8 images) and applies the stored scaling and normalisation first. Batches whose
     activations would exceed ``Limits.max_activation_elements`` run in chunks (same results).
@@ -36,10 +39,23 @@ class CompressedModel(nn.Module):
         self.net = build(self.graph, tensors)
         self.eval()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if len(x) <= self.max_batch:
-            return self.net(x)
-        return torch.cat([self.net(chunk) for chunk in x.split(self.max_batch)])
+    def forward(self, *xs: torch.Tensor, **named: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        env = self.net.bind(xs, named)
+        n = None
+        for name, x in env.items():  # the file's limits hold for the declared shapes only
+            want = self.plan.shapes[name]
+            if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != want or n not in (None, len(x)):
+                got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise ModelError(f"input {name!r} must be a batch of shape (N, {', '.join(map(str, want))}) with the "
+                                 f"same N as the other inputs, got {got}")
+            n = len(x)
+        xs = [env[name] for name in self.graph.input_names]
+        if n <= self.max_batch:
+            return self.net(*xs)
+        chunks = [self.net(*(x[i : i + self.max_batch] for x in xs)) for i in range(0, n, self.max_batch)]
+        if isinstance(chunks[0], tuple):
+            return tuple(torch.cat(parts) for parts in zip(*chunks))
+        return torch.cat(chunks)
 
     def dense_state_dict(self) -> dict[str, torch.Tensor]:
         """The decoded parameters under their original names (as in the source model)."""
@@ -61,6 +77,9 @@ class CompressedModel(nn.Module):
         ``"scaled"`` (already multiplied by ``scale``, e.g. floats in [0, 1]) or ``"normalized"``
         (fully preprocessed; passed to the network as is). See :meth:`InputSpec.prepare`.
         """
+        if self.input_spec is None:
+            raise ModelError(f"predict needs a network with one input and an input specification; this one takes "
+                             f"{list(self.graph.input_names)}: call the model on them")
         outs = []
         for i in range(0, len(raw), batch_size):
             out = self(self.input_spec.prepare(raw[i : i + batch_size], assume=assume))

@@ -3,7 +3,7 @@
 Importing this package registers the ops of its modules in :data:`OPS`.
 """
 
-from deepshrink.graph.ops import activations, layers, pooling, tensor  # noqa: F401  (registers the ops)
+from deepshrink.graph.ops import activations, arith, attention, layers, pooling, tensor  # noqa: F401  (registers the ops)
 from deepshrink.graph.ops.base import (
     OPS,
     Call,

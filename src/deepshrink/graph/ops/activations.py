@@ -1,15 +1,20 @@
-"""Elementwise activations, identity, and (log-)softmax along one dimension."""
+"""Elementwise activations (ReLU, ReLU6, leaky ReLU, tanh, sigmoid, GELU exact and tanh, SiLU,
+hardswish, hardsigmoid), identity (dropout at inference, ``contiguous``), and (log-)softmax
+along one dimension. Each is traced from its module, its functional form and its tensor method
+where PyTorch has one. ONNX opset 17 has no GELU or SiLU: they are written out from Erf, Tanh
+and Sigmoid."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from deepshrink.errors import UnsupportedOperationError
-from deepshrink.graph.ops.base import Op, dim_index, int_in, real, register
+from deepshrink.graph.ops.base import Mover, Op, dim_index, int_in, one_of, real, register
 
 MAX_LEAKY_SLOPE = 1e3
 
@@ -66,11 +71,95 @@ class LeakyRelu(Op):
 
 
 @register
-class Identity(Op):
-    """The input unchanged: ``nn.Identity``, and dropout at inference."""
+class Relu6(Op):
+    """``min(max(x, 0), 6)``."""
 
-    name, onnx_type = "identity", "Identity"
-    modules, functions = (nn.Dropout, nn.Identity), (F.dropout,)
+    name = "relu6"
+    modules, functions = (nn.ReLU6,), (F.relu6,)
+
+    def forward(self, a, xs, p):
+        return F.relu6(xs[0])
+
+    def to_onnx(self, node, xs, shapes, g):
+        lo, hi = g.init(f"{node.name}/min", np.array(0, np.float32)), g.init(f"{node.name}/max", np.array(6, np.float32))
+        g.node("Clip", [xs[0], lo, hi], node.name)
+
+
+@register
+class Gelu(Op):
+    """``x Φ(x)`` with the normal distribution's exact CDF, or its tanh approximation."""
+
+    name = "gelu"
+    attrs = {"approximate": one_of("none", "tanh")}
+    modules, functions = (nn.GELU,), (F.gelu,)
+
+    def from_module(self, mod):
+        return {"approximate": mod.approximate}
+
+    def from_call(self, call):
+        return (call.args[0],), {"approximate": call.arg(1, "approximate", "none")}
+
+    def forward(self, a, xs, p):
+        return F.gelu(xs[0], approximate=a["approximate"])
+
+    def to_onnx(self, node, xs, shapes, g):
+        x, out = xs[0], node.name
+        c = lambda name, v: g.init(f"{out}/{name}", np.array(v, np.float32))  # noqa: E731
+        if node.attrs["approximate"] == "none":  # 0.5 x (1 + erf(x / sqrt 2))
+            inner = g.node("Erf", [g.node("Div", [x, c("sqrt2", math.sqrt(2))], f"{out}/scaled")], f"{out}/erf")
+        else:  # 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))
+            cube = g.node("Mul", [g.node("Mul", [x, x], f"{out}/sq"), x], f"{out}/cube")
+            arg = g.node("Add", [x, g.node("Mul", [cube, c("k", 0.044715)], f"{out}/kcube")], f"{out}/poly")
+            inner = g.node("Tanh", [g.node("Mul", [arg, c("s", math.sqrt(2 / math.pi))], f"{out}/arg")], f"{out}/tanh")
+        half = g.node("Mul", [x, c("0.5", 0.5)], f"{out}/halfx")
+        g.node("Mul", [half, g.node("Add", [inner, c("1", 1.0)], f"{out}/1p")], out)
+
+
+@register
+class Silu(Op):
+    """``x sigmoid(x)`` (swish)."""
+
+    name = "silu"
+    modules, functions = (nn.SiLU,), (F.silu,)
+
+    def forward(self, a, xs, p):
+        return F.silu(xs[0])
+
+    def to_onnx(self, node, xs, shapes, g):
+        g.node("Mul", [xs[0], g.node("Sigmoid", xs, f"{node.name}/sigmoid")], node.name)
+
+
+@register
+class Hardswish(Op):
+    """``x relu6(x + 3) / 6``."""
+
+    name, onnx_type = "hardswish", "HardSwish"
+    modules, functions = (nn.Hardswish,), (F.hardswish,)
+
+    def forward(self, a, xs, p):
+        return F.hardswish(xs[0])
+
+
+@register
+class Hardsigmoid(Op):
+    """``relu6(x + 3) / 6``."""
+
+    name = "hardsigmoid"
+    modules, functions = (nn.Hardsigmoid,), (F.hardsigmoid,)
+
+    def forward(self, a, xs, p):
+        return F.hardsigmoid(xs[0])
+
+    def to_onnx(self, node, xs, shapes, g):
+        g.node("HardSigmoid", xs, node.name, alpha=1 / 6, beta=0.5)
+
+
+@register
+class Identity(Mover):
+    """The input unchanged: ``nn.Identity``, dropout at inference, ``x.contiguous()``."""
+
+    name, onnx_type, batch_free = "identity", "Identity", "keep"
+    modules, functions, methods = (nn.Dropout, nn.Identity), (F.dropout,), ("contiguous",)
 
     def forward(self, a, xs, p):
         return xs[0]
@@ -95,6 +184,8 @@ class _Softmax(Op):
         dim = call.arg(1, "dim")
         if not isinstance(dim, int):
             raise UnsupportedOperationError(f"{self.name} needs an explicit integer dim")
+        if call.kwargs.get("dtype") is not None or any(isinstance(v, torch.dtype) for v in call.args):
+            raise UnsupportedOperationError(f"{self.name} with a dtype; only the input's float32 is supported")
         return (call.args[0],), {"dim": dim}
 
     def to_onnx(self, node, xs, shapes, g):
@@ -106,7 +197,7 @@ class Softmax(_Softmax):
     """Softmax along ``dim``."""
 
     name, onnx_type = "softmax", "Softmax"
-    modules, functions = (nn.Softmax,), (F.softmax, torch.softmax)
+    modules, functions, methods = (nn.Softmax,), (F.softmax, torch.softmax), ("softmax",)
 
     def forward(self, a, xs, p):
         return F.softmax(xs[0], a["dim"])
@@ -117,7 +208,7 @@ class LogSoftmax(_Softmax):
     """Log of the softmax along ``dim``."""
 
     name, onnx_type = "log_softmax", "LogSoftmax"
-    modules, functions = (nn.LogSoftmax,), (F.log_softmax, torch.log_softmax)
+    modules, functions, methods = (nn.LogSoftmax,), (F.log_softmax, torch.log_softmax), ("log_softmax",)
 
     def forward(self, a, xs, p):
         return F.log_softmax(xs[0], a["dim"])

@@ -1,11 +1,16 @@
 """The op registry: one :class:`Op` subclass per operation, registered with :func:`register`.
 
 An op class holds everything deepshrink knows about its operation: its name in the graph
-format, inputs, parameter roles, attribute schema and validation, output shape and
-multiply-accumulates in integer arithmetic, how ``torch.fx`` tracing recognises it (module
-types, functions, methods) and reads its attributes, its PyTorch forward and its ONNX nodes.
-Tracing, validation, shape planning, building and ONNX export all read :data:`OPS`, so adding
-an op is writing one class (and one case in ``tests/graph/test_registry.py``).
+format, inputs, parameter roles, attribute schema and validation, output dtype, output shape,
+multiply-accumulates and scratch memory in integer arithmetic, how ``torch.fx`` tracing
+recognises it (module types, functions, methods) and reads its attributes, its PyTorch forward
+and its ONNX nodes. Tracing, validation, shape planning, building and ONNX export all read
+:data:`OPS`, so adding an op is writing one class (and one case in ``tests/graph/test_registry.py``).
+
+Tensors have a dtype (:data:`DTYPES`): float32 activations, int64 indices (token ids, attention
+masks) and bool masks. :meth:`Op.dtype` checks an op's input dtypes and gives its output dtype;
+the graph checks every node this way when it is built (:class:`~deepshrink.graph.ir.Graph`),
+so an integer input reaches only ops that accept it.
 """
 
 from __future__ import annotations
@@ -46,14 +51,7 @@ def int_in(lo: int, hi: int = 1 << 31) -> Validator:
 
 def pair(lo: int) -> Validator:
     """A list of two integers, each at least ``lo``."""
-    one = int_in(lo)
-
-    def check(v: Any) -> list[int]:
-        if not isinstance(v, (list, tuple)) or len(v) != 2:
-            raise ValueError(f"expected a list of 2 integers, got {v!r}")
-        return [one(x) for x in v]
-
-    return check
+    return ints(2, lo)
 
 
 def real(lo: float, hi: float) -> Validator:
@@ -90,9 +88,94 @@ def shape_list(v: Any) -> list[int]:
     return out
 
 
+def ints(n: int, lo: int, hi: int = 1 << 31) -> Validator:
+    """A list of ``n`` integers, each in ``[lo, hi]``."""
+    one = int_in(lo, hi)
+
+    def check(v: Any) -> list[int]:
+        if not isinstance(v, (list, tuple)) or len(v) != n:
+            raise ValueError(f"expected a list of {n} integers, got {v!r}")
+        return [one(x) for x in v]
+
+    return check
+
+
+def axis(lo: int = -9, hi: int = 8) -> Validator:
+    """A dimension index in ``[lo, hi]`` other than 0, the batch dimension (a negative index is
+    checked against the input's rank by the op's shape rule)."""
+    check_int = int_in(lo, hi)
+
+    def check(v: Any) -> int:
+        if check_int(v) == 0:
+            raise ValueError("dimension 0 is the batch dimension; ops act on the dimensions of each sample")
+        return v
+
+    return check
+
+
+def dim_list(v: Any) -> list[int]:
+    """1 to 8 distinct dimension indices (see :func:`axis`)."""
+    if not isinstance(v, (list, tuple)) or not 1 <= len(v) <= 8:
+        raise ValueError(f"expected a list of 1 to 8 dimensions, got {v!r}")
+    out = [axis()(x) for x in v]
+    if len(set(out)) != len(out):
+        raise ValueError(f"dimensions repeat in {v!r}")
+    return out
+
+
+def one_of(*choices: Any) -> Validator:
+    """One of the given JSON values (of the same type: ``true`` is not ``1``)."""
+
+    def check(v: Any) -> Any:
+        if not any(type(v) is type(c) and v == c for c in choices):
+            raise ValueError(f"expected one of {list(choices)}, got {v!r}")
+        return v
+
+    return check
+
+
+def either(*checks: Validator) -> Validator:
+    """The first of ``checks`` that accepts the value; the errors of all otherwise."""
+
+    def check(v: Any) -> Any:
+        errors = []
+        for c in checks:
+            try:
+                return c(v)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError("; or ".join(errors))
+
+    return check
+
+
+def nullable(inner: Validator) -> Validator:
+    """``null`` or a value ``inner`` accepts."""
+    return lambda v: None if v is None else inner(v)
+
+
+MAX_SCALAR = 1e30
+"""Largest magnitude of a number an op stores as an attribute (a scale, a fill value)."""
+
+
+def scalar(v: Any) -> int | float:
+    """A finite number of magnitude ≤ :data:`MAX_SCALAR`, kept an integer when it is one (an
+    integer scalar keeps an integer tensor integer, as in PyTorch)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"expected a number, got {v!r}")
+    if isinstance(v, int):
+        return int_in(-(1 << 53), 1 << 53)(v)
+    return real(-MAX_SCALAR, MAX_SCALAR)(v)
+
+
+def as_ints(v: Any, n: int) -> list[int]:
+    """A PyTorch int-or-tuple argument (``3`` or ``(3, 5)``) as a list of ``n`` ints."""
+    return [int(v)] * n if isinstance(v, int) else [int(x) for x in v]
+
+
 def as_pair(v: Any) -> list[int]:
     """A PyTorch int-or-pair argument (``3`` or ``(3, 5)``) as a list of two ints."""
-    return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
+    return as_ints(v, 2)
 
 
 def onnx_pads(padding: Sequence[int]) -> list[int]:
@@ -117,6 +200,27 @@ def dim_index(d: int, x: Shape) -> int:
     return d % full
 
 
+def dim_indices(ds: Sequence[int], x: Shape) -> list[int]:
+    """:func:`dim_index` of each of ``ds``, refusing two names of one dimension."""
+    out = [dim_index(d, x) for d in ds]
+    if len(set(out)) != len(out):
+        raise ValueError(f"dims {list(ds)} name a dimension twice in the input {fmt(x)}")
+    return out
+
+
+def broadcast(*shapes: Shape) -> Shape:
+    """The per-sample shape several tensors broadcast to (numpy rules, aligned at the last
+    dimension; every tensor has the batch dimension)."""
+    rank = max(map(len, shapes))
+    out = []
+    for i in range(-rank, 0):
+        sizes = {s[i] for s in shapes if len(s) >= -i} - {1}
+        if len(sizes) > 1:
+            raise ValueError(f"inputs {', '.join(map(fmt, shapes))} do not broadcast (dimension {i}: sizes {sorted(sizes)})")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
 def window(n: int, k: int, s: int, p: int, ceil: bool) -> int:
     """Output length of a sliding window (effective extent ``k``) as PyTorch computes it."""
     span = n + 2 * p - k
@@ -130,9 +234,54 @@ def window(n: int, k: int, s: int, p: int, ceil: bool) -> int:
 
 def image(x: Shape) -> Shape:
     """``x`` if it is an image ``(C, H, W)`` per sample."""
-    if len(x) != 3:
-        raise ValueError(f"expects an input of shape (N, C, H, W), got {fmt(x)}")
+    return spatial(x, 2)
+
+
+def spatial(x: Shape, nd: int) -> Shape:
+    """``x`` if it has channels and ``nd`` spatial dimensions per sample."""
+    if len(x) != nd + 1:
+        names = ("L",) if nd == 1 else ("H", "W")
+        raise ValueError(f"expects an input of shape (N, C, {', '.join(names)}), got {fmt(x)}")
     return x
+
+
+# ----------------------------------------------------------------------------------------------
+# dtypes
+
+DTYPES = ("float32", "int64", "bool")
+"""The dtypes a graph's tensors may have (graph inputs, node outputs)."""
+TORCH_DTYPES: dict[Any, str] = {torch.float32: "float32", torch.int64: "int64", torch.bool: "bool"}
+"""The torch dtypes tracing recognises (``x.float()``, ``x.to(torch.long)``) by their name here."""
+ONNX_DTYPES = {"float32": 1, "int64": 7, "bool": 9}
+"""The numbers of :data:`DTYPES` in ``onnx.TensorProto`` (FLOAT, INT64, BOOL)."""
+_RANK = {"bool": 0, "int64": 1, "float32": 2}
+
+
+def floats(ins: Sequence[str], what: str = "") -> str:
+    """``"float32"`` if every input is float32; else a ``ValueError`` naming the first that is not."""
+    for i, d in enumerate(ins):
+        if d != "float32":
+            raise ValueError(f"input {i}{what} is {d}; this op computes on float32 tensors")
+    return "float32"
+
+
+def same(ins: Sequence[str]) -> str:
+    """The one dtype of all inputs (ops that only move values keep it)."""
+    if len(set(ins)) != 1:
+        raise ValueError(f"inputs of different dtypes {list(ins)}")
+    return ins[0]
+
+
+def promote(*dtypes: str) -> str:
+    """PyTorch's result dtype of arithmetic on tensors of these dtypes (bool < int64 < float32);
+    a Python scalar passes as ``"int64"`` or ``"float32"`` and never widens a tensor's kind
+    beyond it, as in PyTorch (``int_tensor * 0.5`` is float32, ``float_tensor * 2`` stays float32)."""
+    return max(dtypes, key=_RANK.__getitem__)
+
+
+def scalar_dtype(v: int | float) -> str:
+    """The dtype a Python scalar counts as in :func:`promote`."""
+    return "int64" if isinstance(v, int) else "float32"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,12 +295,26 @@ class Call:
 
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
-    is_batch_size: Callable[[Any], bool]
-    """True for the value of ``x.size(0)`` (the batch size, unknown until run)."""
+    name: str = ""
+    """The function's or method's name (``"float"`` for ``x.float()``)."""
+    size_of: Callable[[Any], tuple[Any, int] | None] = lambda v: None
+    """For the value of ``t.size(k)`` or ``t.shape[k]`` (known only when the network runs): the
+    tensor ``t`` and ``k``; None for anything else."""
+    shape_of: Callable[[Any], Any] = lambda v: None
+    """For the value of ``t.size()`` or ``t.shape``: the tensor ``t``; None for anything else."""
+    dtype_of: Callable[[Any], str | None] = lambda v: None
+    """The dtype (one of :data:`DTYPES`) an argument names: a torch dtype such as
+    ``torch.float32``, ``t.dtype``, or a traced tensor's own dtype; None for anything else."""
 
     def arg(self, i: int, key: str, default: Any = None) -> Any:
         """Argument ``i`` by position, else by keyword ``key``, else ``default``."""
         return self.args[i] if len(self.args) > i else self.kwargs.get(key, default)
+
+    def is_batch_size(self, v: Any) -> bool:
+        """True for the value of ``x.size(0)`` (the batch size)."""
+        size = self.size_of(v)
+        return size is not None and size[1] == 0
+
 
 
 class OnnxGraph(Protocol):
@@ -159,6 +322,13 @@ class OnnxGraph(Protocol):
 
     def node(self, op_type: str, inputs: Sequence[str], output: str, **attrs: Any) -> str:
         """Append an ONNX node named ``output`` computing the tensor ``output``; returns it."""
+
+    def cast(self, x: str, dtype: str) -> str:
+        """The input tensor ``x`` as ``dtype`` (``x`` itself, or a Cast node's output): ONNX,
+        unlike PyTorch, does no type promotion."""
+
+    def dtype(self, x: str) -> str:
+        """The dtype of the input tensor ``x``."""
 
     def init(self, key: str, array: np.ndarray) -> str:
         """Store ``array`` as the initializer ``key`` (once, however often asked); returns ``key``."""
@@ -177,18 +347,25 @@ class Op:
     name: ClassVar[str]
     """The op's name in a graph (``node.op``); part of the file format."""
     inputs: ClassVar[int] = 1
-    """Number of tensor inputs."""
+    """Number of tensor inputs (the fewest, when :attr:`max_inputs` is set)."""
+    max_inputs: ClassVar[int | None] = None
+    """The most tensor inputs, for ops taking a variable number (``cat``); see :meth:`arity`."""
     params: ClassVar[tuple[str, ...]] = ()
     """Required parameter roles; the first is the principal parameter, of ``param_ndim`` dims;
-    every other parameter holds one value per ``principal.shape[0]``."""
+    every other parameter holds one value per ``principal.shape[0]`` (unless
+    :meth:`check_param_shapes` says otherwise)."""
     statistics: ClassVar[tuple[str, ...]] = ()
     """Parameter roles that hold statistics, not learned weights (never trained through autograd)."""
     optional_params: ClassVar[tuple[str, ...]] = ()
     param_ndim: ClassVar[int] = 0
     attrs: ClassVar[Mapping[str, Validator]] = {}
-    """Attribute name → validator; a node has exactly these attributes."""
+    """Attribute name → validator; a node has exactly these attributes (and any of
+    :attr:`optional_attrs`)."""
+    optional_attrs: ClassVar[Mapping[str, Validator]] = {}
+    """Attributes a node may omit (an op that grew an attribute keeps reading older files)."""
     layer_kind: ClassVar[str | None] = None
-    """``"linear"`` or ``"conv"`` when the op's ``weight`` is a layer's compressible weight."""
+    """``"linear"``, ``"conv"`` or ``"embedding"`` when the op's ``weight`` is a layer's
+    compressible weight: the one table of layer kinds (stages and the default coding read it)."""
     modules: ClassVar[tuple[type[nn.Module], ...]] = ()
     """Module types traced as this op (subclasses too)."""
     functions: ClassVar[tuple[Callable[..., Any], ...]] = ()
@@ -197,24 +374,56 @@ class Op:
     """Tensor methods traced as this op."""
     onnx_type: ClassVar[str | None] = None
     """ONNX operator of the default :meth:`to_onnx`: the same inputs, no attributes."""
+    batch_free: ClassVar[str | None] = None
+    """How the op treats a value PyTorch holds without the batch dimension (``torch.arange(L)``;
+    the graph holds it with one, broadcast over the batch): ``"make"`` (the op makes such a
+    value), ``"keep"`` (the op acts elementwise or on trailing dimensions, its result is batch-free
+    too), ``"broadcast"`` (combined with batched tensors the result is batched), or None (tracing
+    refuses it: its dimension indices would mean other dimensions in PyTorch and in the graph)."""
+    tuple_output: ClassVar[int | None] = None
+    """For a module that returns a tuple (``nn.MultiheadAttention``: output and weights), the
+    position of the value the op computes; using any other element is a tracing problem."""
 
-    # validation and shapes ------------------------------------------------------------------
+    # validation, dtypes and shapes ------------------------------------------------------------
 
     def check_attrs(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
-        """``attrs`` checked against :attr:`attrs` and normalised (an integer ``eps`` becomes a
-        float); raises ``ValueError`` naming the attribute."""
-        if set(attrs) != set(self.attrs):
-            raise ValueError(f"op {self.name} needs attributes {sorted(self.attrs)}, got {sorted(attrs)}")
+        """``attrs`` checked against :attr:`attrs` and :attr:`optional_attrs` and normalised (an
+        integer ``eps`` becomes a float); raises ``ValueError`` naming the attribute."""
+        keys, optional = set(attrs), set(self.optional_attrs)
+        if not set(self.attrs) <= keys <= set(self.attrs) | optional:
+            extra = f" (optional {sorted(optional)})" if optional else ""
+            raise ValueError(f"op {self.name} needs attributes {sorted(self.attrs)}{extra}, got {sorted(attrs)}")
         out = {}
-        for key, check in self.attrs.items():
+        for key in sorted(keys):
+            check = self.attrs.get(key) or self.optional_attrs[key]
             try:
                 out[key] = check(attrs[key])
             except ValueError as exc:
                 raise ValueError(f"attribute {key}: {exc}") from None
         return out
 
+    def arity(self, a: Mapping[str, Any]) -> tuple[int, int]:
+        """The fewest and the most tensor inputs a node with attributes ``a`` takes."""
+        return self.inputs, self.max_inputs or self.inputs
+
     def check_roles(self, roles: set[str]) -> None:
         """Constraints between parameter roles beyond required/optional; raise ``ValueError``."""
+
+    def check_param_shapes(self, a: Mapping[str, Any], ps: Mapping[str, Shape]) -> None:
+        """Check the parameters' shapes (by role) against each other and the attributes; raise
+        ``ValueError``. By default: the principal parameter has :attr:`param_ndim` dims and every
+        other parameter one value per the principal's first dimension."""
+        principal = self.params[0] if self.params else None
+        for role, shape in ps.items():
+            if role == principal and len(shape) != self.param_ndim:
+                raise ValueError(f"{role} has shape {shape}, expected {self.param_ndim} dims")
+            if role != principal and principal is not None and shape != ps[principal][:1]:
+                raise ValueError(f"{role} has shape {shape}, expected {ps[principal][:1]}")
+
+    def dtype(self, a: Mapping[str, Any], ins: list[str]) -> str:
+        """The output dtype from the input dtypes; raises ``ValueError`` for an input dtype the
+        op does not take. By default every input must be float32."""
+        return floats(ins)
 
     def shape(self, a: Mapping[str, Any], ins: list[Shape], ps: Mapping[str, Shape]) -> Shape:
         """The per-sample output shape from the input shapes and parameter shapes (by role);
@@ -223,6 +432,11 @@ class Op:
 
     def macs(self, a: Mapping[str, Any], ins: list[Shape], ps: Mapping[str, Shape], out: Shape) -> int:
         """Multiply-accumulates per sample (0 for ops that only move or map values)."""
+        return 0
+
+    def scratch(self, a: Mapping[str, Any], ins: list[Shape], ps: Mapping[str, Shape], out: Shape) -> int:
+        """Values per sample the op holds besides its inputs and output while it runs (attention's
+        score matrix): counted in the plan's peak, so a file cannot hide a large temporary."""
         return 0
 
     def check_tensors(self, a: Mapping[str, Any], p: Params) -> None:
@@ -235,10 +449,35 @@ class Op:
         :class:`UnsupportedOperationError` for a configuration the op cannot express."""
         return {}
 
+    def from_module_call(self, mod: nn.Module, call: Call) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The tensor arguments and attributes of a call of module ``mod``: by default its first
+        argument and :meth:`from_module`."""
+        return (call.args[0],), self.from_module(mod)
+
+    def module_params(self, mod: nn.Module) -> dict[str, str]:
+        """The module's tensors that fill the op's roles: role → name inside the module. By
+        default the module's own parameters and buffers named like the roles."""
+        roles = set(self.params) | set(self.optional_params)
+        return {
+            role: role
+            for role, value in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False))
+            if value is not None and role in roles
+        }
+
     def from_call(self, call: Call) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The tensor arguments and attributes of a call of one of :attr:`functions` or
         :attr:`methods`; raises :class:`UnsupportedOperationError` for arguments it cannot express."""
         return (call.args[0],), {}
+
+    def gives_batch(self, attrs: Mapping[str, Any]) -> bool:
+        """True if, applied to a batch-free value, the op only adds the batch dimension
+        (``x.unsqueeze(0)``, ``x[None]``): the graph's value already has it."""
+        return False
+
+    def resolve(self, attrs: dict[str, Any]) -> tuple[Op, dict[str, Any]]:
+        """The op (and attributes) a traced call becomes: an op may hand a special case to a more
+        specific op (adaptive pooling to 1×1 is global pooling)."""
+        return self, attrs
 
     # running ---------------------------------------------------------------------------------
 
@@ -252,6 +491,14 @@ class Op:
         if self.onnx_type is None:
             raise UnsupportedOperationError(f"op {self.name!r} has no ONNX translation")
         g.node(self.onnx_type, xs, node.name)
+
+
+class Mover(Op):
+    """An op that moves or selects values without computing on them (reshape, transpose, cat):
+    it takes tensors of any one dtype and keeps it."""
+
+    def dtype(self, a, ins):
+        return same(ins)
 
 
 OPS: dict[str, Op] = {}

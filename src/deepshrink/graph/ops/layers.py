@@ -1,4 +1,5 @@
-"""Ops with weights: linear, conv2d, batch_norm."""
+"""Ops with weights: linear, conv1d, conv2d (grouped, depthwise, dilated, ``padding="same"``),
+batch_norm, layer_norm and embedding."""
 
 from __future__ import annotations
 
@@ -12,8 +13,17 @@ from torch import nn
 
 from deepshrink.errors import UnsupportedOperationError
 from deepshrink.graph.ops.base import (
-    Op, Params, as_pair, fmt, image, int_in, onnx_pads, pair, real, register, window,
+    Op, Params, as_ints, either, fmt, int_in, ints, one_of, real, register, spatial, window,
 )
+
+MAX_EPS = 1.0
+
+
+def _sizes(v: Any) -> list[int]:
+    """1 to 8 positive dimension sizes."""
+    if not isinstance(v, (list, tuple)) or not 1 <= len(v) <= 8:
+        raise ValueError(f"expected a list of 1 to 8 sizes, got {v!r}")
+    return [int_in(1)(d) for d in v]
 
 
 @register
@@ -50,18 +60,31 @@ class Linear(Op):
             g.node("Add", [mm, g.init(p["bias"], g.param(p["bias"]))], out)
 
 
-@register
-class Conv2d(Op):
-    """2-D convolution with explicit zero padding, dilation and groups."""
+class _Conv(Op):
+    """An ``nd``-dimensional convolution with zero padding (explicit, or ``"same"``: the output
+    as large as the input, the odd pixel of padding at the end as PyTorch does), dilation and
+    groups (depthwise when groups equals the input channels)."""
 
-    name = "conv2d"
-    params, optional_params, param_ndim = ("weight",), ("bias",), 4
-    attrs = {"stride": pair(1), "padding": pair(0), "dilation": pair(1), "groups": int_in(1)}
+    nd: int
+    params, optional_params = ("weight",), ("bias",)
     layer_kind = "conv"
-    modules = (nn.Conv2d,)
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        n = cls.nd
+        cls.param_ndim = n + 2
+        cls.attrs = {"stride": ints(n, 1), "padding": either(ints(n, 0), one_of("same")),
+                     "dilation": ints(n, 1), "groups": int_in(1)}
+
+    def pads(self, a, w) -> list[int]:
+        """Padding at the start of each spatial dimension, then at the end (ONNX order)."""
+        if a["padding"] != "same":
+            return [*a["padding"], *a["padding"]]
+        total = [a["dilation"][i] * (w[2 + i] - 1) for i in range(self.nd)]
+        return [t // 2 for t in total] + [t - t // 2 for t in total]
 
     def shape(self, a, ins, ps):
-        x, w, g = image(ins[0]), ps["weight"], a["groups"]
+        x, w, g = spatial(ins[0], self.nd), ps["weight"], a["groups"]
         if min(w) < 1:
             raise ValueError(f"weight shape {w} has an empty dimension")
         if w[0] % g or x[0] != w[1] * g:
@@ -69,32 +92,57 @@ class Conv2d(Op):
                 f"weight {w} with groups={g} needs {w[1] * g} input channels and output channels divisible "
                 f"by {g}; the input is {fmt(x)}"
             )
-        return (w[0], *(
-            window(x[1 + i], a["dilation"][i] * (w[2 + i] - 1) + 1, a["stride"][i], a["padding"][i], False)
-            for i in range(2)
-        ))
+        if a["padding"] == "same" and a["stride"] != [1] * self.nd:
+            raise ValueError(f"padding 'same' needs stride 1, got {a['stride']}")
+        pads = self.pads(a, w)
+        out = []
+        for i in range(self.nd):
+            extent = a["dilation"][i] * (w[2 + i] - 1) + 1
+            padded = x[1 + i] + pads[i] + pads[self.nd + i]  # window() pads symmetrically: give it the sum
+            out.append(window(padded, extent, a["stride"][i], 0, False))
+        return (w[0], *out)
 
     def macs(self, a, ins, ps, out):
         return math.prod(out) * math.prod(ps["weight"][1:])
 
     def from_module(self, mod):
-        if isinstance(mod.padding, str) or mod.padding_mode != "zeros":
+        padding = mod.padding
+        if padding == "valid":
+            padding = 0
+        if mod.padding_mode != "zeros":
             raise UnsupportedOperationError(
-                f"Conv2d with padding={mod.padding!r}, padding_mode={mod.padding_mode!r}; "
-                "only explicit integer zero padding is supported"
+                f"{type(mod).__name__} with padding_mode={mod.padding_mode!r}; only zero padding is supported"
             )
-        return {"stride": as_pair(mod.stride), "padding": as_pair(mod.padding),
-                "dilation": as_pair(mod.dilation), "groups": int(mod.groups)}
+        return {"stride": as_ints(mod.stride, self.nd),
+                "padding": padding if padding == "same" else as_ints(padding, self.nd),
+                "dilation": as_ints(mod.dilation, self.nd), "groups": int(mod.groups)}
 
     def forward(self, a, xs, p):
-        return F.conv2d(xs[0], p["weight"], p.get("bias"), a["stride"], a["padding"], a["dilation"], a["groups"])
+        conv = F.conv1d if self.nd == 1 else F.conv2d
+        return conv(xs[0], p["weight"], p.get("bias"), a["stride"], a["padding"], a["dilation"], a["groups"])
 
     def to_onnx(self, node, xs, shapes, g):
         p = node.params
         w = g.param(p["weight"])
         ins = [xs[0], g.init(p["weight"], w)] + ([g.init(p["bias"], g.param(p["bias"]))] if "bias" in p else [])
         g.node("Conv", ins, node.name, kernel_shape=list(w.shape[2:]), strides=node.attrs["stride"],
-               pads=onnx_pads(node.attrs["padding"]), dilations=node.attrs["dilation"], group=node.attrs["groups"])
+               pads=self.pads(node.attrs, w.shape), dilations=node.attrs["dilation"], group=node.attrs["groups"])
+
+
+@register
+class Conv1d(_Conv):
+    """1-D convolution over ``(N, C, L)``."""
+
+    name, nd = "conv1d", 1
+    modules = (nn.Conv1d,)
+
+
+@register
+class Conv2d(_Conv):
+    """2-D convolution over ``(N, C, H, W)``."""
+
+    name, nd = "conv2d", 2
+    modules = (nn.Conv2d,)
 
 
 @register
@@ -104,7 +152,7 @@ class BatchNorm(Op):
     name = "batch_norm"
     params, optional_params, param_ndim = ("running_mean", "running_var"), ("weight", "bias"), 1
     statistics = ("running_mean", "running_var")
-    attrs = {"eps": real(0.0, 1.0)}
+    attrs = {"eps": real(0.0, MAX_EPS)}
     modules = (nn.BatchNorm1d, nn.BatchNorm2d)
 
     def check_roles(self, roles):
@@ -142,3 +190,79 @@ class BatchNorm(Op):
                g.init(p["running_mean"], g.param(p["running_mean"])),
                g.init(p["running_var"], g.param(p["running_var"]))]
         g.node("BatchNormalization", ins, out, epsilon=node.attrs["eps"])
+
+
+@register
+class LayerNorm(Op):
+    """Normalisation over the last ``len(normalized_shape)`` dimensions, with an optional
+    elementwise scale (``weight``) and shift (``bias``) of that shape."""
+
+    name, batch_free = "layer_norm", "keep"
+    optional_params = ("weight", "bias")
+    attrs = {"normalized_shape": _sizes, "eps": real(0.0, MAX_EPS)}
+    modules = (nn.LayerNorm,)
+
+    def check_roles(self, roles):
+        if roles == {"bias"}:
+            raise ValueError("layer_norm takes a bias only with a weight")
+
+    def check_param_shapes(self, a, ps):
+        for role, shape in ps.items():
+            if list(shape) != a["normalized_shape"]:
+                raise ValueError(f"{role} has shape {shape}, expected normalized_shape {a['normalized_shape']}")
+
+    def shape(self, a, ins, ps):
+        x, norm = ins[0], a["normalized_shape"]
+        if len(norm) > len(x) or list(x[len(x) - len(norm):]) != norm:
+            raise ValueError(f"normalized_shape {norm} is not the trailing dimensions of the input {fmt(x)}")
+        return x
+
+    def macs(self, a, ins, ps, out):
+        return 2 * math.prod(out)
+
+    def from_module(self, mod):
+        return {"normalized_shape": list(mod.normalized_shape), "eps": float(mod.eps)}
+
+    def forward(self, a, xs, p):
+        return F.layer_norm(xs[0], a["normalized_shape"], p.get("weight"), p.get("bias"), a["eps"])
+
+    def to_onnx(self, node, xs, shapes, g):
+        p, a, out = node.params, node.attrs, node.name
+        norm = a["normalized_shape"]
+        scale = g.param(p["weight"]) if "weight" in p else np.ones(norm, np.float32)
+        ins = [xs[0], g.init(p.get("weight", f"{out}/scale"), scale)]
+        if "bias" in p:
+            ins.append(g.init(p["bias"], g.param(p["bias"])))
+        g.node("LayerNormalization", ins, out, axis=-len(norm), epsilon=a["eps"])
+
+
+@register
+class Embedding(Op):
+    """Rows of ``weight`` (``[num_embeddings, dim]``) picked by int64 indices: ``(N, *)`` indices
+    give ``(N, *, dim)`` float32 vectors. An index outside the table is an error when run."""
+
+    name, batch_free = "embedding", "keep"
+    params, param_ndim = ("weight",), 2
+    layer_kind = "embedding"
+    modules = (nn.Embedding,)
+
+    def dtype(self, a, ins):
+        if ins[0] != "int64":
+            raise ValueError(f"embedding looks up int64 indices, got {ins[0]}")
+        return "float32"
+
+    def shape(self, a, ins, ps):
+        return ins[0] + ps["weight"][1:]
+
+    def from_module(self, mod):
+        if mod.max_norm is not None:
+            raise UnsupportedOperationError("Embedding with max_norm (it rewrites the weights when run)")
+        return {}
+
+    def forward(self, a, xs, p):
+        return F.embedding(xs[0], p["weight"])
+
+    def to_onnx(self, node, xs, shapes, g):
+        w = node.params["weight"]
+        g.node("Gather", [g.init(w, g.param(w)), xs[0]], node.name, axis=0)
+
