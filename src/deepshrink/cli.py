@@ -126,7 +126,10 @@ def _load_data(args: argparse.Namespace, data: str, val_size: int | float | None
     otherwise (a count, or a fraction of the limited training set)."""
     from deepshrink.data import load_dataset
     from deepshrink.data.dataset import SplitWarning
+    from deepshrink.data.sources import UNLABELLED
 
+    if data in UNLABELLED:
+        return _load_unlabelled(args, data, val_size)
     kwargs = {} if val_size is None else {"val_size": val_size}
     with warnings.catch_warnings():
         if args.limit:  # the split is judged on the cut-down data below
@@ -140,6 +143,20 @@ def _load_data(args: argparse.Namespace, data: str, val_size: int | float | None
         for message in ds.split_warnings():
             warnings.warn(message, SplitWarning, stacklevel=2)
     return ds
+
+
+def _load_unlabelled(args: argparse.Namespace, name: str, val_size: int | float | None):
+    """An unlabelled source (image crops, sentences): fixed samples per split, each split drawn
+    from its own photos or texts. ``--limit`` sizes the training split (a fifth of it for test and
+    validation); ``--val-size`` sizes validation (a count, or a fraction of the training split)."""
+    from deepshrink.data.sources import open_source
+
+    sizes = open_source(name).split_sizes()  # the source's defaults (opening reads nothing yet)
+    if args.limit:
+        sizes = {"train": args.limit, "val": max(1, args.limit // 5), "test": max(1, args.limit // 5)}
+    if val_size is not None:
+        sizes["val"] = int(round(val_size * sizes["train"])) if isinstance(val_size, float) else int(val_size)
+    return open_source(name, sizes=sizes)
 
 
 def _describe_data(name: str, sizes: dict[str, int]) -> str:
@@ -174,6 +191,11 @@ def _model(args: argparse.Namespace, num_classes: int | None):
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+def _score(metric: str, x: float | None) -> str:
+    """A metric as people read it: rates and agreements in percent, the rest (KL) as a number."""
+    return f"{x:.4f}" if metric in ("mean_kl", "mean_cosine") and x is not None else _pct(x)
 
 
 def _pct(x: float | None) -> str:
@@ -248,9 +270,9 @@ def cmd_train(run: Run) -> dict[str, Any]:
 
 def _data_record(data: str) -> str:
     """How a file records its data set: a name as given, a path made absolute (usable from elsewhere)."""
-    from deepshrink.data.dataset import NAMED_DATASETS
+    from deepshrink.data.sources import source_names
 
-    return data if data in NAMED_DATASETS else str(Path(data).expanduser().resolve())
+    return data if data in source_names() else str(Path(data).expanduser().resolve())
 
 
 def cmd_compress(run: Run) -> dict[str, Any]:
@@ -269,10 +291,12 @@ def cmd_compress(run: Run) -> dict[str, Any]:
     data = _load_data(args, args.data, args.val_size, args.seed)
     if not args.json:
         run.console.print(Text(_describe_data(str(args.data), data.split_sizes())))
-    model = _model(args, data.num_classes)
+    objective = args.objective or (pretrained.objective if pretrained is not None else "classify")
+    model = _model(args, getattr(data, "num_classes", None))
     start = time.perf_counter()
-    result = compress(model, data, recipe, progress=_progress(args), measure=args.measure,
-                      meta={"model": args.model, "data": _data_record(args.data), "seed": args.seed})
+    result = compress(model, data, recipe, progress=_progress(args), measure=args.measure, objective=objective,
+                      meta={"model": args.model, "data": _data_record(args.data), "seed": args.seed,
+                            "objective": objective})
     write_bytes_atomic(args.output, result.data)
     out = {"command": "compress", "output": str(args.output), "data": str(args.data),
            "seconds": time.perf_counter() - start, **result.to_dict()}  # with the split sizes
@@ -331,7 +355,7 @@ def _recorded(meta: dict[str, Any], key: str, kind: type) -> Any:
 def _eval_data(run: Run, model) -> tuple[str, str]:
     """The data set to evaluate on: --data, else the one the file records if it is available here.
     Returns it and where it came from."""
-    from deepshrink.data.dataset import NAMED_DATASETS
+    from deepshrink.data.sources import source_names
 
     if run.args.data is not None:
         return run.args.data, "--data"
@@ -340,7 +364,7 @@ def _eval_data(run: Run, model) -> tuple[str, str]:
         raise DataError(f"{str(run.args.file)!r} does not record the data set it was compressed on; "
                         "pass --data (a name such as fashion-mnist, a folder of IDX files or an .npz file)")
     try:
-        available = recorded in NAMED_DATASETS or Path(recorded).exists()
+        available = recorded in source_names() or Path(recorded).exists()
     except (OSError, ValueError):  # e.g. a NUL byte in a hostile file's record
         available = False
     if not available:
@@ -355,12 +379,18 @@ def _check_data_fits(run: Run, model, data) -> None:
     from deepshrink.models import num_classes
 
     want, got = model.input_spec, data.input_spec
+    if want is None or got is None:  # token ids and other inputs used as they are
+        if (want is None) != (got is None):
+            raise DataError(f"the data {data.name!r} gives {'token ids' if got is None else 'images'}; the file "
+                            f"expects {'images' if want is not None else 'its inputs ' + ', '.join(model.graph.input_names)}")
+        return
     if tuple(got.shape) != tuple(want.shape) or got.dtype != want.dtype:
         raise DataError(f"the data's samples are {got.dtype} of shape {list(got.shape)}; the file expects "
                         f"{want.dtype} of shape {list(want.shape)}")
     classes = num_classes(model)
-    if classes is not None and classes != data.num_classes:
-        raise DataError(f"the data has {data.num_classes} classes (labels 0..{data.num_classes - 1}); "
+    data_classes = getattr(data, "num_classes", None)
+    if classes is not None and data_classes is not None and classes != data_classes:
+        raise DataError(f"the data has {data_classes} classes (labels 0..{data_classes - 1}); "
                         f"the network in the file outputs {classes} class scores")
     if len(got.mean) == len(want.mean) and len(got.std) == len(want.std) and any(
         abs(gm - wm) > 0.1 * ws or abs(math.log(gs / ws)) > 0.1
@@ -371,31 +401,74 @@ def _check_data_fits(run: Run, model, data) -> None:
                  "the model was trained on?")
 
 
+def _file_objective(model) -> str:
+    """The objective a file was compressed for (``classify`` when it records none, as older files)."""
+    from deepshrink.train import OBJECTIVES
+
+    objective = _recorded(model.meta, "objective", str) or "classify"
+    if objective not in OBJECTIVES:
+        raise DataError(f"the file records the objective {objective[:60]!r}, which this deepshrink does not know "
+                        f"(known: {', '.join(OBJECTIVES)})")
+    return objective
+
+
+def _reference(run: Run, model):
+    """The dense network a file is judged against (objectives that compare with it): the zoo's
+    pretrained network the file was compressed from."""
+    from deepshrink.models import create
+
+    name = _recorded(model.meta, "model", str)
+    if name is None or _pretrained(name) is None:
+        raise DataError(f"{str(run.args.file)!r} is scored against the dense network it was compressed from, and "
+                        f"eval can rebuild that only for the zoo's pretrained networks (`deepshrink models`); the file "
+                        f"records the model {name!r}")
+    return create(name)
+
+
+def _eval_split(model, data, split: str):
+    """The split's inputs preprocessed as the file says (its recorded input spec), and labels."""
+    import torch
+
+    from deepshrink.data import Dataset, Split
+
+    if isinstance(data, Dataset):
+        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+        return Split.of(model.input_spec.apply(x), torch.as_tensor(y, dtype=torch.long))
+    if model.input_spec is not None and hasattr(data, "raw"):  # raw images: the file's preprocessing
+        return Split((model.input_spec.apply(torch.from_numpy(data.raw(split))),))
+    return data.split(split)
+
+
 def cmd_eval(run: Run) -> dict[str, Any]:
     from deepshrink.runtime import load
-    from deepshrink.train import evaluate
-
-    import torch
+    from deepshrink.train import evaluate_metrics, get_objective, outputs
 
     args = run.args
     model = load(args.file)
+    objective = get_objective(_file_objective(model))
     data_name, source = _eval_data(run, model)
     seed = args.seed if args.seed is not None else _recorded(model.meta, "seed", int) or 0
     # the test split does not depend on the validation split: skip it so small training sets work
     val_size = args.val_size if args.val_size is not None else (0 if args.split == "test" else None)
     data = _load_data(args, data_name, val_size, seed)
     _check_data_fits(run, model, data)
-    x, y = getattr(data, f"x_{args.split}"), getattr(data, f"y_{args.split}")
-    if len(y) == 0:
+    split = _eval_split(model, data, args.split)
+    if len(split) == 0:
         raise ConfigError(f"the {args.split} split is empty (--val-size 0 means no validation split)")
     start = time.perf_counter()
-    acc = evaluate(model, (model.input_spec.apply(x), torch.as_tensor(y, dtype=torch.long)))
+    teacher = outputs(_reference(run, model), split) if objective.wants_teacher() else None
+    metrics = evaluate_metrics(model, split, objective, teacher)
+    score = metrics[objective.primary]
     out = {"command": "eval", "file": str(args.file), "data": data_name, "data_source": source,
-           "split": args.split, "samples": int(len(y)), "accuracy": acc, "seconds": time.perf_counter() - start,
-           "file_bytes": model.file_bytes}
+           "split": args.split, "samples": len(split), "objective": objective.name, "metric": objective.primary,
+           "score": score, "metrics": metrics, "seconds": time.perf_counter() - start, "file_bytes": model.file_bytes}
+    if objective.name == "classify":
+        out["accuracy"] = score
     if not args.json:
-        run.console.print(Text(f"{args.file}: accuracy {_pct(acc)} on {len(y):,} {args.split} samples of {data_name} "
-                               f"({source}; input scaling and normalisation from the file)"))
+        scores = ", ".join(f"{k.replace('_', ' ')} {_score(k, v)}" for k, v in metrics.items())
+        against = "" if teacher is None else f", against the dense {model.meta.get('model')}"
+        run.console.print(Text(f"{args.file}: {scores} on {len(split):,} {args.split} samples of {data_name} "
+                               f"({source}{against}; input preprocessing from the file)"))
     return out
 
 
@@ -544,6 +617,12 @@ def _output(p: argparse.ArgumentParser, what: str) -> None:
                         "atomically)")
 
 
+def objective_names() -> list[str]:
+    from deepshrink.train import OBJECTIVES
+
+    return list(OBJECTIVES)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="deepshrink", description=__doc__.split("\n\n")[0], formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"deepshrink {__version__}",
@@ -580,6 +659,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p, for_compress=True)
     p.add_argument("--recipe", default="deep-compression",
                    help=f"built-in recipe ({', '.join(r['name'] for r in recipes)}) or a TOML file")
+    p.add_argument("--objective", choices=objective_names(), default=None,
+                   help="what retraining follows and the scores measure: classify (labels, accuracy), match-logits "
+                        "(the dense network's class scores: top-1 agreement) or match-embeddings (its embeddings: "
+                        "cosine) (default: a pretrained network's own, else classify)")
     p.add_argument("--coder", choices=["huffman", "ans", "fixed"], default=None,
                    help="entropy coder for every coded stream (default: the recipe's)")
     p.add_argument("--measure", choices=["estimate", "exact"], default="estimate",
