@@ -188,3 +188,25 @@ def test_code_stage_defaults_come_from_the_storage_defaults():
         assert code.gap_bits("x", kind, ["x"]) == bits
     assert CodeStage(coder="fixed").coder is Coder.FIXED
     assert LowRankStage.order < STAGES["share"].order < CodeStage.order
+
+
+def test_a_named_rank_overrides_a_broader_skip_and_a_named_skip_a_broader_rank():
+    """``_default = {skip}`` with ``fc2 = {rank}`` factorises fc2 only: the more specific rule
+    wins, as for every other setting (it used to inherit the skip and factorise nothing)."""
+    from torch import nn
+
+    from deepshrink.recipes import Recipe
+
+    model = nn.Sequential()
+    model.add_module("fc1", nn.Linear(8, 8))
+    model.add_module("fc2", nn.Linear(8, 8))
+    model.add_module("fc3", nn.Linear(8, 4))
+    layers = dict(model.named_children())
+    kinds = dict.fromkeys(layers, "linear")
+
+    def plan(rules: str) -> set[str]:
+        recipe = Recipe.from_dict(tomllib.loads(f'[[stages]]\nkind = "lowrank"\nmethod = "svd"\n[stages.layers]\n{rules}'))
+        return set(recipe.stages[0].plans(layers, kinds)[0])
+
+    assert plan('_default = { skip = true }\nfc2 = { rank = 2 }') == {"fc2"}
+    assert plan('_linear = { rank = 2 }\nfc3 = { skip = true }') == {"fc1", "fc2"}

@@ -315,7 +315,8 @@ class LowRankStage(Stage):
         plans: dict[str, dict[str, Any]] = {}
         skipped: dict[str, str] = {}
         for name, m in layers.items():
-            s = self.layers.resolve(name, kinds[name], order, exclusive=[set(RANK_KEYS)])
+            # a more specific rule that gives a rank overrides a broader skip (and a skip a broader rank)
+            s = self.layers.resolve(name, kinds[name], order, exclusive=[set(RANK_KEYS) | {"skip"}])
             if s.get("skip") or not RANK_KEYS & set(s):
                 continue
             if low_rank_kind(m) is None:
