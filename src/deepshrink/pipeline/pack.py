@@ -29,8 +29,8 @@ CodingRule = Callable[[str, np.ndarray, str, str], TensorCoding]
 
 
 def default_coding(name: str, tensor: np.ndarray, op: str, role: str) -> TensorCoding:
-    """Compress layer weights (every op with a layer kind; Huffman, each kind's default gap width:
-    8 bits for conv, 5 for fc); store everything else raw."""
+    """Compress layer weights (every op with a layer kind; Huffman, each kind's default gap width
+    from :data:`deepshrink.storage.DEFAULT_GAP_BITS`); store everything else raw."""
     kind = OPS[op].layer_kind if role == "weight" else None
     if kind is None:
         return TensorCoding(compress=False)
