@@ -29,14 +29,23 @@ from torch import nn
 from deepshrink.coding import Coder
 from deepshrink.errors import ConfigError
 from deepshrink.graph import Graph, trace
-from deepshrink.pipeline.context import CompressContext, DataSource, layer_table
-from deepshrink.pipeline.pack import CodingRule, PackReport, check_graph, check_reproduces, pack_model
+from deepshrink.pipeline.context import CompressContext, DataSource, layer_table, load_splits
+from deepshrink.pipeline.pack import (
+    CodingRule,
+    PackReport,
+    check_graph,
+    check_reproduces,
+    pack_model,
+    storage_inputs,
+)
 from deepshrink.recipes.config import Recipe
 from deepshrink.recipes.stages import MAX_DROP_GRID, CodeStage, Layer
 from deepshrink.runtime import load
 from deepshrink.storage import TensorCoding, TensorReport
 from deepshrink.train import Objective, get_objective
 
+#: Training samples that probe the stored network: it must reproduce the model on them.
+PROBE_SAMPLES = 4
 MEASURES = ("estimate", "exact")  # per-stage scores: on the in-memory model, or decoded from the stage's bytes
 __all__ = ["MAX_DROP_GRID", "CompressionResult", "LayerRow", "StageReport", "check_recipe", "coding_rule", "compress",
            "dense_bytes"]
@@ -214,10 +223,15 @@ def compress(
         raise ConfigError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
     obj = get_objective(objective)
     model = copy.deepcopy(model).eval()
-    graph = trace(model)  # fail early, before any training, if the model cannot be stored
     check_recipe(model, recipe, has_val=data.split_sizes().get("val", 0) > 0)
-    check_graph(model, graph, data.input_spec)  # ... or if the graph does not reproduce it
-    ctx = CompressContext.create(model, data, obj, graph=graph, teach_train=recipe.distills, progress=progress)
+    splits = load_splits(data, obj)
+    # real samples probe the stored network (token ids must be ids its tables hold) and declare
+    # the shapes of inputs no input specification describes
+    probe = splits["train"].take(slice(0, PROBE_SAMPLES)).inputs
+    graph = storage_inputs(model, data.input_spec, probe)  # fail early, before any training, if the
+    check_graph(model, graph, data.input_spec, probe)  # model cannot be stored or its graph differs
+    ctx = CompressContext.create(model, data, obj, graph=graph, teach_train=recipe.distills, progress=progress,
+                                 splits=splits)
     dense = dense_bytes(model, graph)
     base = ctx.metrics(model, "test")
     stages = [StageReport("baseline", ctx.evaluate(model, "val"), base[obj.primary], dense, dense, 1.0, 0.0,
@@ -240,7 +254,7 @@ def compress(
         net: nn.Module = model
         if measure == "exact" or i == len(recipe.stages):
             net = load(blob)  # the network the file holds
-            check_reproduces(model, net, data.input_spec)
+            check_reproduces(model, net, data.input_spec, probe)
         scores = ctx.metrics(net, "test")
         stages.append(StageReport(
             stage.kind, ctx.evaluate(net, "val"), scores[obj.primary], len(blob), pack_report.payload_bytes,
