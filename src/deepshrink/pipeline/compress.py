@@ -249,7 +249,8 @@ def compress(
             coder = code.coder
         blob, pack_report = pack_model(
             model, data.input_spec, coding=coding_rule(code, coder, ctx.order, ctx.kinds),
-            meta={**(meta or {}), "recipe": recipe.name, "stage": stage.kind}, graph=ctx.graph, verify=False,
+            meta={**(meta or {}), "recipe": recipe.name, "stage": stage.kind, "objective": obj.name},
+            graph=ctx.graph, verify=False,
         )
         net: nn.Module = model
         if measure == "exact" or i == len(recipe.stages):
