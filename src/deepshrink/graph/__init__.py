@@ -2,10 +2,10 @@
 
 from deepshrink.graph.build import GraphNet, build
 from deepshrink.graph.examples import example_inputs, index_bounds
-from deepshrink.graph.fold import fold_batchnorm
+from deepshrink.graph.fold import fold_batchnorm, fold_batchnorm_modules
 from deepshrink.graph.ir import INPUT, Graph, GraphInput, Node, Plan
 from deepshrink.graph.ops import OPS, Op, register
 from deepshrink.graph.trace import trace
 
 __all__ = ["INPUT", "OPS", "Graph", "GraphInput", "GraphNet", "Node", "Op", "Plan", "build", "example_inputs",
-           "fold_batchnorm", "index_bounds", "register", "trace"]
+           "fold_batchnorm", "fold_batchnorm_modules", "index_bounds", "register", "trace"]
