@@ -29,6 +29,9 @@ def info(
     The coded streams are decoded (and their values checked, and the network built as loading
     builds it) only with ``decode=True``; the result says which in ``"streams_checked"``, and
     only then are each tensor's ``nonzero`` count and its streams' entropy known.
+    ``"input"`` is the input specification of a one-input network (None for a network whose
+    inputs the graph declares, such as token ids and a mask); ``"inputs"`` and ``"outputs"`` give
+    every graph input and output with its dtype and per-sample shape.
     ``digest=True`` adds the file's ``"sha256"``.
     """
     limits = limits or Limits()
@@ -50,9 +53,11 @@ def info(
         "payload_bytes": sum(len(v) for v in mf.container.sections.values()),
         "dense_bytes": dense,
         "ratio": dense / mf.container.file_bytes,
-        "input": mf.input_spec.to_dict(),
+        "input": None if mf.input_spec is None else mf.input_spec.to_dict(),
+        "inputs": [{"name": i.name, "dtype": i.dtype, "shape": list(mf.plan.shapes[i.name])} for i in mf.graph.inputs],
         "graph": nodes,
-        "output": mf.graph.output,
+        "output": mf.graph.output if isinstance(mf.graph.output, str) else list(mf.graph.output),
+        "outputs": [{"name": o, "dtype": mf.plan.dtypes[o], "shape": list(mf.plan.shapes[o])} for o in mf.graph.outputs],
         "tensors": tensors,
         "meta": dict(mf.meta),
         "macs_per_sample": mf.plan.macs,

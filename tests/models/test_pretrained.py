@@ -17,7 +17,7 @@ from deepshrink.data.digits import MNIST_SPEC
 from deepshrink.data.images import center_crop, imagenet_spec
 from deepshrink.data.packaged import PackagedFile
 from deepshrink.data.sources import source_names
-from deepshrink.data.text import tokenize
+from deepshrink.data.text import DEFAULT_MAX_LENGTH, tokenize
 from deepshrink.errors import DataError, ModelError
 from deepshrink.train import OBJECTIVES
 from deepshrink.models import (
@@ -73,7 +73,7 @@ def test_mobilenet_v2_matches_torchvision_on_grace_hopper(mobilenet):
 
 def test_minilm_reproduces_sentence_transformers_embeddings(minilm):
     ref = json.loads(REFERENCE.read_text())
-    ids, mask = tokenize(ref["sentences"], minilm.seq_len)
+    ids, mask = tokenize(ref["sentences"], DEFAULT_MAX_LENGTH)
     for i, expected in enumerate(ref["input_ids"]):
         assert ids[i][mask[i].bool()].tolist() == expected  # same WordPiece tokens as transformers
         assert not ids[i][~mask[i].bool()].any()  # padded with [PAD] = 0
@@ -85,7 +85,7 @@ def test_minilm_reproduces_sentence_transformers_embeddings(minilm):
 
 
 def test_minilm_padding_does_not_change_an_embedding(minilm):
-    ids, mask = tokenize(["Real-time strategy game of ancient warfare"], minilm.seq_len)
+    ids, mask = tokenize(["Real-time strategy game of ancient warfare"], DEFAULT_MAX_LENGTH)
     other = ids.clone()
     other[0, mask[0] == 0] = 1000  # garbage where the mask says padding
     with torch.no_grad():

@@ -12,7 +12,7 @@ from torch import nn
 
 import deepshrink as ds
 from deepshrink.data import InputSpec, Split
-from deepshrink.errors import ConfigError, DataError
+from deepshrink.errors import ConfigError, DataError, ModelError
 from deepshrink.graph.ops import op_for_module
 from deepshrink.pipeline import DataSource, check_recipe
 from deepshrink.prune import layer_kind, prunable_layers
@@ -187,30 +187,51 @@ def test_no_low_rank_form_messages_without_the_embedding_op():
     assert not math.isnan(1.0)
 
 
-@pytest.mark.skip(reason="TODO(multi-input): storing a graph with several typed inputs needs the multi-input graph "
-                         "and file support of the ops branch (i8-ops); pack_model takes one InputSpec until then")
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, 8)
+        self.b = nn.Linear(4, 8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x, z):
+        return self.out(torch.relu(self.a(x) + self.b(z)))
+
+
+class TwoInputSource:
+    """Two float inputs: no one input specification describes them (``input_spec`` None)."""
+
+    name = "two-inputs"
+    input_spec = None
+
+    def split(self, name):
+        g = torch.Generator().manual_seed(len(name))
+        return Split((torch.randn(200, 6, generator=g), torch.randn(200, 4, generator=g)))
+
+    def split_sizes(self):
+        return {"train": 200, "val": 200, "test": 200}
+
+
 def test_compress_a_model_of_several_inputs():
-    class TwoInputs(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Linear(6, 8)
-            self.b = nn.Linear(4, 8)
-            self.out = nn.Linear(8, 3)
-
-        def forward(self, x, z):
-            return self.out(torch.relu(self.a(x) + self.b(z)))
-
-    class Source:
-        name = "two-inputs"
-        input_spec = InputSpec((6,), "float32", 1.0, (0.0,), (1.0,))  # and (4,): several specs needed here
-
-        def split(self, name):
-            g = torch.Generator().manual_seed(len(name))
-            return Split((torch.randn(200, 6, generator=g), torch.randn(200, 4, generator=g)))
-
-        def split_sizes(self):
-            return {"train": 200, "val": 200, "test": 200}
-
+    torch.manual_seed(0)
     teacher = TwoInputs()
-    result = ds.compress(teacher, Source(), _quick(), progress=False, objective="match-logits")
-    assert result.file_accuracy > 0.5
+    result = ds.compress(teacher, TwoInputSource(), _quick(), progress=False, objective="match-logits")
+    assert result.file_accuracy > 0.5  # chance is 1/3
+    assert {r.name: round(r.kept, 1) for r in result.layers} == {"a": 0.2, "b": 0.2, "out": 0.2}
+    net = ds.load(result.data)
+    assert net.input_spec is None and net.graph.input_names == ("x", "z")
+    assert [(i.dtype, i.shape) for i in net.graph.inputs] == [("float32", (6,)), ("float32", (4,))]
+    x, z = TwoInputSource().split("test").inputs
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, z), result.model(x, z), rtol=1e-5, atol=1e-5)
+        agree = float((net(x, z).argmax(1) == teacher(x, z).argmax(1)).float().mean())
+    assert agree == pytest.approx(result.file_accuracy)
+
+
+def test_an_input_spec_for_a_model_of_several_inputs_is_refused_before_training():
+    class Described(TwoInputSource):
+        input_spec = InputSpec((6,), "float32", 1.0, (0.0,), (1.0,))
+
+    with pytest.raises(ModelError, match=r"describes one float32 input of shape \(6,\); the model takes x "
+                                         r"\(float32\), z \(float32\)"):
+        ds.compress(TwoInputs(), Described(), _quick(), progress=False, objective="match-logits")

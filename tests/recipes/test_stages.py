@@ -210,3 +210,22 @@ def test_a_named_rank_overrides_a_broader_skip_and_a_named_skip_a_broader_rank()
 
     assert plan('_default = { skip = true }\nfc2 = { rank = 2 }') == {"fc2"}
     assert plan('_linear = { rank = 2 }\nfc3 = { skip = true }') == {"fc1", "fc2"}
+
+
+def test_every_layer_kind_of_the_op_registry_has_a_default_gap_width():
+    """A layer op added to the registry is coded with a default width, by the code stage and by
+    pack_model's default coding alike (an embedding once had none and made default_coding fail)."""
+    import numpy as np
+
+    from deepshrink.graph import OPS
+    from deepshrink.pipeline.pack import default_coding
+    from deepshrink.prune import layer_kinds
+    from deepshrink.storage import DEFAULT_GAP_BITS
+
+    assert set(layer_kinds()) == set(DEFAULT_GAP_BITS) and "embedding" in layer_kinds()
+    for op in OPS.values():
+        if op.layer_kind:
+            coding = default_coding("w", np.zeros((4, 4), np.float32), op.name, "weight")
+            assert coding.compress and coding.gap_bits == DEFAULT_GAP_BITS[op.layer_kind]
+            assert CodeStage().gap_bits("x", op.layer_kind, ["x"]) == DEFAULT_GAP_BITS[op.layer_kind]
+    assert not default_coding("b", np.zeros(4, np.float32), "linear", "bias").compress

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from deepshrink._version import __version__
 from deepshrink.data.spec import InputSpec
 from deepshrink.errors import ConfigError, UnsupportedOperationError
 from deepshrink.export.onnx_export import serialize_onnx, to_onnx
+from deepshrink.graph import example_inputs
 from deepshrink.models.loading import num_classes
 from deepshrink.runtime.model import CompressedModel, load
 from deepshrink.util.atomic import write_bytes_atomic
@@ -28,11 +30,12 @@ CHECK_OPS = 1 << 31
 
 
 def export_safetensors(model: CompressedModel, path: str | os.PathLike) -> int:
-    """Dense float32 state dict under the original parameter names, with the input spec and
-    graph in the safetensors metadata. Returns the file size."""
+    """Dense float32 state dict under the original parameter names, with the input spec (``null``
+    for a network whose inputs the graph declares, e.g. token ids and a mask) and graph in the
+    safetensors metadata. Returns the file size."""
     meta = {
         "format": "deepshrink-dense",
-        "input": json.dumps(model.input_spec.to_dict()),
+        "input": json.dumps(None if model.input_spec is None else model.input_spec.to_dict()),
         "graph": json.dumps(model.graph.to_dict()),
     }
     return save_safetensors(model.dense_state_dict(), path, meta)
@@ -53,63 +56,99 @@ def _raw_sample(spec: InputSpec, n: int, gen: torch.Generator) -> torch.Tensor:
     return torch.rand(n, *spec.shape, generator=gen)
 
 
-def onnx_agreement(
-    model: CompressedModel, onnx_bytes: bytes, n: int = 16, seed: int = 0, *, preprocessing: bool = False
-) -> dict[str, float]:
-    """Run onnxruntime and PyTorch on the same random input; max |difference| and argmax agreement.
+def _inputs(model: CompressedModel) -> dict[str, tuple[int, ...]]:
+    """Each graph input's per-sample shape, as the file declares it."""
+    return {name: model.plan.shapes[name] for name in model.graph.input_names}
 
-    With ``preprocessing`` the ONNX model takes raw input (as :meth:`CompressedModel.predict`
-    does) and is compared with ``model`` on ``model.input_spec.apply(raw)``.
+
+def onnx_agreement(
+    model: CompressedModel, onnx_bytes: bytes, n: int = 16, seed: int = 0, *, preprocessing: bool = False,
+    inputs: Sequence[torch.Tensor] | None = None,
+) -> dict[str, float | None]:
+    """Run onnxruntime and PyTorch on the same input: the max |difference| over every output, and
+    the argmax agreement of class scores (None for a network whose output is not class scores,
+    see :func:`~deepshrink.models.num_classes`).
+
+    The input is ``inputs`` (one batch of every graph input, in order) when given, else ``n``
+    random samples: standard normal for a one-input network, or, for a network whose inputs the
+    graph declares, int64 ids below the sizes of the embedding tables they index (masks 0 or 1;
+    :func:`deepshrink.graph.example_inputs`). With ``preprocessing`` the ONNX model takes raw
+    input (as :meth:`CompressedModel.predict` does) and is compared with ``model`` on
+    ``model.input_spec.apply(raw)``.
     """
     gen = torch.Generator().manual_seed(seed)
-    if preprocessing:
-        raw = _raw_sample(model.input_spec, n, gen)
-        x = model.input_spec.apply(raw)
+    spec = model.input_spec
+    if preprocessing and spec is None:
+        raise ConfigError("preprocessing needs a network with an input specification (one input of images or "
+                          f"features); this one takes {list(model.graph.input_names)}")
+    if inputs is not None:
+        raw = xs = tuple(inputs)
+        if len(xs) != len(model.graph.inputs):
+            raise ConfigError(f"inputs: the network takes {list(model.graph.input_names)}, got {len(xs)} tensor(s)")
+        if preprocessing:
+            xs = (spec.apply(xs[0]),)
+    elif preprocessing:
+        raw = (_raw_sample(spec, n, gen),)
+        xs = (spec.apply(raw[0]),)
+    elif spec is not None:
+        raw = xs = (torch.randn(n, *spec.shape, generator=gen),)
     else:
-        raw = x = torch.randn(n, *model.input_spec.shape, generator=gen)
+        shapes = {k: tuple(v.shape) for k, v in model.net.named_graph_tensors().items()}
+        raw = xs = example_inputs(model.graph, _inputs(model), shapes, n, seed)
     try:
-        got = _session(onnx_bytes).run(None, {"input": raw.numpy()})[0]
+        got = _session(onnx_bytes).run(None, {name: x.numpy() for name, x in zip(model.graph.input_names, raw)})
     except Exception as exc:  # onnxruntime raises its own exception types
         raise UnsupportedOperationError(f"onnxruntime cannot run the exported network: {exc}") from None
     with torch.no_grad():
-        want = model(x).numpy()
-    return {
-        "max_abs_diff": float(np.abs(got - want).max()),
-        "argmax_agreement": float((got.argmax(1) == want.argmax(1)).mean()),
-    }
+        want = model(*xs)
+    wants = [w.numpy() for w in (want if isinstance(want, tuple) else (want,))]
+    diff = max(float(np.abs(g - w).max()) if w.size else 0.0 for g, w in zip(got, wants))
+    agreement = None
+    if num_classes(model) is not None:
+        agreement = float((got[0].argmax(1) == wants[0].argmax(1)).mean())
+    return {"max_abs_diff": diff, "argmax_agreement": agreement}
 
 
 def onnx_metadata(model: CompressedModel, num_classes: int | None, preprocessing: bool) -> dict[str, str]:
-    """The ``metadata_props`` of an exported model: what its input must be and where it came from."""
+    """The ``metadata_props`` of an exported model: what its inputs must be and where it came from."""
     spec = model.input_spec
-    meta = {
-        "producer": "deepshrink",
-        "producer_version": __version__,
-        "input_shape": json.dumps(list(spec.shape)),
-        "input_dtype": spec.dtype,
-        "input_scale": repr(spec.scale),
-        "input_mean": json.dumps(list(spec.mean)),
-        "input_std": json.dumps(list(spec.std)),
-        "preprocessing": (
-            f"in the graph: feed raw {spec.dtype} input" if preprocessing
-            else "not in the graph: feed float32 (raw * input_scale - input_mean) / input_std, per channel"
-        ),
-    }
+    meta = {"producer": "deepshrink", "producer_version": __version__}
+    if spec is None:
+        meta["inputs"] = json.dumps([{"name": name, "dtype": model.graph.dtypes[name], "shape": list(shape)}
+                                     for name, shape in _inputs(model).items()])
+        meta["preprocessing"] = "none: feed each input as it is (e.g. token ids and attention mask, int64)"
+    else:
+        meta.update({
+            "input_shape": json.dumps(list(spec.shape)),
+            "input_dtype": spec.dtype,
+            "input_scale": repr(spec.scale),
+            "input_mean": json.dumps(list(spec.mean)),
+            "input_std": json.dumps(list(spec.std)),
+            "preprocessing": (
+                f"in the graph: feed raw {spec.dtype} input" if preprocessing
+                else "not in the graph: feed float32 (raw * input_scale - input_mean) / input_std, per channel"
+            ),
+        })
     if num_classes is not None:
         meta["num_classes"] = str(num_classes)
     return meta
 
 
 def export(
-    path: str | os.PathLike, out: str | os.PathLike, fmt: str | None = None, *, with_preprocessing: bool = False
+    path: str | os.PathLike | bytes, out: str | os.PathLike, fmt: str | None = None, *,
+    with_preprocessing: bool = False, inputs: Sequence[torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Export the deepshrink file ``path`` to ``out`` (format from ``fmt`` or the extension:
-    ``.onnx`` or ``.safetensors``).
+    """Export the deepshrink file ``path`` (or its bytes) to ``out`` (format from ``fmt`` or the
+    extension: ``.onnx`` or ``.safetensors``).
 
-    An ONNX export records the input specification, class count and producer in its
+    An ONNX export records the input specification (or, for a network of several or integer
+    inputs, each input's name, dtype and shape), class count and producer in its
     ``metadata_props``. With ``with_preprocessing`` it also computes the stored scaling and
     normalisation in the graph, so it takes raw input of the file's dtype (e.g. uint8 images)
     and gives the scores :meth:`CompressedModel.predict` takes its argmax of.
+    Nothing is written unless onnxruntime agrees with PyTorch on ``inputs`` (real data: one batch
+    of every input, raw with ``with_preprocessing``) or on random inputs the network accepts
+    (see :func:`onnx_agreement`).
     """
     out = Path(out)
     fmt = fmt or out.suffix.lstrip(".").lower()
@@ -118,19 +157,22 @@ def export(
     if with_preprocessing and fmt != "onnx":
         raise ConfigError("with_preprocessing needs the ONNX format: a safetensors file holds no computation")
     model = load(path)
+    if with_preprocessing and model.input_spec is None:
+        raise ConfigError("with_preprocessing needs a network with an input specification; this one takes "
+                          f"{list(model.graph.input_names)} as they are")
     if fmt == "safetensors":
         return {"format": fmt, "path": str(out), "bytes": export_safetensors(model, out)}
     tensors = model.dense_state_dict()
     classes = num_classes(model)
-    proto = to_onnx(model.graph, tensors, model.input_spec.shape,
+    proto = to_onnx(model.graph, tensors, _inputs(model),
                     preprocess=model.input_spec if with_preprocessing else None,
                     metadata=onnx_metadata(model, classes, with_preprocessing))
     data = serialize_onnx(proto)
     # bounded work and memory: fewer samples for a heavy network (load already bounds the work
     # per sample), and never more than the activation limit allows in one batch
     n = max(1, min(16, max(2, CHECK_OPS // max(1, model.plan.ops)), model.max_batch))
-    check = onnx_agreement(model, data, n=n, preprocessing=with_preprocessing)
-    if check["max_abs_diff"] > 1e-3 or check["argmax_agreement"] < 1.0:
+    check = onnx_agreement(model, data, n=n, preprocessing=with_preprocessing, inputs=inputs)
+    if check["max_abs_diff"] > 1e-3 or check["argmax_agreement"] not in (None, 1.0):
         raise UnsupportedOperationError(
             f"onnxruntime and PyTorch disagree on the exported network (max |diff| {check['max_abs_diff']:.3g}); "
             "nothing was written"

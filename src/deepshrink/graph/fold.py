@@ -2,6 +2,15 @@
 an affine map per output channel, so it can be multiplied into that layer's weight and bias.
 The folded graph has one layer where it had two, so compression stages prune, share and
 factorise the weights the network really applies, and the network runs one op fewer.
+
+:func:`fold_batchnorm` folds a stored graph and its tensors; :func:`fold_batchnorm_modules` does
+the same to a PyTorch model in place, with the same arithmetic (it applies what
+:func:`fold_batchnorm` computes). A compression run folds first (:func:`deepshrink.compress`):
+retraining runs the model in training mode, where a batch norm would normalise with the
+statistics of each small batch of the few thousand samples at hand and update its running
+statistics from them, drifting away from the statistics of the data the network was trained on;
+and pruning or sharing a convolution whose output is then rescaled per channel would treat
+channels of very different real magnitude alike.
 """
 
 from __future__ import annotations
@@ -10,9 +19,11 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.utils.parametrize as parametrize
+from torch import nn
 
-from deepshrink.errors import InvalidHeader
-from deepshrink.graph.ir import Graph, Node
+from deepshrink.errors import InvalidHeader, ModelError
+from deepshrink.graph.ir import Graph, GraphInput, Node
 
 _LAYERS = ("conv1d", "conv2d", "linear")
 
@@ -85,3 +96,59 @@ def fold_batchnorm(
     outputs = tuple(renamed.get(o, o) for o in graph.outputs)
     folded = Graph(tuple(nodes), outputs[0] if isinstance(graph.output, str) else outputs, graph.inputs)
     return folded, {k: out[k] for k in folded.param_names}
+
+
+def fold_batchnorm_modules(
+    model: nn.Module, inputs: Sequence[GraphInput | torch.Tensor] | None = None
+) -> dict[str, str]:
+    """Fold, in place, every batch norm of ``model`` that directly follows a convolution or linear
+    layer (found by tracing the model, not by module order) into that layer: the layer gets the
+    folded weight and a bias (one is added where it had none), and the batch-norm module is
+    replaced by ``nn.Identity``. Returns ``{batch-norm module: layer module}`` of what was folded.
+
+    The folded model computes what ``model`` computes in eval mode (running statistics), up to
+    float32 rounding; the weights are :func:`fold_batchnorm`'s. ``inputs`` (example batches or
+    :class:`GraphInput` descriptions, as for :func:`~deepshrink.graph.trace`) declares the input
+    shapes, which folding into linear layers needs; a model of several or integer inputs needs
+    them to be traced at all. A batch norm stays where folding would change the network: its
+    layer's output is read elsewhere too, or the batch-norm module or the layer runs more than
+    once. A :class:`ModelError` refuses a model whose layers carry pruning masks or
+    parametrizations (fold before compressing)."""
+    from deepshrink.graph.trace import trace  # the tracer needs the op registry, which imports this package
+
+    hooked = [n for n, m in model.named_modules() if parametrize.is_parametrized(m) or hasattr(m, "weight_orig")]
+    if hooked:
+        raise ModelError(f"fold batch norms before pruning or sharing: {', '.join(hooked[:5])} carry masks or "
+                         "parametrizations")
+    graph = trace(model, inputs=inputs)
+    state = model.state_dict()
+    folded, tensors = fold_batchnorm(graph, state)
+    kept = {node.name for node in folded.nodes}
+    new_params = {node.name: node.params for node in folded.nodes}
+    by_name = {node.name: node for node in graph.nodes}
+    uses = Counter(p for node in graph.nodes for p in set(node.params.values()))
+    modules = dict(model.named_modules())
+    done: dict[str, str] = {}
+    for bn in graph.nodes:
+        if bn.op != "batch_norm" or bn.name in kept:
+            continue
+        layer = by_name[bn.inputs[0]]
+        layer_path = layer.params["weight"].removesuffix(".weight")
+        bn_path = bn.params["running_mean"].removesuffix(".running_mean")
+        layer_mod, bn_mod = modules.get(layer_path), modules.get(bn_path)
+        params = new_params[layer.name]
+        if (any(uses[p] != 1 for p in bn.params.values())  # the batch-norm module runs twice
+                or not isinstance(bn_mod, nn.modules.batchnorm._BatchNorm) or layer_mod is None
+                or params["bias"] != f"{layer_path}.bias"):
+            continue
+        with torch.no_grad():
+            layer_mod.weight.copy_(tensors[params["weight"]])
+            bias = tensors[params["bias"]].to(layer_mod.weight.dtype)
+            if layer_mod.bias is None:
+                layer_mod.bias = nn.Parameter(bias.clone(), requires_grad=layer_mod.weight.requires_grad)
+            else:
+                layer_mod.bias.copy_(bias)
+        parent, _, child = bn_path.rpartition(".")
+        setattr(model.get_submodule(parent), child, nn.Identity())
+        done[bn_path] = layer_path
+    return done

