@@ -295,8 +295,7 @@ def cmd_compress(run: Run) -> dict[str, Any]:
     model = _model(args, getattr(data, "num_classes", None))
     start = time.perf_counter()
     result = compress(model, data, recipe, progress=_progress(args), measure=args.measure, objective=objective,
-                      meta={"model": args.model, "data": _data_record(args.data), "seed": args.seed,
-                            "objective": objective})
+                      meta={"model": args.model, "data": _data_record(args.data), "seed": args.seed})
     write_bytes_atomic(args.output, result.data)
     out = {"command": "compress", "output": str(args.output), "data": str(args.data),
            "seconds": time.perf_counter() - start, **result.to_dict()}  # with the split sizes
@@ -487,8 +486,13 @@ def cmd_info(run: Run) -> dict[str, Any]:
     if "sha256" in out:
         c.print(Text(f"sha256 {out['sha256']}"))
     spec = out["input"]
-    c.print(Text(f"input: shape {spec['shape']} {spec['dtype']}, × {spec['scale']:.6g}, mean {spec['mean']}, std {spec['std']}; "
-                 f"{out['macs_per_sample']:,} MACs per sample"))
+    if spec is not None:
+        inputs = (f"input: shape {spec['shape']} {spec['dtype']}, × {spec['scale']:.6g}, mean {spec['mean']}, "
+                  f"std {spec['std']}")
+    else:  # several inputs, or token ids: used as they are
+        inputs = "inputs: " + ", ".join(f"{i['name']} {i['dtype']} {i['shape']}" for i in out["inputs"])
+    outputs = ", ".join(f"{o['name']} {o['dtype']} {o['shape']}" for o in out.get("outputs", []))
+    c.print(Text(f"{inputs}; outputs: {outputs}; {out['macs_per_sample']:,} MACs per sample"))
     print_table(c, "graph", ("node", "op", "inputs", "params"),
                 [(n["name"], n["op"], ", ".join(n["inputs"]),
                   ", ".join(f"{r} {'×'.join(map(str, s))}" for r, s in n["params"].items())) for n in out["graph"]],

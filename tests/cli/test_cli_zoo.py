@@ -56,3 +56,41 @@ def test_objective_override_judges_a_classifier_against_itself(capsys, tmp_path)
     code, ev = run_cli(capsys, "eval", str(dsz), "--limit", "200")
     assert code == 0 and ev["metric"] == "top1_agreement" and "accuracy" not in ev
     assert ev["score"] == pytest.approx(out["final_test_accuracy"])
+
+
+@pytest.mark.slow
+def test_sentence_encoder_compresses_evaluates_and_exports_from_the_cli(capsys, tmp_path):
+    """MiniLM: two int64 inputs, embeddings out, judged against the dense encoder."""
+    import onnx
+
+    dsz = tmp_path / "mini.dsz"
+    code, out = run_cli(capsys, "compress", "--model", "minilm-l6", "--recipe", "minilm-l6", "--limit", "10",
+                        "-o", str(dsz))
+    assert code == 0, out
+    assert out["data"] == "debian-sentences" and out["objective"] == "match-embeddings"
+    assert out["split_sizes"] == {"train": 10, "val": 2, "test": 2} and out["ratio"] > 7
+    assert set(out["final_test_metrics"]) == {"mean_cosine", "top10_overlap"}
+    code, ev = run_cli(capsys, "eval", str(dsz), "--limit", "10")
+    assert code == 0 and ev["metric"] == "mean_cosine" and ev["score"] == pytest.approx(out["final_test_accuracy"])
+    code, info = run_cli(capsys, "info", str(dsz))
+    assert code == 0 and info["input"] is None
+    assert [(i["name"], i["dtype"]) for i in info["inputs"]] == [("input_ids", "int64"), ("attention_mask", "int64")]
+    onnx_path = tmp_path / "mini.onnx"
+    code, ex = run_cli(capsys, "export", str(dsz), "-o", str(onnx_path))
+    assert code == 0, ex
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
+
+
+@pytest.mark.slow
+def test_mobilenet_compresses_on_crops_and_evaluates_against_the_dense_network(capsys, tmp_path):
+    dsz = tmp_path / "mnv2.dsz"
+    code, out = run_cli(capsys, "compress", "--model", "mobilenet-v2", "--recipe", "mobilenet-v2", "--limit", "5",
+                        "-o", str(dsz))
+    assert code == 0, out
+    assert out["data"] == "image-crops" and out["metric"] == "top1_agreement" and out["ratio"] > 5
+    assert out["stages"][0]["detail"]["folded_batchnorm"]  # batch norms folded before pruning
+    code, ev = run_cli(capsys, "eval", str(dsz), "--limit", "5")
+    assert code == 0 and ev["samples"] == 1 and ev["score"] == pytest.approx(out["final_test_accuracy"])
+    code, info = run_cli(capsys, "info", str(dsz))
+    assert code == 0 and info["input"]["shape"] == [3, 224, 224] and info["input"]["dtype"] == "uint8"

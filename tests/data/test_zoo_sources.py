@@ -132,8 +132,11 @@ def test_sentence_splits_are_deterministic_disjoint_and_tokenised_to_a_fixed_len
     assert len({t.lower() for t in texts}) == len(texts)  # de-duplicated ignoring case
     data = DebianSentences(TINY, max_length=32)
     parts = {s: data.texts(s) for s in ("train", "val", "test")}
-    assert parts["train"] + parts["val"] + parts["test"] == list(texts[:13])
-    assert DebianSentences(TINY, max_length=32).texts("test") == parts["test"]
+    assert [len(p) for p in parts.values()] == [TINY["train"], TINY["val"], TINY["test"]]
+    assert parts["test"] == list(texts[0:10 * TINY["test"]:10]) and parts["val"] == list(texts[1:10 * TINY["val"]:10])
+    assert not set(parts["train"]) & set(parts["val"]) | set(parts["train"]) & set(parts["test"])
+    # a split does not depend on the sizes of the others (eval reads test without any validation split)
+    assert DebianSentences({**TINY, "val": 0, "train": 1}, max_length=32).texts("test") == parts["test"]
     split = data.split("test")
     ids, mask = split.inputs
     assert split.target is None and ids.dtype == mask.dtype == torch.int64 and ids.shape == mask.shape == (4, 32)
@@ -144,7 +147,7 @@ def test_sentence_splits_are_deterministic_disjoint_and_tokenised_to_a_fixed_len
 
 def test_asking_for_more_sentences_than_the_corpus_has_is_an_error():
     n = len(read_corpus()[0])
-    with pytest.raises(DataError, match=f"gives {n:,} distinct description texts, fewer than"):
+    with pytest.raises(DataError, match=f"gives {n:,} distinct description texts, whose pools hold too few"):
         DebianSentences({"train": n, "val": 1, "test": 0}).texts("train")
     with pytest.raises(ConfigError, match="max_length must be an int in 8..256"):
         DebianSentences(TINY, max_length=512)

@@ -153,3 +153,19 @@ def test_several_inputs_train_and_evaluate_as_model_star_inputs():
     fit(student, train, val, TrainConfig(epochs=30, lr=1e-2, batch_size=32), progress=False,
         objective="match-embeddings", teacher=t_train, val_teacher=t_val)
     assert evaluate(student, val, "match-embeddings", t_val) > max(0.9, before + 0.3)
+
+
+def test_evaluation_batches_shrink_for_large_inputs_and_give_the_same_outputs():
+    """Outputs over a split are computed in batches bounded by input values (memory), and the
+    batching does not change them."""
+    from deepshrink.data import Split
+    from deepshrink.train.objectives import EVAL_BATCH, EVAL_INPUT_VALUES, eval_batch, outputs
+
+    big = Split((torch.zeros(3, 3, 160, 160),))
+    assert eval_batch(big) == EVAL_INPUT_VALUES // (3 * 160 * 160) < EVAL_BATCH
+    assert eval_batch(Split((torch.zeros(5, 1, 28, 28),))) == EVAL_BATCH
+    assert eval_batch(Split((torch.zeros(2, 64, dtype=torch.long), torch.ones(2, 64, dtype=torch.long)))) == EVAL_BATCH
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    x = Split((torch.randn(7, 12),))
+    assert torch.allclose(outputs(net, x, batch_size=2), outputs(net, x), atol=1e-6)

