@@ -66,6 +66,7 @@ def worker(network: str, recipe_spec: str, threads: int, out: Path) -> None:
     result = ds.compress(model, data, recipe, objective=entry.objective, meta={"model": network})
     seconds = time.perf_counter() - t0
     out.write_text(json.dumps({
+        "code": _commit(),
         "network": network, "recipe": recipe.name, "objective": result.objective, "metric": result.metric,
         "dense_bytes": result.dense_bytes, "file_bytes": result.file_bytes, "ratio": result.ratio,
         "split_sizes": result.split_sizes, "seconds": seconds,
@@ -76,6 +77,14 @@ def worker(network: str, recipe_spec: str, threads: int, out: Path) -> None:
         "stages": [{"stage": s.stage, "val": s.val_accuracy, "test": s.test_accuracy, "file_bytes": s.file_bytes,
                     "seconds": s.seconds} for s in result.stages],
     }, indent=1))
+
+
+def _commit() -> str:
+    """The commit the run's code is (with `+` when the tree has changes)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+" if git("status", "--porcelain", "src") else "")
 
 
 def _fmt(metric: str, v: float | None) -> str:
@@ -90,19 +99,20 @@ def report(runs: list[dict], threads: int, command: str) -> str:
         f"Command: `{command}`. {environment()}; each run in its own process with {threads} torch threads; "
         "wall time includes loading the network and building the data. Fidelity is measured on the network decoded "
         "from the file, on the test split, against the dense network (MobileNetV2, MiniLM) or the labels (ccexam).", "",
-        "| network | recipe | file | ratio | test metrics | val (primary) | wall | peak RSS |",
-        "|---|---|---|---|---|---|---|---|",
+        "| network | recipe | file | ratio | test metrics | val (primary) | wall | peak RSS | code |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     dense_done = set()
     for r in runs:
         if r["network"] not in dense_done:
             dense_done.add(r["network"])
             metrics = ", ".join(f"{k} {_fmt(k, v)}" for k, v in r["baseline_test_metrics"].items())
-            lines.append(f"| {r['network']} | dense | {r['dense_bytes'] / 1e6:.2f} MB | 1.0× | {metrics} | | | |")
+            lines.append(f"| {r['network']} | dense | {r['dense_bytes'] / 1e6:.2f} MB | 1.0× | {metrics} | | | | |")
         metrics = ", ".join(f"{k} {_fmt(k, v)}" for k, v in r["final_test_metrics"].items())
         lines.append(
             f"| {r['network']} | `{r['recipe']}` | {r['file_bytes'] / 1e6:.3f} MB | {r['ratio']:.1f}× | {metrics} | "
-            f"{_fmt(r['metric'], r['final_val'])} | {r['seconds'] / 60:.1f} min | {r['peak_rss_mb'] / 1024:.2f} GB |"
+            f"{_fmt(r['metric'], r['final_val'])} | {r['seconds'] / 60:.1f} min | {r['peak_rss_mb'] / 1024:.2f} GB | "
+            f"{r.get('code', '?')} |"
         )
     lines += ["", "Data: " + "; ".join(
         f"{r['network']}: {r['split_sizes']['train']:,} train / {r['split_sizes']['val']:,} val / "
@@ -134,14 +144,21 @@ def main() -> None:
     parser.add_argument("--networks", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--recipes", nargs="+", default=None, help="only these recipes (names or paths)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite docs/benchmarks.md from bench/results/zoo.json (runs made separately)")
     parser.add_argument("--worker", nargs=3, metavar=("NETWORK", "RECIPE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         network, recipe, out = args.worker
         worker(network, recipe, args.threads, Path(out))
         return
-    runs = []
     results = HERE / "results"
+    if args.render:
+        runs = json.loads((results / "zoo.json").read_text())
+        update_section("zoo", report(runs, args.threads, "python bench/zoo.py --networks NAME` for each network, one at a time, then "
+                                                        "`python bench/zoo.py --render"))
+        return
+    runs = []
     results.mkdir(exist_ok=True)
     for network in args.networks:
         for recipe in RECIPES[network]:
