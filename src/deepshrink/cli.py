@@ -579,7 +579,8 @@ def _add_data(p: argparse.ArgumentParser, *, for_eval: bool = False, for_compres
     default_val = str(DEFAULT_VAL_SIZE).replace("%", "%%")  # argparse %-formats help texts
     if for_eval:
         p.add_argument("--data", default=None,
-                       help="'fashion-mnist', 'mnist', a folder of IDX files, or an .npz file (default: the data "
+                       help="'fashion-mnist', 'mnist', 'mnist-5k', 'image-crops', 'debian-sentences', a folder of IDX files, or an "
+                            ".npz file (default: the data "
                             "set recorded in the file, if it is available here; refused when its classes or "
                             "sample shape do not fit the file)")
         p.add_argument("--val-size", type=_val_size, default=None,
@@ -590,7 +591,8 @@ def _add_data(p: argparse.ArgumentParser, *, for_eval: bool = False, for_compres
                        help="seed of the validation split (default: the seed recorded in the file, else 0)")
     else:
         p.add_argument("--data", default=None if for_compress else DEFAULT_DATA,
-                       help="'fashion-mnist', 'mnist', 'mnist-5k', a folder of IDX files, or an .npz file"
+                       help="'fashion-mnist', 'mnist', 'mnist-5k', 'image-crops', 'debian-sentences', a folder of IDX files, or an "
+                            ".npz file"
                             + (f" (default: a pretrained network's own data, else {DEFAULT_DATA})" if for_compress
                                else ""))
         p.add_argument("--val-size", type=_val_size, default=None,
@@ -675,7 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
     _output(p, ".dsz file")
     _common(p)
 
-    p = command("eval", cmd_eval, "accuracy of a .dsz file, computed from the file alone")
+    p = command("eval", cmd_eval, "score a .dsz file: accuracy, or fidelity to the dense pretrained network it was "
+                                  "compressed from (the objective the file records)")
     p.add_argument("file", type=Path, help="the .dsz file")
     _add_data(p, for_eval=True)
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="which split to score")
