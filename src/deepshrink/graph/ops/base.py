@@ -336,6 +336,12 @@ class OnnxGraph(Protocol):
     def param(self, pname: str) -> np.ndarray:
         """The float32 values of the network's parameter ``pname``."""
 
+    def weight(self, pname: str, transpose: bool = False) -> str:
+        """The tensor holding the network's parameter ``pname`` (with ``transpose``, its axes
+        reversed: ``W^T`` of a matrix), written once however often asked: a dense initializer,
+        or in a compact export the stored tensor's compact form. ``init(pname, ...)`` of a
+        parameter's own name gives the same tensor."""
+
 
 Params = Mapping[str, torch.Tensor]
 
