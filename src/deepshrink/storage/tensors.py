@@ -14,7 +14,7 @@ overflowed ``gap_bits``) are dropped when decoding, so ``positions`` lists real 
 Each typed tensor also writes its own compact ONNX form (:meth:`~CompressedTensor.to_onnx`,
 used by ``deepshrink export --compact``): codebook indices as bytes looked up with ``Gather``
 (or ``DequantizeLinear`` when the codebook is a uniform integer grid), pruned tensors as byte
-gaps summed into positions and scattered into zeros. It writes through the small writer
+gaps summed into positions and scattered into zeros (whichever of these layouts is smallest). It writes through the small writer
 protocol the graph's ops use (:class:`deepshrink.graph.ops.base.OnnxGraph`: ``node``, ``init``
 and ``cast``), so this module needs no ONNX import.
 
@@ -30,12 +30,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-MAX_GAP = 255
-"""The largest gap between entries that the compact ONNX layout of a sparse tensor stores in one
-byte; a longer gap is split by filler entries of value zero (the file's relative-index layout)."""
+GAP_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+"""The gap widths of the compact ONNX layout of a sparse tensor, the smaller tried first: a gap
+wider than the dtype holds is split by filler entries of value zero (the file's relative-index
+layout), so very sparse tensors get uint16 gaps when that saves the fillers' bytes."""
 CAST_NODE_BYTES = 96
 """About what a ``Cast`` node costs in an ONNX file (names and attribute): float16 storage plus
 a Cast is written only when it saves more than this."""
+SPARSE_NODES_BYTES = 256
+"""About what the extra nodes of the sparse ONNX layout cost (CumSum, ConstantOfShape,
+ScatterElements, Reshape and their small initializers): a sparse tensor is written densely
+when that is no larger than its gaps and values plus this."""
 
 
 def index_dtype(symbols: int) -> np.dtype:
@@ -110,28 +115,44 @@ def uniform_grid(table: np.ndarray) -> tuple[np.ndarray, np.float32, np.integer]
     return None
 
 
-def relative_gaps(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Strictly increasing flat ``positions`` as byte gaps whose running sum gives them back:
-    ``gaps[0]`` is the first position, ``gaps[i]`` the step from the previous entry. A step over
-    :data:`MAX_GAP` is split by filler entries (steps of ``MAX_GAP``, which land strictly between
-    two real entries). Returns the uint8 gaps and, per gap entry, whether it is a real entry."""
+def relative_gaps(positions: np.ndarray, dtype: np.dtype = np.dtype(np.uint8)) -> tuple[np.ndarray, np.ndarray]:
+    """Strictly increasing flat ``positions`` as gaps of the unsigned ``dtype`` whose running sum
+    gives them back: ``gaps[0]`` is the first position, ``gaps[i]`` the step from the previous
+    entry. A step over the dtype's maximum ``M`` is split by filler entries (steps of ``M``, which
+    land strictly between two real entries). Returns the gaps and, per gap entry, whether it is a
+    real entry (not a filler)."""
+    most = int(np.iinfo(dtype).max)
     step = np.diff(np.asarray(positions, dtype=np.int64), prepend=0)
-    fillers = np.maximum(0, (step - 1) // MAX_GAP)  # the first step may be 0: no filler
+    fillers = np.maximum(0, (step - 1) // most)  # the first step may be 0: no filler
     real_at = np.cumsum(fillers + 1) - 1
-    gaps = np.full(int(real_at[-1]) + 1 if real_at.size else 0, MAX_GAP, dtype=np.uint8)
-    gaps[real_at] = step - MAX_GAP * fillers
+    gaps = np.full(int(real_at[-1]) + 1 if real_at.size else 0, most, dtype=dtype)
+    gaps[real_at] = step - most * fillers
     real = np.zeros(gaps.size, dtype=bool)
     real[real_at] = True
     return gaps, real
+
+
+def _sparse_gaps(numel: int, positions: np.ndarray, itemsize: int) -> np.dtype | None:
+    """The gap dtype of :data:`GAP_DTYPES` with which a tensor of ``numel`` elements, nonzero at
+    ``positions``, each value taking ``itemsize`` bytes, is smallest in ONNX as gaps and values;
+    None when writing it densely is no larger. The file's choice does not carry over: its coded
+    gaps cost a few bits, a byte here, so e.g. a 75%-dense factor of a low-rank chain is sparse
+    in the file and dense in ONNX."""
+    size, dtype = min(((relative_gaps(positions, d)[0].size * (d.itemsize + itemsize), i, d)
+                       for i, d in enumerate(GAP_DTYPES)), key=lambda c: c[:2])[::2]
+    return dtype if size + SPARSE_NODES_BYTES < numel * itemsize else None
+
+
+def _half_exact(values: np.ndarray) -> bool:
+    return bool(np.array_equal(values.astype(np.float16).astype(np.float32), values, equal_nan=True))
 
 
 def _onnx_floats(g: Any, name: str, values: np.ndarray) -> str:
     """``values`` (float32) as a float32 initializer, or as float16 and a ``Cast`` when float16
     holds them exactly and that saves more than :data:`CAST_NODE_BYTES`; returns the float32 tensor."""
     values = np.asarray(values, dtype=np.float32)
-    half = values.astype(np.float16)
-    if 2 * values.size > CAST_NODE_BYTES and np.array_equal(half.astype(np.float32), values, equal_nan=True):
-        return g.cast(g.init(f"{name}/float16", half), "float32")
+    if 2 * values.size > CAST_NODE_BYTES and _half_exact(values):
+        return g.cast(g.init(f"{name}/float16", values.astype(np.float16)), "float32")
     return g.init(name, values)
 
 
@@ -150,8 +171,8 @@ def _onnx_lookup(g: Any, name: str, symbols: np.ndarray, table: np.ndarray) -> s
     return g.node("Gather", [_onnx_floats(g, f"{name}/table", table), idx], f"{name}/values", axis=0)
 
 
-def _onnx_sparse(g: Any, name: str, shape: tuple[int, ...], positions: np.ndarray, values) -> str:
-    """A tensor of ``shape`` that is zero except at the flat ``positions``: byte gaps
+def _onnx_sparse(g: Any, name: str, shape: tuple[int, ...], positions: np.ndarray, gap_dtype: np.dtype, values) -> str:
+    """A tensor of ``shape`` that is zero except at the flat ``positions``: gaps of ``gap_dtype``
     (:func:`relative_gaps`) summed by ``CumSum`` into positions, ``ScatterElements`` of the
     entries' values into ``ConstantOfShape`` zeros, reshaped. ``values(name, real)`` writes the
     float32 value of every gap entry (``real`` marks the entries that are not fillers, whose
@@ -161,7 +182,7 @@ def _onnx_sparse(g: Any, name: str, shape: tuple[int, ...], positions: np.ndarra
 
     if positions.size == 0:
         return g.node("ConstantOfShape", [shape_of()], name)
-    gaps, real = relative_gaps(positions)
+    gaps, real = relative_gaps(positions, gap_dtype)
     steps = g.cast(g.init(f"{name}/gaps", gaps), "int64")
     pos = g.node("CumSum", [steps, g.init(f"{name}/axis", np.array(0, dtype=np.int64))], f"{name}/positions")
     zeros = g.node("ConstantOfShape", [g.init(f"{name}/numel", np.array([math.prod(shape)], dtype=np.int64))],
@@ -292,7 +313,14 @@ class SparseCodebookTensor(CompressedTensor):
         return _csr(self.shape, self.positions, self.indices, self.codebook)
 
     def to_onnx(self, g: Any, name: str) -> str:
-        """Byte gaps and one byte (codebook index, or grid value) per entry, scattered into zeros."""
+        """Gaps (bytes, or uint16 when that is smaller) and one byte (codebook index, or grid value) per entry, scattered into
+        zeros; or, when that is no smaller, the dense form of :class:`CodebookTensor`."""
+        k = len(self.codebook)
+        gap_dtype = _sparse_gaps(self.numel, self.positions, index_dtype(k + 1).itemsize)
+        if gap_dtype is None:
+            symbols = np.full(self.numel, k, dtype=index_dtype(k + 1))
+            symbols[self.positions] = self.indices
+            return CodebookTensor(symbols.reshape(self.shape), self.codebook).to_onnx(g, name)
         table = np.append(self.codebook, np.float32(0.0))  # fillers take symbol K: zero
 
         def values(name: str, real: np.ndarray) -> str:
@@ -300,7 +328,7 @@ class SparseCodebookTensor(CompressedTensor):
             symbols[real] = self.indices
             return _onnx_lookup(g, name, symbols, table)
 
-        return _onnx_sparse(g, name, self.shape, self.positions, values)
+        return _onnx_sparse(g, name, self.shape, self.positions, gap_dtype, values)
 
 
 @dataclass(frozen=True, eq=False)
@@ -327,11 +355,15 @@ class SparseTensor(CompressedTensor):
         return _csr(self.shape, self.positions, self.values, None)
 
     def to_onnx(self, g: Any, name: str) -> str:
-        """Byte gaps and the float values (float16 when exact), scattered into zeros."""
+        """Gaps (bytes, or uint16 when that is smaller) and the float values (float16 when exact), scattered into zeros; or, when
+        that is no smaller, the dense form of :class:`DenseTensor`."""
+        gap_dtype = _sparse_gaps(self.numel, self.positions, 2 if _half_exact(self.values) else 4)
+        if gap_dtype is None:
+            return DenseTensor(self.to_dense()).to_onnx(g, name)
 
         def values(name: str, real: np.ndarray) -> str:
             entries = np.zeros(real.size, dtype=np.float32)
             entries[real] = self.values
             return _onnx_floats(g, f"{name}/values", entries)
 
-        return _onnx_sparse(g, name, self.shape, self.positions, values)
+        return _onnx_sparse(g, name, self.shape, self.positions, gap_dtype, values)
