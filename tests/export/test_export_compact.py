@@ -387,3 +387,36 @@ def test_cli_compact_flag(deep_compressed, tmp_path, capsys):
     assert main(["export", str(dsz), "-o", str(tmp_path / "t.onnx"), "--compact", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "× the .dsz" in text and "compact" in text
+
+
+def test_every_op_of_the_allow_list_exports_compact(tmp_path):
+    """Convolutions (grouped, dilated), batch norms and linear layers over a feature map, with
+    pruned shared weights: the compact export agrees with PyTorch as the dense one does."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_export import Everything
+
+    torch.manual_seed(0)
+    model = Everything().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+            elif isinstance(m, (nn.Conv2d, nn.Linear)):
+                w = m.weight
+                book = torch.quantile(w.flatten(), torch.linspace(0.02, 0.98, 14))
+                shared = book[(w[..., None] - book).abs().argmin(-1)]
+                w.copy_(shared * (w.abs() > w.abs().flatten().quantile(0.8)))
+    data, _ = pack_model(model, ds.InputSpec((1, 28, 28), "float32", 1.0, (0.0,), (1.0,)))
+    dsz = tmp_path / "every.dsz"
+    dsz.write_bytes(data)
+    kinds = {type(t).__name__ for t in typed_tensors(dsz).values()}
+    assert {"SparseCodebookTensor", "DenseTensor"} <= kinds
+    dense, compact = _exports(dsz, tmp_path)
+    assert compact["max_abs_diff"] < 1e-5 and compact["bytes"] < dense["bytes"]
+    x = np.random.default_rng(0).standard_normal((16, 1, 28, 28)).astype(np.float32)
+    _same_predictions(tmp_path, x)
+    assert {"Conv", "BatchNormalization", "ScatterElements"} <= set(_ops(tmp_path / "compact.onnx"))

@@ -131,21 +131,28 @@ def to_onnx(
         taken.add(wanted)
         return wanted
 
-    @functools.cache
     def weight(pname: str, transpose: bool = False) -> str:
+        return _weight(pname, bool(transpose))
+
+    @functools.cache  # once per parameter (and once more transposed), however many ops ask
+    def _weight(pname: str, transpose: bool) -> str:
+        dense = compact is None or pname not in compact
         if transpose:
-            if compact is None or pname not in compact:
+            if dense:
                 return store(pname + ".T", param(pname).T)
-            w = weight(pname)
-            return add_node("Transpose", [w], fresh(pname + ".T"), perm=list(range(len(tensors[pname].shape)))[::-1])
-        if compact is None or pname not in compact:
+            perm = list(range(len(tensors[pname].shape)))[::-1]
+            return add_node("Transpose", [weight(pname)], fresh(pname + ".T"), perm=perm)
+        if dense:
             return store(pname, param(pname))
 
         def claim(wanted: str) -> str:  # the parameter's own name is free for it; others are made unique
             return wanted if wanted == pname else fresh(wanted)
 
-        scoped = SimpleNamespace(node=lambda op_type, inputs, output, **attrs: add_node(op_type, inputs, claim(output), **attrs),
-                                 init=lambda key, array: store(claim(key), array), cast=cast, dtype=dtypes.__getitem__)
+        def scoped_node(op_type: str, inputs: Sequence[str], output: str, **attrs) -> str:
+            return add_node(op_type, inputs, claim(output), **attrs)
+
+        scoped = SimpleNamespace(node=scoped_node, init=lambda key, array: store(claim(key), array), cast=cast,
+                                 dtype=dtypes.__getitem__)
         return compact[pname].to_onnx(scoped, pname)
 
     source = INPUT

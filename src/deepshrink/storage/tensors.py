@@ -13,10 +13,11 @@ overflowed ``gap_bits``) are dropped when decoding, so ``positions`` lists real 
 
 Each typed tensor also writes its own compact ONNX form (:meth:`~CompressedTensor.to_onnx`,
 used by ``deepshrink export --compact``): codebook indices as bytes looked up with ``Gather``
-(or ``DequantizeLinear`` when the codebook is a uniform integer grid), pruned tensors as byte
-gaps summed into positions and scattered into zeros (whichever of these layouts is smallest). It writes through the small writer
-protocol the graph's ops use (:class:`deepshrink.graph.ops.base.OnnxGraph`: ``node``, ``init``
-and ``cast``), so this module needs no ONNX import.
+(or ``DequantizeLinear`` when the codebook is a uniform integer grid), pruned tensors as small
+gaps summed into positions and scattered into zeros, or densely when that is smaller in ONNX.
+It writes through the small writer protocol the graph's ops use
+(:class:`deepshrink.graph.ops.base.OnnxGraph`: ``node``, ``init`` and ``cast``), so this
+module needs no ONNX import.
 
 Factorised (SVD, SLR, Tucker, CP) layers need no type of their own: the file stores them as a
 chain of ordinary layers whose weights are ordinary tensors (see docs/format.md).
@@ -25,6 +26,7 @@ chain of ordinary layers whose weights are ordinary tensors (see docs/format.md)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -104,7 +106,8 @@ def uniform_grid(table: np.ndarray) -> tuple[np.ndarray, np.float32, np.integer]
         for scale in (s0, np.nextafter(s0, np.float32(0)), np.nextafter(s0, np.float32(np.inf))):
             if not (np.isfinite(scale) and scale > 0):
                 continue
-            n = np.rint(t / scale)
+            with np.errstate(over="ignore"):  # a huge ratio is no grid of bytes: refused below
+                n = np.rint(t / scale)
             lo, hi = n.min(), n.max()
             if hi - lo > 255 or not np.array_equal(n.astype(np.float32) * scale, t):
                 continue
@@ -171,12 +174,14 @@ def _onnx_lookup(g: Any, name: str, symbols: np.ndarray, table: np.ndarray) -> s
     return g.node("Gather", [_onnx_floats(g, f"{name}/table", table), idx], f"{name}/values", axis=0)
 
 
-def _onnx_sparse(g: Any, name: str, shape: tuple[int, ...], positions: np.ndarray, gap_dtype: np.dtype, values) -> str:
+def _onnx_sparse(g: Any, name: str, shape: tuple[int, ...], positions: np.ndarray, gap_dtype: np.dtype,
+                 values: Callable[[str, np.ndarray], str]) -> str:
     """A tensor of ``shape`` that is zero except at the flat ``positions``: gaps of ``gap_dtype``
     (:func:`relative_gaps`) summed by ``CumSum`` into positions, ``ScatterElements`` of the
     entries' values into ``ConstantOfShape`` zeros, reshaped. ``values(name, real)`` writes the
     float32 value of every gap entry (``real`` marks the entries that are not fillers, whose
     value must be 0) and returns its tensor."""
+
     def shape_of() -> str:
         return g.init(f"{name}/shape", np.array(shape, dtype=np.int64))
 
@@ -313,8 +318,9 @@ class SparseCodebookTensor(CompressedTensor):
         return _csr(self.shape, self.positions, self.indices, self.codebook)
 
     def to_onnx(self, g: Any, name: str) -> str:
-        """Gaps (bytes, or uint16 when that is smaller) and one byte (codebook index, or grid value) per entry, scattered into
-        zeros; or, when that is no smaller, the dense form of :class:`CodebookTensor`."""
+        """Gaps (bytes, or uint16 when that is smaller) and one byte (codebook index, or grid
+        value) per entry, scattered into zeros; or, when that is no smaller, the dense form of
+        :class:`CodebookTensor`."""
         k = len(self.codebook)
         gap_dtype = _sparse_gaps(self.numel, self.positions, index_dtype(k + 1).itemsize)
         if gap_dtype is None:
@@ -355,8 +361,9 @@ class SparseTensor(CompressedTensor):
         return _csr(self.shape, self.positions, self.values, None)
 
     def to_onnx(self, g: Any, name: str) -> str:
-        """Gaps (bytes, or uint16 when that is smaller) and the float values (float16 when exact), scattered into zeros; or, when
-        that is no smaller, the dense form of :class:`DenseTensor`."""
+        """Gaps (bytes, or uint16 when that is smaller) and the float values (float16 when
+        exact), scattered into zeros; or, when that is no smaller, the dense form of
+        :class:`DenseTensor`."""
         gap_dtype = _sparse_gaps(self.numel, self.positions, 2 if _half_exact(self.values) else 4)
         if gap_dtype is None:
             return DenseTensor(self.to_dense()).to_onnx(g, name)
