@@ -162,7 +162,8 @@ def export(
     ``DequantizeLinear``, pruned tensors as byte gaps and ``ScatterElements``; factorised layers
     are already their factors): the file stays a small multiple of the ``.dsz`` instead of
     the dense size. onnxruntime folds those constant subgraphs into dense weights when it loads
-    the model (same speed and memory as the dense export once loaded); see :func:`to_onnx`.
+    the model (same speed and memory as the dense export once loaded; DequantizeLinear excepted,
+    which it runs every time); see :func:`to_onnx`.
     The result gives ``bytes``, the ``.dsz`` size (``dsz_bytes``) and their ratio.
     Nothing is written unless onnxruntime agrees with PyTorch on ``inputs`` (real data: one batch
     of every input, raw with ``with_preprocessing``) or on random inputs the network accepts

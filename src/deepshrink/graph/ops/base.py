@@ -331,7 +331,8 @@ class OnnxGraph(Protocol):
         """The dtype of the input tensor ``x``."""
 
     def init(self, key: str, array: np.ndarray) -> str:
-        """Store ``array`` as the initializer ``key`` (once, however often asked); returns ``key``."""
+        """Store ``array`` as the initializer ``key`` (once, however often asked); returns the
+        name to read it by: ``key``, or for a parameter's own name :meth:`weight`'s tensor."""
 
     def param(self, pname: str) -> np.ndarray:
         """The float32 values of the network's parameter ``pname``."""
