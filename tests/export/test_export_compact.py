@@ -25,20 +25,21 @@ from deepshrink.pipeline.pack import pack_model
 from deepshrink.storage import CodebookTensor, DenseTensor, SparseCodebookTensor, SparseTensor, TensorCoding
 from deepshrink.storage.tensors import relative_gaps, uniform_grid
 
+# no retraining: the export only needs the structure (pruned, shared, factorised) of real weights
 QUICK_DC = """
 name = "quick-dc"
 [[stages]]
 kind = "prune"
 steps = 1
 [stages.retrain]
-epochs = 1
+epochs = 0
 [stages.layers]
 _linear = { sparsity = 0.92 }
 _last = { sparsity = 0.75 }
 [[stages]]
 kind = "share"
 [stages.finetune]
-epochs = 1
+epochs = 0
 [stages.layers]
 _default = { bits = 5 }
 [[stages]]
@@ -52,12 +53,14 @@ name = "quick-chain"
 kind = "lowrank"
 method = "slr"
 [stages.finetune]
-epochs = 1
+epochs = 0
 [stages.layers]
 _linear = { rank = 0.2, reduced_rank = 0.5, unimportant = 0.5 }
 _last = { skip = true }
 [[stages]]
 kind = "share"
+[stages.finetune]
+epochs = 0
 [stages.layers]
 _linear = { bits = 5 }
 [[stages]]
