@@ -15,9 +15,12 @@ from deepshrink._version import __version__
 from deepshrink.data.spec import InputSpec
 from deepshrink.errors import ConfigError, UnsupportedOperationError
 from deepshrink.export.onnx_export import serialize_onnx, to_onnx
+from deepshrink.fileformat.container import Limits
+from deepshrink.fileformat.model_file import read_model_file
 from deepshrink.graph import example_inputs
 from deepshrink.models.loading import num_classes
 from deepshrink.runtime.model import CompressedModel, load
+from deepshrink.storage import CompressedTensor, decode_typed
 from deepshrink.util.atomic import write_bytes_atomic
 from deepshrink.util.safetensors_file import save_safetensors
 
@@ -134,9 +137,17 @@ def onnx_metadata(model: CompressedModel, num_classes: int | None, preprocessing
     return meta
 
 
+def typed_tensors(path: str | os.PathLike | bytes, limits: Limits | None = None) -> dict[str, CompressedTensor]:
+    """Every tensor of the deepshrink file ``path`` (or its bytes) in its typed compressed form
+    (see :mod:`deepshrink.storage.tensors`), by parameter name."""
+    limits = limits or Limits()
+    container = read_model_file(path, limits).container
+    return {name: decode_typed(name, desc, container.sections, limits) for name, desc in container.header["tensors"].items()}
+
+
 def export(
     path: str | os.PathLike | bytes, out: str | os.PathLike, fmt: str | None = None, *,
-    with_preprocessing: bool = False, inputs: Sequence[torch.Tensor] | None = None,
+    with_preprocessing: bool = False, inputs: Sequence[torch.Tensor] | None = None, compact: bool = False,
 ) -> dict[str, Any]:
     """Export the deepshrink file ``path`` (or its bytes) to ``out`` (format from ``fmt`` or the
     extension: ``.onnx`` or ``.safetensors``).
@@ -146,6 +157,14 @@ def export(
     ``metadata_props``. With ``with_preprocessing`` it also computes the stored scaling and
     normalisation in the graph, so it takes raw input of the file's dtype (e.g. uint8 images)
     and gives the scores :meth:`CompressedModel.predict` takes its argmax of.
+    With ``compact`` (ONNX only) the weights keep the form the file stores them in, as far as
+    ONNX can express it (codebook indices as bytes and ``Gather``, uniform grids through
+    ``DequantizeLinear``, pruned tensors as byte gaps and ``ScatterElements``; factorised layers
+    are already their factors): the file stays a small multiple of the ``.dsz`` instead of
+    the dense size. onnxruntime folds those constant subgraphs into dense weights when it loads
+    the model (same speed and memory as the dense export once loaded; DequantizeLinear excepted,
+    which it runs every time); see :func:`to_onnx`.
+    The result gives ``bytes``, the ``.dsz`` size (``dsz_bytes``) and their ratio.
     Nothing is written unless onnxruntime agrees with PyTorch on ``inputs`` (real data: one batch
     of every input, raw with ``with_preprocessing``) or on random inputs the network accepts
     (see :func:`onnx_agreement`).
@@ -156,6 +175,9 @@ def export(
         raise ConfigError(f"cannot export to {str(out)!r}: expected format 'onnx' or 'safetensors' (by extension or --format)")
     if with_preprocessing and fmt != "onnx":
         raise ConfigError("with_preprocessing needs the ONNX format: a safetensors file holds no computation")
+    if compact and fmt != "onnx":
+        raise ConfigError(f"compact needs the ONNX format, got {fmt!r}: a safetensors file holds dense tensors only, "
+                          "not the codebooks and sparse positions a compact export keeps")
     model = load(path)
     if with_preprocessing and model.input_spec is None:
         raise ConfigError("with_preprocessing needs a network with an input specification; this one takes "
@@ -166,7 +188,8 @@ def export(
     classes = num_classes(model)
     proto = to_onnx(model.graph, tensors, _inputs(model),
                     preprocess=model.input_spec if with_preprocessing else None,
-                    metadata=onnx_metadata(model, classes, with_preprocessing))
+                    metadata=onnx_metadata(model, classes, with_preprocessing),
+                    compact=typed_tensors(path) if compact else None)
     data = serialize_onnx(proto)
     # bounded work and memory: fewer samples for a heavy network (load already bounds the work
     # per sample), and never more than the activation limit allows in one batch
@@ -179,5 +202,6 @@ def export(
         )
     write_bytes_atomic(out, data)
     return {"format": fmt, "path": str(out), "bytes": len(data), "preprocessing": with_preprocessing,
+            "compact": compact, "dsz_bytes": model.file_bytes, "ratio_to_dsz": len(data) / model.file_bytes,
             "num_classes": classes, **check}
 

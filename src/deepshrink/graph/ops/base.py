@@ -331,10 +331,17 @@ class OnnxGraph(Protocol):
         """The dtype of the input tensor ``x``."""
 
     def init(self, key: str, array: np.ndarray) -> str:
-        """Store ``array`` as the initializer ``key`` (once, however often asked); returns ``key``."""
+        """Store ``array`` as the initializer ``key`` (once, however often asked); returns the
+        name to read it by: ``key``, or for a parameter's own name :meth:`weight`'s tensor."""
 
     def param(self, pname: str) -> np.ndarray:
         """The float32 values of the network's parameter ``pname``."""
+
+    def weight(self, pname: str, transpose: bool = False) -> str:
+        """The tensor holding the network's parameter ``pname`` (with ``transpose``, its axes
+        reversed: ``W^T`` of a matrix), written once however often asked: a dense initializer,
+        or in a compact export the stored tensor's compact form. ``init(pname, ...)`` of a
+        parameter's own name gives the same tensor."""
 
 
 Params = Mapping[str, torch.Tensor]

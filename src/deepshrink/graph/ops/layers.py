@@ -49,15 +49,14 @@ class Linear(Op):
 
     def to_onnx(self, node, xs, shapes, g):
         p, out = node.params, node.name
-        w = g.param(p["weight"])
         if len(shapes[0]) == 1:
-            ins = [xs[0], g.init(p["weight"], w)] + ([g.init(p["bias"], g.param(p["bias"]))] if "bias" in p else [])
+            ins = [xs[0], g.weight(p["weight"])] + ([g.weight(p["bias"])] if "bias" in p else [])
             g.node("Gemm", ins, out, transB=1)
             return
         mm = out if "bias" not in p else f"{out}/matmul"
-        g.node("MatMul", [xs[0], g.init(p["weight"] + ".T", w.T)], mm)
+        g.node("MatMul", [xs[0], g.weight(p["weight"], transpose=True)], mm)
         if "bias" in p:
-            g.node("Add", [mm, g.init(p["bias"], g.param(p["bias"]))], out)
+            g.node("Add", [mm, g.weight(p["bias"])], out)
 
 
 class _Conv(Op):
@@ -123,10 +122,10 @@ class _Conv(Op):
 
     def to_onnx(self, node, xs, shapes, g):
         p = node.params
-        w = g.param(p["weight"])
-        ins = [xs[0], g.init(p["weight"], w)] + ([g.init(p["bias"], g.param(p["bias"]))] if "bias" in p else [])
-        g.node("Conv", ins, node.name, kernel_shape=list(w.shape[2:]), strides=node.attrs["stride"],
-               pads=self.pads(node.attrs, w.shape), dilations=node.attrs["dilation"], group=node.attrs["groups"])
+        shape = g.param(p["weight"]).shape
+        ins = [xs[0], g.weight(p["weight"])] + ([g.weight(p["bias"])] if "bias" in p else [])
+        g.node("Conv", ins, node.name, kernel_shape=list(shape[2:]), strides=node.attrs["stride"],
+               pads=self.pads(node.attrs, shape), dilations=node.attrs["dilation"], group=node.attrs["groups"])
 
 
 @register
@@ -184,11 +183,9 @@ class BatchNorm(Op):
     def to_onnx(self, node, xs, shapes, g):
         p, out = node.params, node.name
         c = g.param(p["running_mean"]).shape[0]
-        scale = g.param(p["weight"]) if "weight" in p else np.ones(c, np.float32)
-        bias = g.param(p["bias"]) if "bias" in p else np.zeros(c, np.float32)
-        ins = [xs[0], g.init(f"{out}/scale", scale), g.init(f"{out}/bias", bias),
-               g.init(p["running_mean"], g.param(p["running_mean"])),
-               g.init(p["running_var"], g.param(p["running_var"]))]
+        scale = g.weight(p["weight"]) if "weight" in p else g.init(f"{out}/scale", np.ones(c, np.float32))
+        bias = g.weight(p["bias"]) if "bias" in p else g.init(f"{out}/bias", np.zeros(c, np.float32))
+        ins = [xs[0], scale, bias, g.weight(p["running_mean"]), g.weight(p["running_var"])]
         g.node("BatchNormalization", ins, out, epsilon=node.attrs["eps"])
 
 
@@ -229,10 +226,9 @@ class LayerNorm(Op):
     def to_onnx(self, node, xs, shapes, g):
         p, a, out = node.params, node.attrs, node.name
         norm = a["normalized_shape"]
-        scale = g.param(p["weight"]) if "weight" in p else np.ones(norm, np.float32)
-        ins = [xs[0], g.init(p.get("weight", f"{out}/scale"), scale)]
+        ins = [xs[0], g.weight(p["weight"]) if "weight" in p else g.init(f"{out}/scale", np.ones(norm, np.float32))]
         if "bias" in p:
-            ins.append(g.init(p["bias"], g.param(p["bias"])))
+            ins.append(g.weight(p["bias"]))
         g.node("LayerNormalization", ins, out, axis=-len(norm), epsilon=a["eps"])
 
 
@@ -263,6 +259,5 @@ class Embedding(Op):
         return F.embedding(xs[0], p["weight"])
 
     def to_onnx(self, node, xs, shapes, g):
-        w = node.params["weight"]
-        g.node("Gather", [g.init(w, g.param(w)), xs[0]], node.name, axis=0)
+        g.node("Gather", [g.weight(node.params["weight"]), xs[0]], node.name, axis=0)
 
