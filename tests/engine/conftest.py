@@ -3,40 +3,15 @@ kernels (skipping when no C compiler exists)."""
 
 from __future__ import annotations
 
-import shutil
+import sys
+from pathlib import Path
 
-import numpy as np
 import pytest
 
 from deepshrink.engine import native
-from deepshrink.storage.tensors import CodebookTensor, DenseTensor, SparseCodebookTensor, SparseTensor
 
-TYPES = ("dense", "codebook", "sparse-codebook", "sparse")
-
-
-def typed_tensor(kind: str, shape: tuple[int, ...], density: float, seed: int = 0, k: int = 31):
-    """A typed tensor of ``kind`` (one of :data:`TYPES`) with about ``density`` nonzeros."""
-    rng = np.random.default_rng(seed)
-    numel = int(np.prod(shape))
-    positions = np.flatnonzero(rng.random(numel) < density)
-    codebook = rng.standard_normal(k).astype(np.float32)
-    if kind == "dense":
-        flat = np.zeros(numel, np.float32)
-        flat[positions] = rng.standard_normal(len(positions))
-        return DenseTensor(flat.reshape(shape))
-    if kind == "codebook":
-        idx = np.full(numel, k, np.uint8 if k < 256 else np.uint16)
-        idx[positions] = rng.integers(0, k, len(positions))
-        return CodebookTensor(idx.reshape(shape), codebook)
-    if kind == "sparse-codebook":
-        syms = rng.integers(0, k, len(positions)).astype(np.uint8 if k <= 256 else np.uint16)
-        return SparseCodebookTensor(tuple(shape), positions.astype(np.int64), syms, codebook)
-    return SparseTensor(tuple(shape), positions.astype(np.int64), rng.standard_normal(len(positions)).astype(np.float32))
-
-
-def need_cc() -> None:
-    if shutil.which("cc") is None and native.compiler() is None:
-        pytest.skip("no C compiler (cc, gcc or clang) on this machine")
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import STRICT, need_cc, typed_tensor  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +28,38 @@ def lib():
 def make_typed():
     """:func:`typed_tensor`."""
     return typed_tensor
+
+
+@pytest.fixture(scope="session")
+def build_engine(tmp_path_factory):
+    """``build_engine(dsz_path_or_bytes, flags=STRICT) -> main``: the engine of a file generated
+    (without the export's own check) and compiled into a fresh folder with ``flags``."""
+    from deepshrink.engine import codegen
+    from deepshrink.engine.export import _typed, compile_engine
+    from deepshrink.fileformat import Limits, read_model_file
+
+    def build(path, flags=STRICT):
+        need_cc()
+        mf = read_model_file(path)
+        src = codegen.generate(mf.graph, mf.plan, mf.input_spec, _typed(mf, Limits()))
+        folder = tmp_path_factory.mktemp("engine")
+        compile_engine(src.files, folder, native.compiler(), flags=flags)
+        return folder / "main"
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def save_dsz(tmp_path_factory):
+    """``save_dsz(model, spec, name) -> path``: the model packed into a .dsz file (as it is:
+    pruned or shared weights are stored compressed)."""
+    import deepshrink as ds
+
+    def save(model, spec, name="m.dsz"):
+        path = tmp_path_factory.mktemp("dsz") / name
+        ds.save_model(model.eval(), path, spec)
+        return path
+
+    return save
+
+
