@@ -196,6 +196,9 @@ def _graph_problems(graph: Graph, plan: Plan) -> list[str]:
         out.append(f"{len(graph.outputs)} outputs: the engine returns one")
     elif plan.dtypes.get(graph.outputs[0], "float32") != "float32":
         out.append(f"output of dtype {plan.dtypes[graph.outputs[0]]}: the engine returns float32")
+    big = [name for name, shape in plan.shapes.items() if math.prod(shape) >= 2**31]
+    if big:  # the kernels count values per sample in 32 bits
+        out.append(f"values of 2**31 or more elements per sample ({comment(big[0])}): the engine's sizes are 32-bit")
     return out
 
 
