@@ -53,7 +53,7 @@ class EveryOp(nn.Module):
         y = torch.tanh(self.grouped(y)) + y                                  # grouped, dilated, 'same'; residual
         y = F.hardswish(self.pw(y))                                          # pointwise: 8x6x6
         y = y * torch.sigmoid(F.adaptive_avg_pool2d(y, 1))                   # broadcast mul (squeeze-excite)
-        g = torch.flatten(F.adaptive_avg_pool2d(y, 1), 1)                    # global average: 8
+        g = torch.flatten(F.adaptive_avg_pool2d(y, 1), 1) + y.float().mean((2, 3))  # global averages: 8
         a = F.avg_pool2d(y, 2, stride=1, padding=1, count_include_pad=False)  # 8x7x7
         a = F.avg_pool2d(a, 3, stride=2, padding=1)                          # 8x4x4
         m = F.max_pool2d(a, 3, stride=2, ceil_mode=True)                     # 8x2x2
@@ -103,7 +103,7 @@ def test_every_op_matches_pytorch(every_op, build_engine):
     assert ops >= {"conv2d", "conv1d", "batch_norm", "relu", "relu6", "leaky_relu", "tanh", "sigmoid", "hardswish",
                    "hardsigmoid", "silu", "gelu", "clamp", "add", "sub", "mul", "div", "global_avg_pool2d", "avg_pool2d",
                    "max_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "reshape", "flatten", "unsqueeze",
-                   "squeeze", "identity", "linear", "softmax", "log_softmax"}, ops
+                   "squeeze", "identity", "linear", "softmax", "log_softmax", "mean", "cast"}, ops
     src = codegen.generate(mf.graph, mf.plan, mf.input_spec, _typed(mf, Limits()))
     assert set(src.layouts.values()) == {"dense", "codebook/dense", "codebook/sparse", "float/sparse"}, src.layouts
     raw = np.random.default_rng(0).integers(0, 256, (20, *SPEC.shape), dtype=np.uint8)
@@ -111,7 +111,7 @@ def test_every_op_matches_pytorch(every_op, build_engine):
     np.testing.assert_allclose(got, _want(every_op, raw), rtol=1e-4, atol=1e-5)
 
 
-def test_arena_reuses_memory_and_aliases_reshapes():
+def test_arena_reuses_memory_and_aliases_reshapes(build_engine):
     class Chain(nn.Module):
         def __init__(self):
             super().__init__()
@@ -130,6 +130,9 @@ def test_arena_reuses_memory_and_aliases_reshapes():
     run = src.files["model.c"].split("void model_run")[1]
     assert "ds_linear(&w2, c1, input," in run  # flatten is no copy
     assert "ds_unary(DS_RELU, 0.0f, 0.0f, (arena + 0), (arena + 0), 100);" in run  # in place
+    raw = np.random.default_rng(0).standard_normal((5, 1, 8, 8)).astype(np.float32)  # float32 raw input
+    assert "typedef float model_raw_t;" in src.files["model.h"]
+    np.testing.assert_allclose(run_engine(build_engine(data), raw), _want(data, raw), rtol=1e-5, atol=1e-6)
 
 
 def test_comment_is_safe():

@@ -310,7 +310,7 @@ class EngineSource:
     """The packed layout of each weight (parameter name -> one of :data:`~deepshrink.engine.layout.KINDS`)."""
 
 
-def _spec(graph: Graph, plan: Plan, spec: InputSpec | None) -> InputSpec:
+def engine_spec(graph: Graph, plan: Plan, spec: InputSpec | None) -> InputSpec:
     """The input preprocessing (the identity for a network whose graph declares its input)."""
     if spec is not None:
         return spec
@@ -340,7 +340,7 @@ def generate(graph: Graph, plan: Plan, spec: InputSpec | None, typed: Mapping[st
     gen = _Generator(graph, plan, shapes, typed)
     _collect(gen)
     s = _summary(gen)
-    spec = _spec(graph, plan, spec)
+    spec = engine_spec(graph, plan, spec)
     out_name = graph.outputs[0]
     in_shape, out_shape = plan.shapes[graph.inputs[0].name], plan.shapes[out_name]
     header = _model_h(gen, spec, in_shape, out_shape, s)

@@ -13,7 +13,6 @@ PyTorch (:func:`deepshrink.load`'s network). Without one the files are written u
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import struct
@@ -168,7 +167,7 @@ def _check(mf: ModelFile, typed: Mapping[str, CompressedTensor], src: codegen.En
 
     model = CompressedModel(mf, {k: torch.from_numpy(np.ascontiguousarray(t.to_dense())) for k, t in typed.items()},
                             limits)
-    spec = codegen._spec(mf.graph, mf.plan, mf.input_spec)
+    spec = codegen.engine_spec(mf.graph, mf.plan, mf.input_spec)
     with torch.no_grad():
         want = model(spec.apply(raw)).reshape(len(raw), -1).numpy()
     got = run_engine(binary, raw)
@@ -241,7 +240,7 @@ def export_c(path: str | os.PathLike | bytes, out: str | os.PathLike, *, inputs:
     codegen.check_support(mf.graph, mf.plan, _param_shapes(mf))  # every missing op named, before decoding
     typed = _typed(mf, limits)
     src = codegen.generate(mf.graph, mf.plan, mf.input_spec, typed)
-    spec = codegen._spec(mf.graph, mf.plan, mf.input_spec)
+    spec = codegen.engine_spec(mf.graph, mf.plan, mf.input_spec)
     raw = None
     if inputs is not None:
         raw = np.ascontiguousarray(inputs.numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs))
@@ -295,6 +294,8 @@ def engine_report(path: str | os.PathLike | bytes | ModelFile, limits: Limits | 
     if cc is None:
         return {**out, "flash_error": "no C compiler (set CC, or install cc/gcc/clang)"}
     with tempfile.TemporaryDirectory(prefix="deepshrink-engine-") as build:
-        with contextlib.suppress(ModelError):
+        try:
             out["flash_bytes"] = flash_bytes(compile_engine(src.files, Path(build), cc, link=False))
+        except ModelError as exc:
+            out["flash_error"] = str(exc)
     return out

@@ -374,6 +374,13 @@ class Mean(_Reduce):
     def to_onnx(self, node, xs, shapes, g):
         g.node("ReduceMean", xs, node.name, axes=self.axes(node, shapes), keepdims=int(node.attrs["keepdim"]))
 
+    def to_c(self, node, ins, out, w):
+        x, ks = ins[0], sorted(self.axes(node, ins))
+        if ks != list(range(ks[0], len(x) + 1)):  # x.mean((2, 3)): global average pooling
+            raise UnsupportedOperationError(f"mean over dims {node.attrs['dims']} of {fmt(x)}; the engine averages "
+                                            "the trailing dimensions only")
+        w.call("ds_adaptive_pool2d", 0, math.prod(x[: ks[0] - 1]), 1, math.prod(x[ks[0] - 1:]), 1, 1, w.x(), w.y())
+
 
 @register
 class Sum(_Reduce):

@@ -523,6 +523,11 @@ class Cast(Mover):
     def to_onnx(self, node, xs, shapes, g):
         g.node("Cast", xs, node.name, to=ONNX_DTYPES[node.attrs["dtype"]])
 
+    def to_c(self, node, ins, out, w):
+        if node.attrs["dtype"] != "float32":
+            raise UnsupportedOperationError(f"a cast to {node.attrs['dtype']}; the engine computes on float32 only")
+        w.alias()  # every value the engine holds is float32 already
+
 
 _TORCH = {name: dtype for dtype, name in TORCH_DTYPES.items()}
 
