@@ -232,3 +232,18 @@ def test_layouts_the_kernels_could_read_out_of_bounds_are_refused(lib, make_type
     with pytest.raises(ValueError, match="run past"):
         L.PackedWeight("float/sparse", (4, 50), 6, 0, bits=stream, counts=np.full(4, 50, np.uint16),
                        values=np.ones(200, np.float32)).check()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(TYPES), rows=st.integers(1, 7), cols=st.integers(1, 90),
+       density=st.sampled_from([0.0, 0.05, 0.5, 1.0]), k=st.sampled_from([1, 3, 31, 255, 300, 5000]),
+       seed=st.integers(0, 2**16))
+def test_linear_of_every_width_and_row_length(lib, make_typed, kind, rows, cols, density, k, seed):
+    """Rows that start mid-byte, fields of 1 to 25 bits, rows shorter than one 64-bit load."""
+    t = make_typed(kind, (rows, cols), density, seed, k)
+    x = np.random.default_rng(seed).standard_normal((3, cols)).astype(np.float32)
+    want = x @ t.to_dense().T
+    for layout in ALLOWED[kind]:
+        p = L.pack(t, layout)
+        np.testing.assert_allclose(lib.linear(p, x[:1]), want[:1], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(lib.linear(p, x), want, rtol=1e-5, atol=1e-5)

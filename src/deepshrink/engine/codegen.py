@@ -401,7 +401,7 @@ def _kernels_source() -> str:
     """kernels.h and kernels.c as one block whose functions are static (unused ones dropped)."""
     h = (HERE / "kernels.h").read_text()
     c = (HERE / "kernels.c").read_text().replace('#include "kernels.h"\n', "")
-    return "#define DS_API static DS_UNUSED\n" + h + "\n" + c
+    return ("#define DS_API static DS_UNUSED\n#define DS_LINEAR_API static inline DS_ALWAYS_INLINE\n" + h + "\n" + c)
 
 
 def _model_c(gen: _Generator, spec: InputSpec, s, out_name: str, out_shape) -> str:

@@ -129,7 +129,7 @@ DS_API void ds_to_dense(const ds_weight *w, float *out) {
 /* ---------------------------------------------------------------------------------------------
  * linear layers: one sample with a loop per layout, several with the chunked decoder */
 
-static void ds_linear_dense1(const ds_weight *w, const float *bias, const float *restrict x, float *restrict y) {
+static inline DS_ALWAYS_INLINE void ds_linear_dense1(const ds_weight *w, const float *bias, const float *restrict x, float *restrict y) {
     const int32_t cols = w->cols;
     int32_t r, i;
     for (r = 0; r < w->rows; r++) {
@@ -146,7 +146,10 @@ static void ds_linear_dense1(const ds_weight *w, const float *bias, const float 
     }
 }
 
-static void ds_linear_cb_dense1(const ds_weight *w, const float *bias, const float *restrict x, float *restrict y) {
+/* every element's index: eight at a time from one 64-bit load once the bit position is a whole
+   byte (indices of at most 8 bits), else as many as a 64-bit load holds */
+static inline DS_ALWAYS_INLINE void ds_linear_cb_dense1(const ds_weight *w, const float *bias,
+                                                        const float *restrict x, float *restrict y) {
     const uint8_t *s = w->bits;
     const float *t = w->table;
     const uint32_t vb = (uint32_t)w->value_bits, mask = (1u << vb) - 1u, per = 57u / vb;
@@ -154,59 +157,85 @@ static void ds_linear_cb_dense1(const ds_weight *w, const float *bias, const flo
     size_t bit = 0;
     int32_t r;
     for (r = 0; r < w->rows; r++) {
-        float a0 = 0.0f, a1 = 0.0f;
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
         uint32_t i = 0;
-        while (i < cols) { /* one 64-bit word holds `per` fields */
+        if (vb <= 8) {
+            for (; i < cols && (bit & 7u); i++, bit += vb) a0 += t[ds_field(s, bit) & mask] * x[i];
+            for (; i + 8 <= cols; i += 8, bit += 8 * vb) {
+                const uint64_t v = ds_load64(s + (bit >> 3));
+                a0 += t[(uint32_t)v & mask] * x[i];
+                a1 += t[(uint32_t)(v >> vb) & mask] * x[i + 1];
+                a2 += t[(uint32_t)(v >> 2 * vb) & mask] * x[i + 2];
+                a3 += t[(uint32_t)(v >> 3 * vb) & mask] * x[i + 3];
+                a0 += t[(uint32_t)(v >> 4 * vb) & mask] * x[i + 4];
+                a1 += t[(uint32_t)(v >> 5 * vb) & mask] * x[i + 5];
+                a2 += t[(uint32_t)(v >> 6 * vb) & mask] * x[i + 6];
+                a3 += t[(uint32_t)(v >> 7 * vb) & mask] * x[i + 7];
+            }
+        }
+        while (i < cols) { /* wider indices, and the row's end */
             const uint32_t k = cols - i < per ? cols - i : per;
             uint64_t v = ds_load64(s + (bit >> 3)) >> (bit & 7u);
-            const float *xi = x + i;
             uint32_t j;
             bit += (size_t)k * vb;
+            for (j = 0; j < k; j++, v >>= vb) a0 += t[(uint32_t)v & mask] * x[i + j];
             i += k;
-            for (j = 0; j + 2 <= k; j += 2) {
-                a0 += t[(uint32_t)v & mask] * xi[j];
-                v >>= vb;
-                a1 += t[(uint32_t)v & mask] * xi[j + 1];
-                v >>= vb;
-            }
-            if (j < k) a0 += t[(uint32_t)v & mask] * xi[j];
         }
-        y[r] = (bias ? bias[r] : 0.0f) + (a0 + a1);
+        y[r] = (bias ? bias[r] : 0.0f) + ((a0 + a1) + (a2 + a3));
     }
 }
 
-/* two fields per 64-bit load; the only dependency chain is the column */
-static void ds_linear_cb_sparse1(const ds_weight *w, const float *bias, const float *restrict x, float *restrict y) {
+/* four fields per 64-bit load (two when they are wider than 14 bits); entry i of a row is at
+   column (sum of its gaps so far) + i, so the only dependency chain is one add per entry */
+static inline DS_ALWAYS_INLINE void ds_linear_cb_sparse1(const ds_weight *w, const float *bias, const float *restrict x, float *restrict y) {
     const uint8_t *s = w->bits;
     const float *t = w->table;
     const uint32_t gb = (uint32_t)w->gap_bits, wd = gb + (uint32_t)w->value_bits;
     const uint32_t gmask = (1u << gb) - 1u, fmask = (1u << wd) - 1u;
+    const int four = 4 * wd <= 57;
     size_t bit = 0;
     int32_t r;
     for (r = 0; r < w->rows; r++) {
         const uint32_t cnt = ds_count(w, r);
         uint32_t i = 0;
-        size_t col = 0; /* one past the column of the last entry: entry col is col - 1 */
-        float a0 = 0.0f, a1 = 0.0f;
-        for (; i + 2 <= cnt; i += 2, bit += 2 * wd) {
+        size_t sum = 0;      /* the row's gaps so far */
+        const float *xi = x; /* x + i */
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+        if (four) {
+            for (; i + 4 <= cnt; i += 4, bit += 4 * wd, xi += 4) {
+                const uint64_t v = ds_load64(s + (bit >> 3)) >> (bit & 7u);
+                const uint32_t f0 = (uint32_t)v & fmask, f1 = (uint32_t)(v >> wd) & fmask;
+                const uint32_t f2 = (uint32_t)(v >> 2 * wd) & fmask, f3 = (uint32_t)(v >> 3 * wd) & fmask;
+                sum += f0 & gmask;
+                a0 += t[f0 >> gb] * xi[sum];
+                sum += f1 & gmask;
+                a1 += t[f1 >> gb] * xi[sum + 1];
+                sum += f2 & gmask;
+                a2 += t[f2 >> gb] * xi[sum + 2];
+                sum += f3 & gmask;
+                a3 += t[f3 >> gb] * xi[sum + 3];
+            }
+        }
+        for (; i + 2 <= cnt; i += 2, bit += 2 * wd, xi += 2) {
             const uint64_t v = ds_load64(s + (bit >> 3)) >> (bit & 7u);
             const uint32_t f0 = (uint32_t)v & fmask, f1 = (uint32_t)(v >> wd) & fmask;
-            col += (f0 & gmask) + 1u;
-            a0 += t[f0 >> gb] * x[col - 1];
-            col += (f1 & gmask) + 1u;
-            a1 += t[f1 >> gb] * x[col - 1];
+            sum += f0 & gmask;
+            a0 += t[f0 >> gb] * xi[sum];
+            sum += f1 & gmask;
+            a1 += t[f1 >> gb] * xi[sum + 1];
         }
         if (i < cnt) {
             const uint32_t f = ds_field(s, bit) & fmask;
-            col += (f & gmask) + 1u;
-            a0 += t[f >> gb] * x[col - 1];
+            sum += f & gmask;
+            a0 += t[f >> gb] * xi[sum];
             bit += wd;
         }
-        y[r] = (bias ? bias[r] : 0.0f) + (a0 + a1);
+        y[r] = (bias ? bias[r] : 0.0f) + ((a0 + a1) + (a2 + a3));
     }
 }
 
-static void ds_linear_f_sparse1(const ds_weight *w, const float *bias, const float *restrict x, float *restrict y) {
+static inline DS_ALWAYS_INLINE void ds_linear_f_sparse1(const ds_weight *w, const float *bias,
+                                                        const float *restrict x, float *restrict y) {
     const uint8_t *s = w->bits;
     const float *v = w->values;
     const uint32_t gb = (uint32_t)w->gap_bits, gmask = (1u << gb) - 1u;
@@ -215,26 +244,27 @@ static void ds_linear_f_sparse1(const ds_weight *w, const float *bias, const flo
     for (r = 0; r < w->rows; r++) {
         const uint32_t cnt = ds_count(w, r);
         uint32_t i = 0;
-        size_t col = 0;
+        size_t sum = 0;      /* the row's gaps so far: entry i is at column sum + i */
+        const float *xi = x; /* x + i */
         float a0 = 0.0f, a1 = 0.0f;
-        for (; i + 2 <= cnt; i += 2, e += 2) {
+        for (; i + 2 <= cnt; i += 2, e += 2, xi += 2) {
             const size_t bit = e * gb;
             const uint64_t f = ds_load64(s + (bit >> 3)) >> (bit & 7u);
-            col += ((uint32_t)f & gmask) + 1u;
-            a0 += v[e] * x[col - 1];
-            col += ((uint32_t)(f >> gb) & gmask) + 1u;
-            a1 += v[e + 1] * x[col - 1];
+            sum += (uint32_t)f & gmask;
+            a0 += v[e] * xi[sum];
+            sum += (uint32_t)(f >> gb) & gmask;
+            a1 += v[e + 1] * xi[sum + 1];
         }
         if (i < cnt) {
-            col += (ds_field(s, e * gb) & gmask) + 1u;
-            a0 += v[e] * x[col - 1];
+            sum += ds_field(s, e * gb) & gmask;
+            a0 += v[e] * xi[sum];
             e++;
         }
         y[r] = (bias ? bias[r] : 0.0f) + (a0 + a1);
     }
 }
 
-DS_API void ds_linear(const ds_weight *w, const float *bias, const float *x, float *y, int32_t n) {
+DS_LINEAR_API void ds_linear(const ds_weight *w, const float *bias, const float *x, float *y, int32_t n) {
     const int32_t rows = w->rows, ncols = w->cols;
     int32_t r, s, k, i, cols[DS_CHUNK];
     float vals[DS_CHUNK];

@@ -34,12 +34,21 @@
 
 #if defined(__GNUC__)
 #define DS_UNUSED __attribute__((unused))
+#define DS_ALWAYS_INLINE __attribute__((always_inline))
 #else
 #define DS_UNUSED
+#define DS_ALWAYS_INLINE
 #endif
 
+/* how the kernels are declared: exported by the shared library; "static" in a generated model.c */
 #ifndef DS_API
 #define DS_API
+#endif
+/* how ds_linear is declared: a generated model.c inlines it at each layer, where the layer's
+   constant ds_weight lets the compiler fold the layout and the field widths (8% faster on
+   LeNet-300-100) */
+#ifndef DS_LINEAR_API
+#define DS_LINEAR_API DS_API
 #endif
 
 enum { DS_DENSE = 0, DS_CB_DENSE = 1, DS_CB_SPARSE = 2, DS_F_SPARSE = 3 };
@@ -84,7 +93,7 @@ typedef struct ds_pool {
 } ds_pool;
 
 /* y[n x rows] = x[n x cols] W^T + bias (bias may be NULL); x and y must not overlap */
-DS_API void ds_linear(const ds_weight *w, const float *bias, const float *x, float *y, int32_t n);
+DS_LINEAR_API void ds_linear(const ds_weight *w, const float *bias, const float *x, float *y, int32_t n);
 
 /* y[n x out_c x out_h x out_w] = conv(x[n x in_c x in_h x in_w], W) + bias (may be NULL) */
 DS_API void ds_conv2d(const ds_weight *w, const float *bias, const ds_conv *g, const float *x, float *y,
