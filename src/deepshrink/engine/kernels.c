@@ -297,6 +297,33 @@ DS_LINEAR_API void ds_linear(const ds_weight *w, const float *bias, const float 
     }
 }
 
+DS_API void ds_linear_t(const ds_weight *w, const float *bias, const float *xt, float *yt, int32_t n) {
+    const size_t m = (size_t)n;
+    int32_t r, k, i, cols[DS_CHUNK];
+    float vals[DS_CHUNK];
+    size_t entry = 0, j;
+    ds_cursor c;
+    for (r = 0; r < w->rows; r++) { /* each entry adds w * (its input feature over the batch) */
+        float *restrict acc = yt + (size_t)r * m;
+        const float b = bias ? bias[r] : 0.0f;
+        for (j = 0; j < m; j++) acc[j] = b;
+        ds_row(w, r, entry, &c);
+        while ((k = ds_next(w, &c, cols, vals)) > 0) {
+            for (i = 0; i + 2 <= k; i += 2) {
+                const float *restrict p = xt + (size_t)cols[i] * m, *restrict q = xt + (size_t)cols[i + 1] * m;
+                const float u = vals[i], v = vals[i + 1];
+                for (j = 0; j < m; j++) acc[j] += u * p[j] + v * q[j];
+            }
+            if (i < k) {
+                const float *restrict p = xt + (size_t)cols[i] * m;
+                const float u = vals[i];
+                for (j = 0; j < m; j++) acc[j] += u * p[j];
+            }
+        }
+        entry = ds_row_end(w, r, entry);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------
  * convolution: every weight entry (ic, ky, kx) of an output channel adds w * (the input plane
  * ic, shifted) to the output plane; the loops are clipped to the padding */

@@ -95,6 +95,10 @@ typedef struct ds_pool {
 /* y[n x rows] = x[n x cols] W^T + bias (bias may be NULL); x and y must not overlap */
 DS_LINEAR_API void ds_linear(const ds_weight *w, const float *bias, const float *x, float *y, int32_t n);
 
+/* the same on a batch stored feature-major: xt[cols x n] -> yt[rows x n] (each entry decoded once
+   and applied to the n contiguous samples: the faster form for batches) */
+DS_API void ds_linear_t(const ds_weight *w, const float *bias, const float *xt, float *yt, int32_t n);
+
 /* y[n x out_c x out_h x out_w] = conv(x[n x in_c x in_h x in_w], W) + bias (may be NULL) */
 DS_API void ds_conv2d(const ds_weight *w, const float *bias, const ds_conv *g, const float *x, float *y,
                       int32_t n);

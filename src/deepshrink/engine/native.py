@@ -35,6 +35,8 @@ SOURCE = Path(__file__).with_name("kernels.c")
 HEADER = Path(__file__).with_name("kernels.h")
 CFLAGS = ("-std=c99", "-O2", "-shared", "-fPIC")
 COMPILE_SECONDS = 120
+BATCH_T = 4
+"""From this batch size :meth:`Kernels.linear` runs ``ds_linear_t`` on the batch transposed."""
 
 UNARY = {"relu": 0, "relu6": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4, "gelu": 5, "gelu_tanh": 6, "silu": 7,
          "hardswish": 8, "hardsigmoid": 9, "clamp": 10, "clamp_min": 11, "clamp_max": 12}
@@ -142,6 +144,7 @@ class Kernels:
         vp, i32, f32, sz = ctypes.c_void_p, _I32, ctypes.c_float, ctypes.c_size_t
         sigs = {
             "ds_linear": [vp, vp, vp, vp, i32],
+            "ds_linear_t": [vp, vp, vp, vp, i32],
             "ds_conv2d": [vp, vp, vp, vp, vp, i32],
             "ds_to_dense": [vp, vp],
             "ds_unary": [i32, f32, f32, vp, vp, sz],
@@ -190,10 +193,15 @@ class Kernels:
             raise ValueError(f"linear: x must be (n, {layout.cols}), got {x.shape}")
         if bias is not None and bias.shape != (layout.rows,):
             raise ValueError(f"linear: bias must be ({layout.rows},), got {bias.shape}")
-        y = np.empty((x2.shape[0], layout.rows), np.float32)
-        if x2.shape[0]:
-            self.lib.ds_linear(ctypes.byref(self.weight(layout)), _ptr(bias), x2.ctypes.data, y.ctypes.data,
-                               x2.shape[0])
+        n = x2.shape[0]
+        if n >= BATCH_T:  # feature-major: every entry's multiply-adds run over the contiguous batch
+            xt = np.ascontiguousarray(x2.T)
+            yt = np.empty((layout.rows, n), np.float32)
+            self.lib.ds_linear_t(ctypes.byref(self.weight(layout)), _ptr(bias), xt.ctypes.data, yt.ctypes.data, n)
+            return np.ascontiguousarray(yt.T)
+        y = np.empty((n, layout.rows), np.float32)
+        if n:
+            self.lib.ds_linear(ctypes.byref(self.weight(layout)), _ptr(bias), x2.ctypes.data, y.ctypes.data, n)
         return y[0] if one else y
 
     def conv2d(self, layout: PackedWeight, x: np.ndarray, bias: np.ndarray | None = None,
