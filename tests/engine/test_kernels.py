@@ -247,3 +247,34 @@ def test_linear_of_every_width_and_row_length(lib, make_typed, kind, rows, cols,
         p = L.pack(t, layout)
         np.testing.assert_allclose(lib.linear(p, x[:1]), want[:1], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(lib.linear(p, x), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind, layout", LAYOUTS)
+def test_conv1d_matches_torch(lib, make_typed, kind, layout):
+    t = make_typed(kind, (6, 2, 3), 0.5, seed=5)
+    x = np.random.default_rng(3).standard_normal((4, 4, 17)).astype(np.float32)
+    bias = np.arange(6, dtype=np.float32)
+    for stride, padding, dilation in ((1, 1, 1), (2, (0, 2), 2)):
+        pad = padding if isinstance(padding, int) else 0
+        tx = torch.from_numpy(x) if isinstance(padding, int) else F.pad(torch.from_numpy(x), padding)
+        want = F.conv1d(tx, torch.from_numpy(t.to_dense()), torch.from_numpy(bias), stride, pad, dilation, 2).numpy()
+        got = lib.conv1d(L.pack(t, layout), x, bias, stride, padding, dilation, 2)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
+
+
+def test_wrappers_refuse_what_c_could_not_compute(lib, make_typed):
+    p = L.pack(make_typed("dense", (4, 2, 3, 3), 1.0))
+    x = np.zeros((1, 2, 8, 8), np.float32)
+    for kw in ({"stride": (0, 1)}, {"padding": (-1, 0)}, {"dilation": (1, 0)}, {"groups": 3}):
+        with pytest.raises(ValueError):
+            lib.conv2d(p, x, **kw)
+    with pytest.raises(ValueError):
+        lib.max_pool2d(x, (2, 2), (0, 2))
+    with pytest.raises(ValueError):
+        lib.avg_pool2d(x, (2, 2), (2, 2), (2, 0))
+    with pytest.raises(ValueError):
+        lib.adaptive_pool2d(x, (0, 1))
+    with pytest.raises(ValueError, match="relu"):
+        lib.unary("exp", x)
+    with pytest.raises(ValueError, match="add"):
+        lib.binary("pow", x, 2.0)

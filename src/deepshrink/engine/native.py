@@ -213,11 +213,31 @@ class Kernels:
         x, bias = _f32(x), _f32(bias)
         if len(layout.shape) != 4 or x.ndim != 4:
             raise ValueError(f"conv2d: a 4-D weight and input, got {layout.shape} and {x.shape}")
-        oc, icg, kh, kw = layout.shape
+        return self._conv(layout, layout.shape, x, bias, stride, padding, dilation, groups)
+
+    def conv1d(self, layout: PackedWeight, x: np.ndarray, bias: np.ndarray | None = None, stride: int = 1,
+               padding: int | Sequence[int] = 0, dilation: int = 1, groups: int = 1) -> np.ndarray:
+        """``F.conv1d(x, W, bias, stride, padding, dilation, groups)`` for ``x`` of shape
+        ``(n, C, L)``; ``padding`` is symmetric, or ``(left, right)``."""
+        x, bias = _f32(x), _f32(bias)
+        if len(layout.shape) != 3 or x.ndim != 3:
+            raise ValueError(f"conv1d: a 3-D weight and input, got {layout.shape} and {x.shape}")
+        left, right = (padding, padding) if isinstance(padding, int) else padding
+        oc, icg, k = layout.shape
+        y = self._conv(layout, (oc, icg, 1, k), x[:, :, None, :], bias, (1, stride), (0, left, 0, right),
+                       (1, dilation), groups)
+        return y[:, :, 0, :]
+
+    def _conv(self, layout, shape, x, bias, stride, padding, dilation, groups) -> np.ndarray:
+        x = np.ascontiguousarray(x)
+        oc, icg, kh, kw = shape
         n, c, h, w = x.shape
         if groups < 1 or c != icg * groups or oc % groups:
             raise ValueError(f"conv2d: weight {layout.shape} with groups={groups} does not fit input {x.shape}")
         pads = list(padding) if len(padding) == 4 else [padding[0], padding[1], padding[0], padding[1]]
+        if min(*stride, *dilation) < 1 or min(pads) < 0:
+            raise ValueError(f"conv2d: strides and dilations must be at least 1 and padding at least 0, got "
+                             f"stride={tuple(stride)}, padding={tuple(padding)}, dilation={tuple(dilation)}")
         oh = (h + pads[0] + pads[2] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
         ow = (w + pads[1] + pads[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
         if oh < 1 or ow < 1:
@@ -235,6 +255,8 @@ class Kernels:
     def unary(self, op: str, x: np.ndarray, alpha: float = 0.0, beta: float = 0.0) -> np.ndarray:
         """An elementwise op of :data:`UNARY` (``alpha``: leaky slope or lower bound; ``beta``:
         upper bound of ``clamp``)."""
+        if op not in UNARY:
+            raise ValueError(f"unary: op {op!r} is not one of {list(UNARY)}")
         x = _f32(x)
         y = np.empty_like(x)
         self.lib.ds_unary(UNARY[op], alpha, beta, x.ctypes.data, y.ctypes.data, x.size)
@@ -253,6 +275,8 @@ class Kernels:
     def binary(self, op: str, a: np.ndarray, b: np.ndarray | float, scalar_first: bool = False) -> np.ndarray:
         """``a op b`` of :data:`BINARY`, with numpy broadcasting of two arrays of one rank, or with a
         number ``b`` (``b op a`` with ``scalar_first``)."""
+        if op not in BINARY:
+            raise ValueError(f"binary: op {op!r} is not one of {list(BINARY)}")
         a = _f32(a)
         if not isinstance(b, np.ndarray):
             y = np.empty_like(a)
@@ -272,6 +296,8 @@ class Kernels:
 
     def _pool(self, fn, x, kernel, stride, padding, out, count_pad) -> np.ndarray:
         x = _f32(x)
+        if x.ndim != 4:
+            raise ValueError(f"pooling: an input (n, C, H, W), got {x.shape}")
         n, c, h, w = x.shape
         y = np.empty((n, c, *out), np.float32)
         p = CPool(c, h, w, out[0], out[1], kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1],
@@ -295,6 +321,9 @@ class Kernels:
         """``F.adaptive_avg_pool2d`` (or max) of ``(n, C, H, W)`` to ``out = (oh, ow)``
         (``(1, 1)``: global average pooling)."""
         x = _f32(x)
+        if x.ndim != 4 or min(out) < 1:
+            raise ValueError(f"adaptive pooling: an input (n, C, H, W) and output sizes of at least 1, got {x.shape} "
+                             f"and {tuple(out)}")
         n, c, h, w = x.shape
         y = np.empty((n, c, out[0], out[1]), np.float32)
         self.lib.ds_adaptive_pool2d(int(is_max), n * c, h, w, out[0], out[1], x.ctypes.data, y.ctypes.data)
@@ -311,9 +340,13 @@ class Kernels:
 
 
 def _pool_out(hw: Sequence[int], k: Sequence[int], s: Sequence[int], p: Sequence[int], ceil: bool) -> tuple[int, int]:
-    """PyTorch's pooled size (see :func:`deepshrink.graph.ops.base.window`)."""
+    """PyTorch's pooled size (see :func:`deepshrink.graph.ops.base.window`); ``ValueError`` for a
+    window PyTorch refuses."""
     from deepshrink.graph.ops.base import window
 
+    if len(hw) != 2 or min(*k, *s) < 1 or min(p) < 0 or any(2 * p[i] > k[i] for i in range(2)):
+        raise ValueError(f"pooling: kernel {tuple(k)} and stride {tuple(s)} at least 1, padding {tuple(p)} from 0 "
+                         "to half the kernel, on an (n, C, H, W) input")
     return tuple(window(hw[i], k[i], s[i], p[i], ceil) for i in range(2))
 
 
