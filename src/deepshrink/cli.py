@@ -498,8 +498,8 @@ def cmd_info(run: Run) -> dict[str, Any]:
     if e is not None:  # deepshrink export --format c
         if not e["supported"]:
             c.print(Text(f"C engine: not available, {len(e['problems'])} problem(s): {'; '.join(e['problems'][:3])}"))
-        elif "error" in e:
-            c.print(Text(f"C engine: {e['error']}"))
+        elif "error" in e or "note" in e:
+            c.print(Text(f"C engine (export --format c): RAM arena {_kb(e['arena_bytes'])}; {e.get('error') or e['note']}"))
         else:
             c.print(Text(_engine_line({**e, "dsz_bytes": out["file_bytes"]}, "C engine (export --format c)")
                          + ("" if args.engine else " (--engine compiles it to measure flash)")))

@@ -287,3 +287,21 @@ def test_flash_bytes_from_size_and_from_the_elf(lenets, tmp_path, monkeypatch):
     assert flash_bytes(obj) == elf_alloc_bytes(obj.read_bytes())
     assert elf_alloc_bytes(b"not an object file" * 10) is None
     assert flash_bytes(tmp_path / "missing.o") is None
+
+
+def test_info_decodes_large_networks_only_when_asked(lenets, monkeypatch):
+    from deepshrink.errors import CorruptStream
+
+    path = lenets["lenet-300-100"]
+    monkeypatch.setattr(engine_export, "INFO_MAX_ELEMENTS", 1000)
+    e = ds.info(path)["engine"]
+    assert e["weight_bytes"] is None and e["arena_bytes"] == 1600 and "--engine" in e["note"]
+    assert ds.info(path, engine=False).get("engine") is None
+
+    def corrupt(mf, limits):
+        raise CorruptStream("a stream that does not decode")
+
+    monkeypatch.setattr(engine_export, "INFO_MAX_ELEMENTS", 1 << 24)
+    monkeypatch.setattr(engine_export, "_typed", corrupt)
+    e = ds.info(path)["engine"]  # info itself still succeeds
+    assert e["weight_bytes"] is None and "does not decode" in e["error"]

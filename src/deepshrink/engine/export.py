@@ -13,6 +13,7 @@ PyTorch (:func:`deepshrink.load`'s network). Without one the files are written u
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import struct
@@ -40,6 +41,9 @@ RUN_SECONDS = 300
 CHECK_OPS = 1 << 31
 """Operations (see :class:`~deepshrink.graph.ir.Plan`) the check may spend; a heavier network is
 checked on fewer samples, at least 2."""
+INFO_MAX_ELEMENTS = 1 << 24
+"""Weights :func:`engine_report` decodes by default (``info``); a larger network's weight bytes
+are computed only when asked (``info --engine``)."""
 BUILD_FILES = ("main", "main.o", "model.o")
 """What ``make`` leaves in an engine's folder: an export may replace a folder holding only these
 and the engine's own files."""
@@ -272,8 +276,9 @@ def engine_report(path: str | os.PathLike | bytes | ModelFile, limits: Limits | 
                   flash: bool = False) -> dict[str, Any]:
     """What the C engine of a file needs, for ``deepshrink info``: ``supported`` (and, if not,
     the ``problems``), ``arena_bytes`` (from the graph), ``weight_bytes`` (from the packed
-    layouts: the tensors are decoded) and, with ``flash``, ``flash_bytes`` (model.c compiled;
-    None without a compiler). A file whose streams do not decode gets an ``error``."""
+    layouts: the tensors are decoded, by default only for up to :data:`INFO_MAX_ELEMENTS` weights)
+    and, with ``flash``, ``flash_bytes`` (model.c compiled; None without a compiler, with a
+    ``flash_error``). A file whose streams do not decode gets an ``error``."""
     limits = limits or Limits()
     mf = path if isinstance(path, ModelFile) else read_model_file(path, limits)
     out: dict[str, Any] = {"supported": True, "arena_bytes": None, "weight_bytes": None, "flash_bytes": None}
@@ -281,12 +286,15 @@ def engine_report(path: str | os.PathLike | bytes | ModelFile, limits: Limits | 
         out["arena_bytes"] = codegen.plan_bytes(mf.graph, mf.plan, _param_shapes(mf))["arena_bytes"]
     except UnsupportedOperationError as exc:
         return {**out, "supported": False, "problems": list(exc.problems)}
+    shapes = _param_shapes(mf)
+    if not flash and sum(math.prod(v) for v in shapes.values()) > INFO_MAX_ELEMENTS:
+        return {**out, "note": f"over {INFO_MAX_ELEMENTS:,} weights: decoded only with --engine"}
     try:
         typed = _typed(mf, limits)
     except DeepshrinkError as exc:
         return {**out, "error": str(exc)}
     if not flash:
-        out["weight_bytes"] = codegen.plan_bytes(mf.graph, mf.plan, _param_shapes(mf), typed)["weight_bytes"]
+        out["weight_bytes"] = codegen.plan_bytes(mf.graph, mf.plan, shapes, typed)["weight_bytes"]
         return out
     src = codegen.generate(mf.graph, mf.plan, mf.input_spec, typed)
     out["weight_bytes"] = src.weight_bytes
