@@ -475,7 +475,8 @@ def cmd_info(run: Run) -> dict[str, Any]:
     from deepshrink.inspect import info
 
     args = run.args
-    out = {"command": "info", "file": str(args.file), **info(args.file, decode=args.check_streams, digest=args.sha256)}
+    out = {"command": "info", "file": str(args.file),
+           **info(args.file, decode=args.check_streams, digest=args.sha256, engine=True if args.engine else None)}
     if args.json:
         return out
     c = run.console
@@ -493,6 +494,15 @@ def cmd_info(run: Run) -> dict[str, Any]:
         inputs = "inputs: " + ", ".join(f"{i['name']} {i['dtype']} {i['shape']}" for i in out["inputs"])
     outputs = ", ".join(f"{o['name']} {o['dtype']} {o['shape']}" for o in out.get("outputs", []))
     c.print(Text(f"{inputs}; outputs: {outputs}; {out['macs_per_sample']:,} MACs per sample"))
+    e = out.get("engine")
+    if e is not None:  # deepshrink export --format c
+        if not e["supported"]:
+            c.print(Text(f"C engine: not available, {len(e['problems'])} problem(s): {'; '.join(e['problems'][:3])}"))
+        elif "error" in e or "note" in e:
+            c.print(Text(f"C engine (export --format c): RAM arena {_kb(e['arena_bytes'])}; {e.get('error') or e['note']}"))
+        else:
+            c.print(Text(_engine_line({**e, "dsz_bytes": out["file_bytes"]}, "C engine (export --format c)")
+                         + ("" if args.engine else " (--engine compiles it to measure flash)")))
     print_table(c, "graph", ("node", "op", "inputs", "params"),
                 [(n["name"], n["op"], ", ".join(n["inputs"]),
                   ", ".join(f"{r} {'×'.join(map(str, s))}" for r, s in n["params"].items())) for n in out["graph"]],
@@ -509,10 +519,15 @@ def cmd_export(run: Run) -> dict[str, Any]:
     from deepshrink.export import export
 
     args = run.args
-    check_target(args.output)  # before any work
+    if args.format != "c":  # the C engine is a folder
+        check_target(args.output)  # before any work
     out = {"command": "export", "file": str(args.file),
            **export(args.file, args.output, args.format, with_preprocessing=args.with_preprocessing,
                     compact=args.compact)}
+    if not args.json and out["format"] == "c":
+        run.console.print(Text(_engine_line(out, f"exported {args.file} → {out['path']}/ (C engine: "
+                                                 f"{', '.join(out['files'])})")))
+        return out
     if not args.json:
         extra = ""
         if out["format"] == "onnx":
@@ -522,6 +537,18 @@ def cmd_export(run: Run) -> dict[str, Any]:
                      f"argmax agreement {_pct(out['argmax_agreement'])}")
         run.console.print(Text(f"exported {args.file} → {out['path']} ({out['format']}, {_kb(out['bytes'])}){extra}"))
     return out
+
+
+def _engine_line(e: dict[str, Any], head: str) -> str:
+    """One line on the C engine: flash (and its ratio to the .dsz), RAM arena, weights, the check."""
+    flash = "flash not measured" if e.get("flash_bytes") is None else f"flash {_kb(e['flash_bytes'])}"
+    if e.get("flash_bytes") is not None and e.get("dsz_bytes"):
+        flash += f" ({e['flash_bytes'] / e['dsz_bytes']:.2f}× the .dsz)"
+    line = f"{head}; {flash}, RAM arena {_kb(e['arena_bytes'])}, const weights {_kb(e['weight_bytes'])}"
+    if "checked" in e:
+        line += (f"; compiled and checked against PyTorch: max |diff| {e['max_abs_diff']:.2e}, argmax agreement "
+                 f"{_pct(e['argmax_agreement'])}" if e["checked"] else "; not checked (no C compiler)")
+    return line
 
 
 def recipe_list() -> list[dict[str, Any]]:
@@ -692,13 +719,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print the file's SHA-256, to pin it (the file's CRCs detect accidents, not tampering)")
     p.add_argument("--check-streams", action="store_true",
                    help="also decode every coded stream and check its values, as loading the file does")
+    p.add_argument("--engine", action="store_true",
+                   help="also compile the C engine (export --format c) to measure its flash bytes (text + data)")
     _common(p)
 
-    p = command("export", cmd_export, "export a .dsz file to ONNX or dense safetensors")
+    p = command("export", cmd_export, "export a .dsz file to ONNX, dense safetensors or a C engine")
     p.add_argument("file", type=Path, help="the .dsz file")
-    _output(p, ".onnx or .safetensors file")
-    p.add_argument("--format", choices=["onnx", "safetensors"], default=None,
-                   help="output format (default: from the output file's extension)")
+    _output(p, ".onnx or .safetensors file (a folder with --format c)")
+    p.add_argument("--format", choices=["onnx", "safetensors", "c"], default=None,
+                   help="output format (default: from the output file's extension); c: a dependency-free C99 engine "
+                        "running from the compressed weights (model.c, model.h, main.c, Makefile), compiled and "
+                        "checked against PyTorch when a C compiler is present")
     p.add_argument("--with-preprocessing", action="store_true",
                    help="ONNX only: put the input scaling and normalisation in the graph, so the model takes raw "
                         "input of the file's dtype (e.g. uint8 images); the input spec is always in the metadata")

@@ -21,6 +21,7 @@ def info(
     *,
     decode: bool = False,
     digest: bool = False,
+    engine: bool | None = None,
 ) -> dict[str, Any]:
     """Structure and per-tensor / per-section sizes of a deepshrink file.
 
@@ -33,6 +34,11 @@ def info(
     inputs the graph declares, such as token ids and a mask); ``"inputs"`` and ``"outputs"`` give
     every graph input and output with its dtype and per-sample shape.
     ``digest=True`` adds the file's ``"sha256"``.
+    ``"engine"`` is what the C engine (``export --format c``) needs: whether it runs the network
+    (else the ``problems``), its RAM ``arena_bytes`` and const ``weight_bytes`` (the tensors are
+    decoded for this; one that does not decode gives an ``"error"`` there instead of failing
+    ``info``) and, with ``engine=True``, its
+    ``flash_bytes`` (``model.c`` compiled; None without a compiler). ``engine=False`` leaves it out.
     """
     limits = limits or Limits()
     mf = read_model_file(path, limits)
@@ -64,6 +70,10 @@ def info(
         "peak_activations_per_sample": mf.plan.peak_elements,
         "streams_checked": decode,
     }
+    if engine is not False:
+        from deepshrink.engine.export import engine_report
+
+        out["engine"] = engine_report(mf, limits, flash=bool(engine))
     if digest:
         out["sha256"] = sha256(path)
     return out

@@ -168,11 +168,22 @@ def export(
     Nothing is written unless onnxruntime agrees with PyTorch on ``inputs`` (real data: one batch
     of every input, raw with ``with_preprocessing``) or on random inputs the network accepts
     (see :func:`onnx_agreement`).
+    ``fmt="c"`` writes the C engine into the folder ``out`` (``inputs``: one batch of raw samples):
+    see :func:`deepshrink.engine.export.export_c`.
     """
     out = Path(out)
     fmt = fmt or out.suffix.lstrip(".").lower()
+    if fmt == "c":  # a folder with the C engine (deepshrink.engine.export)
+        if with_preprocessing:
+            raise ConfigError("with_preprocessing is for ONNX: the C engine always has model_preprocess() for raw input")
+        if compact:
+            raise ConfigError("compact is for ONNX: the C engine always keeps the weights in their compressed form")
+        from deepshrink.engine.export import export_c
+
+        return export_c(path, out, inputs=inputs[0] if inputs else None)
     if fmt not in ("onnx", "safetensors"):
-        raise ConfigError(f"cannot export to {str(out)!r}: expected format 'onnx' or 'safetensors' (by extension or --format)")
+        raise ConfigError(f"cannot export to {str(out)!r}: expected format 'onnx' or 'safetensors' (by extension or --format), "
+                          "or 'c' (a folder)")
     if with_preprocessing and fmt != "onnx":
         raise ConfigError("with_preprocessing needs the ONNX format: a safetensors file holds no computation")
     if compact and fmt != "onnx":

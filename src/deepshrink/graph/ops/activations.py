@@ -24,6 +24,7 @@ class Relu(Op):
     """``max(x, 0)``."""
 
     name, onnx_type = "relu", "Relu"
+    c_unary = "DS_RELU"
     modules, functions, methods = (nn.ReLU,), (F.relu, torch.relu), ("relu",)
 
     def forward(self, a, xs, p):
@@ -35,6 +36,7 @@ class Tanh(Op):
     """Hyperbolic tangent."""
 
     name, onnx_type = "tanh", "Tanh"
+    c_unary = "DS_TANH"
     modules, functions, methods = (nn.Tanh,), (torch.tanh,), ("tanh",)
 
     def forward(self, a, xs, p):
@@ -46,6 +48,7 @@ class Sigmoid(Op):
     """``1 / (1 + exp(-x))``."""
 
     name, onnx_type = "sigmoid", "Sigmoid"
+    c_unary = "DS_SIGMOID"
     modules, functions, methods = (nn.Sigmoid,), (torch.sigmoid,), ("sigmoid",)
 
     def forward(self, a, xs, p):
@@ -69,12 +72,17 @@ class LeakyRelu(Op):
     def to_onnx(self, node, xs, shapes, g):
         g.node("LeakyRelu", xs, node.name, alpha=node.attrs["negative_slope"])
 
+    def to_c(self, node, ins, out, w):
+        w.in_place()
+        w.call("ds_unary", "DS_LEAKY_RELU", node.attrs["negative_slope"], 0.0, w.x(), w.y(), math.prod(out))
+
 
 @register
 class Relu6(Op):
     """``min(max(x, 0), 6)``."""
 
     name = "relu6"
+    c_unary = "DS_RELU6"
     modules, functions = (nn.ReLU6,), (F.relu6,)
 
     def forward(self, a, xs, p):
@@ -114,12 +122,18 @@ class Gelu(Op):
         half = g.node("Mul", [x, c("0.5", 0.5)], f"{out}/halfx")
         g.node("Mul", [half, g.node("Add", [inner, c("1", 1.0)], f"{out}/1p")], out)
 
+    def to_c(self, node, ins, out, w):
+        w.in_place()
+        op = "DS_GELU" if node.attrs["approximate"] == "none" else "DS_GELU_TANH"
+        w.call("ds_unary", op, 0.0, 0.0, w.x(), w.y(), math.prod(out))
+
 
 @register
 class Silu(Op):
     """``x sigmoid(x)`` (swish)."""
 
     name = "silu"
+    c_unary = "DS_SILU"
     modules, functions = (nn.SiLU,), (F.silu,)
 
     def forward(self, a, xs, p):
@@ -134,6 +148,7 @@ class Hardswish(Op):
     """``x relu6(x + 3) / 6``."""
 
     name, onnx_type = "hardswish", "HardSwish"
+    c_unary = "DS_HARDSWISH"
     modules, functions = (nn.Hardswish,), (F.hardswish,)
 
     def forward(self, a, xs, p):
@@ -145,6 +160,7 @@ class Hardsigmoid(Op):
     """``relu6(x + 3) / 6``."""
 
     name = "hardsigmoid"
+    c_unary = "DS_HARDSIGMOID"
     modules, functions = (nn.Hardsigmoid,), (F.hardsigmoid,)
 
     def forward(self, a, xs, p):
@@ -163,6 +179,9 @@ class Identity(Mover):
 
     def forward(self, a, xs, p):
         return xs[0]
+
+    def to_c(self, node, ins, out, w):
+        w.alias()
 
 
 class _Softmax(Op):
@@ -190,6 +209,13 @@ class _Softmax(Op):
 
     def to_onnx(self, node, xs, shapes, g):
         g.node(self.onnx_type, xs, node.name, axis=node.attrs["dim"])
+
+    def to_c(self, node, ins, out, w):
+        x = ins[0]
+        d = dim_index(node.attrs["dim"], x)  # 1-based: dimension d of the batched shape
+        w.in_place()
+        w.call("ds_softmax", int(self.name == "log_softmax"), w.x(), w.y(), math.prod(x[: d - 1]), x[d - 1],
+               math.prod(x[d:]))
 
 
 @register

@@ -44,6 +44,15 @@ def _const(g, name: str, value, dtype: str) -> str:
     return g.init(name, np.array(value, {"float32": np.float32, "int64": np.int64, "bool": np.bool_}[dtype]))
 
 
+def _strides(x: tuple[int, ...], out: tuple[int, ...]) -> list[int]:
+    """Element strides of a contiguous tensor of shape ``x`` broadcast to ``out`` (0 where it is)."""
+    strides, step = [], 1
+    for d, o in zip(reversed(x), reversed(out)):
+        strides.append(step if d == o else 0)
+        step *= d
+    return strides[::-1]
+
+
 class _Binary(Op):
     """``fn`` of two tensors, or of a tensor and the number ``scalar`` (``scalar_first``: the
     number is the left operand, as in ``1.0 - mask``)."""
@@ -113,12 +122,36 @@ class _Binary(Op):
         """The ONNX node(s) applying the op to operands of one dtype."""
         g.node(self.onnx_op, ins, out)
 
+    c_op: str | None = None
+    """The ``ds_binary`` op (``"DS_ADD"``) of :meth:`to_c`; None: the engine lacks it."""
+
+    def to_c(self, node, ins, out, w):
+        if self.c_op is None:
+            raise UnsupportedOperationError(f"op {self.name!r} has no C kernel")
+        a = node.attrs
+        if "scalar" in a:
+            w.in_place()
+            w.call("ds_binary_scalar", self.c_op, w.x(), float(a["scalar"]), int(a.get("scalar_first", False)), w.y(),
+                   math.prod(out))
+            return
+        if ins[0] == out:
+            w.in_place(0)
+        elif ins[1] == out:
+            w.in_place(1)
+        if ins[0] == ins[1] == out:  # no broadcasting: one flat loop
+            shape, strides = [math.prod(out)], ([1], [1])
+        else:
+            shape, strides = list(out), tuple(_strides(x, out) for x in ins)
+        w.call("ds_binary", self.c_op, w.x(0), w.ints(strides[0]), w.x(1), w.ints(strides[1]), w.y(), w.ints(shape),
+               len(shape))
+
 
 @register
 class Add(_Binary):
     """Elementwise sum."""
 
     name, onnx_op, fn = "add", "Add", staticmethod(operator.add)
+    c_op = "DS_ADD"
     functions, methods = (operator.add, torch.add), ("add",)
 
 
@@ -127,6 +160,7 @@ class Sub(_Binary):
     """Elementwise difference."""
 
     name, onnx_op, fn, commutes = "sub", "Sub", staticmethod(operator.sub), False
+    c_op = "DS_SUB"
     functions, methods = (operator.sub, torch.sub), ("sub",)
 
 
@@ -135,6 +169,7 @@ class Mul(_Binary):
     """Elementwise product."""
 
     name, onnx_op, fn = "mul", "Mul", staticmethod(operator.mul)
+    c_op = "DS_MUL"
     functions, methods = (operator.mul, torch.mul), ("mul",)
 
 
@@ -143,6 +178,7 @@ class Div(_Binary):
     """Elementwise true division (float32 even for integer operands)."""
 
     name, onnx_op, fn, commutes = "div", "Div", staticmethod(operator.truediv), False
+    c_op = "DS_DIV"
     functions, methods = (operator.truediv, torch.div), ("div",)
 
     def dtype(self, a, ins):
@@ -228,6 +264,13 @@ class Clamp(Op):
         dtype = self.dtype(a, [g.dtype(xs[0])])
         bounds = [_const(g, f"{out}/{k}", a[k], dtype) if k in a else "" for k in ("min", "max")]
         g.node("Clip", [g.cast(xs[0], dtype), *bounds], out)
+
+    def to_c(self, node, ins, out, w):
+        a = node.attrs
+        lo, hi = (float(a[k]) if k in a else 0.0 for k in ("min", "max"))
+        op = "DS_CLAMP" if len(a) == 2 else "DS_CLAMP_MIN" if "min" in a else "DS_CLAMP_MAX"
+        w.in_place()
+        w.call("ds_unary", op, lo if "min" in a else hi, hi, w.x(), w.y(), math.prod(out))
 
 
 @register
@@ -330,6 +373,13 @@ class Mean(_Reduce):
 
     def to_onnx(self, node, xs, shapes, g):
         g.node("ReduceMean", xs, node.name, axes=self.axes(node, shapes), keepdims=int(node.attrs["keepdim"]))
+
+    def to_c(self, node, ins, out, w):
+        x, ks = ins[0], sorted(self.axes(node, ins))
+        if ks != list(range(ks[0], len(x) + 1)):  # x.mean((2, 3)): global average pooling
+            raise UnsupportedOperationError(f"mean over dims {node.attrs['dims']} of {fmt(x)}; the engine averages "
+                                            "the trailing dimensions only")
+        w.call("ds_adaptive_pool2d", 0, math.prod(x[: ks[0] - 1]), 1, math.prod(x[ks[0] - 1:]), 1, 1, w.x(), w.y())
 
 
 @register

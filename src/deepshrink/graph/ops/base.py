@@ -344,6 +344,51 @@ class OnnxGraph(Protocol):
         parameter's own name gives the same tensor."""
 
 
+class CWriter(Protocol):
+    """What an op's :meth:`Op.to_c` writes into (see :mod:`deepshrink.engine.codegen`): the C
+    statements computing one node on one sample inside the engine's ``model_run``, with the
+    kernels of ``deepshrink/engine/kernels.c``. Every C identifier is made by the writer; no name
+    from the file reaches the code."""
+
+    def x(self, i: int = 0) -> str:
+        """The values of input ``i`` (a ``const float *`` expression)."""
+
+    def y(self) -> str:
+        """The node's output buffer (a ``float *`` expression)."""
+
+    def alias(self) -> None:
+        """The output is input 0's values unchanged (reshape, flatten, dropout): no code, no memory."""
+
+    def in_place(self, i: int = 0) -> None:
+        """The op reads each value of input ``i`` before writing the output at the same index
+        (elementwise), so the output may take input ``i``'s buffer when nothing later reads it."""
+
+    def weight(self, role: str) -> str:
+        """The node's parameter ``role`` in its compressed layout (a ``const ds_weight *``)."""
+
+    def tensor(self, role: str) -> str:
+        """The node's parameter ``role`` as a const float array (biases); its C name."""
+
+    def param(self, role: str) -> np.ndarray:
+        """The float32 values of the node's parameter ``role``."""
+
+    def shape(self, role: str) -> Shape:
+        """The shape of the node's parameter ``role``."""
+
+    def floats(self, values: np.ndarray) -> str:
+        """A const float array holding ``values``; its C name."""
+
+    def ints(self, values: Sequence[int]) -> str:
+        """A const int32_t array holding ``values``; its C name."""
+
+    def struct(self, ctype: str, fields: Mapping[str, int]) -> str:
+        """A const struct ``ctype`` (``ds_conv``, ``ds_pool``) with these fields; a pointer to it."""
+
+    def call(self, fn: str, *args: Any) -> None:
+        """Append the statement ``fn(args);`` (strings as they are, numbers as C literals,
+        None as NULL)."""
+
+
 Params = Mapping[str, torch.Tensor]
 
 
@@ -390,6 +435,9 @@ class Op:
     tuple_output: ClassVar[int | None] = None
     """For a module that returns a tuple (``nn.MultiheadAttention``: output and weights), the
     position of the value the op computes; using any other element is a tracing problem."""
+    c_unary: ClassVar[str | None] = None
+    """The ``ds_unary`` op (``"DS_RELU"``) of the default :meth:`to_c`: an elementwise op without
+    attributes or parameters."""
 
     # validation, dtypes and shapes ------------------------------------------------------------
 
@@ -498,6 +546,15 @@ class Op:
         if self.onnx_type is None:
             raise UnsupportedOperationError(f"op {self.name!r} has no ONNX translation")
         g.node(self.onnx_type, xs, node.name)
+
+    def to_c(self, node: Node, ins: list[Shape], out: Shape, w: CWriter) -> None:
+        """Write the C statements computing ``node`` on one sample (inputs of per-sample shapes
+        ``ins``, output ``out``) with the engine's kernels; raises
+        :class:`UnsupportedOperationError` for an op (or a configuration of it) the engine lacks."""
+        if self.c_unary is None:
+            raise UnsupportedOperationError(f"op {self.name!r} has no C kernel")
+        w.in_place()
+        w.call("ds_unary", self.c_unary, 0.0, 0.0, w.x(), w.y(), math.prod(out))
 
 
 class Mover(Op):

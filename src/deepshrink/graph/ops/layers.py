@@ -58,6 +58,10 @@ class Linear(Op):
         if "bias" in p:
             g.node("Add", [mm, g.weight(p["bias"])], out)
 
+    def to_c(self, node, ins, out, w):
+        bias = w.tensor("bias") if "bias" in node.params else None
+        w.call("ds_linear", w.weight("weight"), bias, w.x(), w.y(), math.prod(ins[0][:-1]))
+
 
 class _Conv(Op):
     """An ``nd``-dimensional convolution with zero padding (explicit, or ``"same"``: the output
@@ -127,6 +131,21 @@ class _Conv(Op):
         g.node("Conv", ins, node.name, kernel_shape=list(shape[2:]), strides=node.attrs["stride"],
                pads=self.pads(node.attrs, shape), dilations=node.attrs["dilation"], group=node.attrs["groups"])
 
+    def to_c(self, node, ins, out, w):
+        a, x = node.attrs, ins[0]
+        kernel = w.shape("weight")[2:]
+        pads = self.pads(a, (0, 0, *kernel))
+        if self.nd == 1:  # a 2-D convolution of height 1
+            x, out, kernel = (x[0], 1, x[1]), (out[0], 1, out[1]), (1, *kernel)
+            a = {**a, "stride": [1, *a["stride"]], "dilation": [1, *a["dilation"]]}
+            pads = [0, pads[0]]
+        geom = w.struct("ds_conv", {"in_c": x[0], "in_h": x[1], "in_w": x[2], "out_c": out[0], "out_h": out[1],
+                                    "out_w": out[2], "k_h": kernel[0], "k_w": kernel[1], "stride_h": a["stride"][0],
+                                    "stride_w": a["stride"][1], "pad_h": pads[0], "pad_w": pads[1],
+                                    "dil_h": a["dilation"][0], "dil_w": a["dilation"][1], "groups": a["groups"]})
+        bias = w.tensor("bias") if "bias" in node.params else None
+        w.call("ds_conv2d", w.weight("weight"), bias, geom, w.x(), w.y(), 1)
+
 
 @register
 class Conv1d(_Conv):
@@ -187,6 +206,15 @@ class BatchNorm(Op):
         bias = g.weight(p["bias"]) if "bias" in p else g.init(f"{out}/bias", np.zeros(c, np.float32))
         ins = [xs[0], scale, bias, g.weight(p["running_mean"]), g.weight(p["running_var"])]
         g.node("BatchNormalization", ins, out, epsilon=node.attrs["eps"])
+
+    def to_c(self, node, ins, out, w):
+        mean, var = (w.param(r).astype(np.float64) for r in ("running_mean", "running_var"))
+        c = mean.shape[0]
+        weight = w.param("weight").astype(np.float64) if "weight" in node.params else np.ones(c)
+        bias = w.param("bias").astype(np.float64) if "bias" in node.params else np.zeros(c)
+        scale = weight / np.sqrt(var + node.attrs["eps"])  # folded into one multiply-add per value
+        w.in_place()
+        w.call("ds_affine", w.floats(scale), w.floats(bias - mean * scale), w.x(), w.y(), 1, c, math.prod(out[1:]))
 
 
 @register

@@ -52,12 +52,21 @@ class _Pool(Op):
     def to_onnx(self, node, xs, shapes, g):
         g.node(self.onnx_type, xs, node.name, **self.onnx_attrs(node.attrs))
 
+    def to_c(self, node, ins, out, w):
+        a, (c, h, wd) = node.attrs, ins[0]
+        pool = w.struct("ds_pool", {"c": c, "in_h": h, "in_w": wd, "out_h": out[1], "out_w": out[2],
+                                    "k_h": a["kernel"][0], "k_w": a["kernel"][1], "stride_h": a["stride"][0],
+                                    "stride_w": a["stride"][1], "pad_h": a["padding"][0], "pad_w": a["padding"][1],
+                                    "count_pad": int(a.get("count_include_pad", False))})
+        w.call(self.c_kernel, pool, w.x(), w.y(), 1)
+
 
 @register
 class MaxPool2d(_Pool):
     """The maximum of each window (padding counts as -inf)."""
 
     name, onnx_type = "max_pool2d", "MaxPool"
+    c_kernel = "ds_max_pool2d"
     modules, functions = (nn.MaxPool2d,), (F.max_pool2d,)
     ceil_position = 5  # after dilation
 
@@ -80,6 +89,7 @@ class AvgPool2d(_Pool):
     """The mean of each window, with or without the zero padding in the count."""
 
     name, onnx_type = "avg_pool2d", "AveragePool"
+    c_kernel = "ds_avg_pool2d"
     attrs = {**_Pool.attrs, "count_include_pad": boolean}
     modules, functions = (nn.AvgPool2d,), (F.avg_pool2d,)
 
@@ -116,6 +126,10 @@ class GlobalAvgPool2d(Op):
 
     def forward(self, a, xs, p):
         return F.adaptive_avg_pool2d(xs[0], 1)
+
+    def to_c(self, node, ins, out, w):
+        c, h, wd = ins[0]
+        w.call("ds_adaptive_pool2d", 0, c, h, wd, 1, 1, w.x(), w.y())
 
 
 def _windows(n: int, o: int) -> list[tuple[int, int]]:
@@ -181,6 +195,10 @@ class _Adaptive(Op):
                                        g.init(f"{out}/axis{axis}", np.array([axis], np.int64))], f"{out}/{axis}/{i}")
                 parts.append(g.node(self.reduce, [cut], f"{out}/{axis}/{i}/r", axes=[axis], keepdims=1))
             x = g.node("Concat", parts, name, axis=axis) if len(parts) > 1 else g.node("Identity", parts, name)
+
+    def to_c(self, node, ins, out, w):
+        c, h, wd = ins[0]
+        w.call("ds_adaptive_pool2d", int(self.reduce == "ReduceMax"), c, h, wd, out[1], out[2], w.x(), w.y())
 
 
 @register

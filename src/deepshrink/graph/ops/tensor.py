@@ -66,6 +66,9 @@ class Flatten(Mover):
         shape = [-1] if start == 0 else [0] * start + [-1]
         g.node("Reshape", [xs[0], g.init(f"{node.name}/shape", np.array(shape, np.int64))], node.name)
 
+    def to_c(self, node, ins, out, w):
+        w.alias()  # the same values in the same order: only the shape changes
+
 
 def _shape_entries(v: Any) -> list[Any]:
     """1 to 8 entries, each an integer ≥ -1 (at most one -1) or ``[j, k]``: dimension ``k`` of
@@ -160,6 +163,9 @@ class Reshape(Mover):
         out = self.shape(node.attrs, shapes, {})  # every per-sample size is known: only the batch is copied
         shape = np.array([0, *out], np.int64)
         g.node("Reshape", [xs[0], g.init(f"{node.name}/shape", shape)], node.name)
+
+    def to_c(self, node, ins, out, w):
+        w.alias()  # the same values in the same order: only the shape changes
 
 
 @register
@@ -268,6 +274,9 @@ class Unsqueeze(Mover):
         axes = g.init(f"{node.name}/axes", np.array([self.axis(node.attrs, shapes[0])], np.int64))
         g.node("Unsqueeze", [xs[0], axes], node.name)
 
+    def to_c(self, node, ins, out, w):
+        w.alias()  # the same values in the same order: only the shape changes
+
 
 @register
 class Squeeze(Mover):
@@ -298,6 +307,9 @@ class Squeeze(Mover):
             g.node("Identity", xs, node.name)
             return
         g.node("Squeeze", [xs[0], g.init(f"{node.name}/axes", np.array([k], np.int64))], node.name)
+
+    def to_c(self, node, ins, out, w):
+        w.alias()  # the same values in the same order: only the shape changes
 
 
 def _index_items(v: Any) -> list[Any]:
@@ -510,6 +522,11 @@ class Cast(Mover):
 
     def to_onnx(self, node, xs, shapes, g):
         g.node("Cast", xs, node.name, to=ONNX_DTYPES[node.attrs["dtype"]])
+
+    def to_c(self, node, ins, out, w):
+        if node.attrs["dtype"] != "float32":
+            raise UnsupportedOperationError(f"a cast to {node.attrs['dtype']}; the engine computes on float32 only")
+        w.alias()  # every value the engine holds is float32 already
 
 
 _TORCH = {name: dtype for dtype, name in TORCH_DTYPES.items()}
