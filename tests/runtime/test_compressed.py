@@ -328,3 +328,27 @@ def test_eval_reports_the_runtime_and_its_kernels(files, tmp_path, capsys, fashi
     code = main(["eval", str(files["lenet300"]), "--data", str(npz), "--runtime", "fast", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 2 and "--runtime" in out["error"]
+
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "attacks"))
+from attack_corpus import attack_cases, heavy_valid_cases  # noqa: E402
+from test_attack_corpus import _refused  # noqa: E402
+
+
+def test_the_attack_corpus_is_refused_in_compressed_mode_too(tmp_path):
+    for name, path in attack_cases(tmp_path):
+        assert str(_refused(lambda p: ds.load(p, mode="compressed"), path)), name
+
+
+def test_heavy_valid_files_open_in_compressed_mode(tmp_path):
+    """10,000 relus; 9,990 linear nodes of one weight: they share one kernel, measured once."""
+    cases = dict(heavy_valid_cases(tmp_path))
+    for name in ("chain_10000_nodes", "one_weight_9990_nodes"):
+        model = ds.load(cases[name], mode="compressed")
+        with torch.no_grad():
+            x = torch.randn(3, 4)
+            torch.testing.assert_close(model(x), ds.load(cases[name])(x), rtol=0, atol=0)
+    report = model.kernels
+    assert len(report) == 9_990 and report[1]["shared_with"] == "l0" and report[0]["shared_with"] is None
+    assert model.net.select_seconds < 1.0
+    assert model.net.weight_bytes_resident == report[0]["weight_bytes_resident"]

@@ -82,9 +82,14 @@ class CompressedNet(nn.Module):
         forced = resolve_request(kernels, layers)
         selector = Selector(large_batch)
         self.choices: dict[str, Choice] = {}
-        for layer in layers:
-            self.choices[layer.name] = selector.choose(layer, forced.get(layer.name))
-            layer.release()
+        shared: dict[tuple, Choice] = {}  # nodes running one weight on one input shape share their kernels
+        for node, layer in zip(layer_nodes, layers):
+            key = (node.op, tuple(sorted(node.params.items())), repr(sorted(node.attrs.items())), layer.in_shape,
+                   forced.get(layer.name))
+            if key not in shared:
+                shared[key] = selector.choose(layer, forced.get(layer.name))
+                layer.release()
+            self.choices[layer.name] = shared[key]
         self.select_seconds = selector.seconds
         self.large_batch = selector.large_batch
         self._compile()
@@ -125,13 +130,15 @@ class CompressedNet(nn.Module):
         (``kernel_batch1``) and for larger ones (``kernel_batchN``), every candidate's median
         microseconds per call by batch (``timings_us``), the bytes kept for the weight
         (``weight_bytes_resident``, against ``weight_bytes_dense``), whether the kernel was
-        forced or measured, and the candidates not tried with the reason (``rejected``)."""
-        return [c.report(self.large_batch) for c in self.choices.values()]
+        forced or measured, and the candidates not tried with the reason (``rejected``). Nodes
+        that run one weight on inputs of one shape share their kernels (``shared_with`` names
+        the node whose choice they use)."""
+        return [c.report(name, self.large_batch) for name, c in self.choices.items()]
 
     @property
     def weight_bytes_resident(self) -> int:
-        """Bytes kept for the layers' weights by their kernels."""
-        return sum(c.resident_bytes for c in self.choices.values())
+        """Bytes kept for the layers' weights by their kernels (once for layers that share them)."""
+        return sum(c.resident_bytes for c in {id(c): c for c in self.choices.values()}.values())
 
     bind = GraphNet.bind
 

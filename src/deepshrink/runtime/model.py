@@ -50,6 +50,8 @@ class CompressedModel(nn.Module):
                 raise ModelError("CompressedModel needs the decoded tensors or a built network (net=...)")
             net = build(self.graph, tensors)
         self.net = net
+        names = self.graph.input_names
+        self._one_input = tuple(self.plan.shapes[names[0]]) if len(names) == 1 else None
         self.eval()
 
     @property
@@ -65,16 +67,21 @@ class CompressedModel(nn.Module):
         return self.net.kernels if isinstance(self.net, CompressedNet) else []
 
     def forward(self, *xs: torch.Tensor, **named: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        env = self.net.bind(xs, named)
-        n = None
-        for name, x in env.items():  # the file's limits hold for the declared shapes only
-            want = self.plan.shapes[name]
-            if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != want or n not in (None, len(x)):
-                got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-                raise ModelError(f"input {name!r} must be a batch of shape (N, {', '.join(map(str, want))}) with the "
-                                 f"same N as the other inputs, got {got}")
-            n = len(x)
-        xs = [env[name] for name in self.graph.input_names]
+        x = xs[0] if len(xs) == 1 and not named else None
+        if (self._one_input is not None and isinstance(x, torch.Tensor) and x.ndim == len(self._one_input) + 1
+                and x.shape[1:] == self._one_input):  # the common case, checked with little Python
+            n = x.shape[0]
+        else:
+            env = self.net.bind(xs, named)
+            n = None
+            for name, x in env.items():  # the file's limits hold for the declared shapes only
+                want = self.plan.shapes[name]
+                if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != want or n not in (None, len(x)):
+                    got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                    raise ModelError(f"input {name!r} must be a batch of shape (N, {', '.join(map(str, want))}) "
+                                     f"with the same N as the other inputs, got {got}")
+                n = len(x)
+            xs = tuple(env[name] for name in self.graph.input_names)
         if n <= self.max_batch:
             return self.net(*xs)
         chunks = [self.net(*(x[i : i + self.max_batch] for x in xs)) for i in range(0, n, self.max_batch)]

@@ -70,10 +70,12 @@ class Choice:
             return self.small.resident_bytes
         return self.small.resident_bytes + self.large.resident_bytes
 
-    def report(self, large_batch: int) -> dict[str, Any]:
+    def report(self, name: str, large_batch: int) -> dict[str, Any]:
+        """The choice as plain data, for node ``name`` (``shared_with`` the node it was chosen
+        for, when another)."""
         layer = self.layer
         return {
-            "layer": layer.name, "op": layer.op, "weight": layer.param, "encoding": type(layer.weight).__name__,
+            "layer": name, "shared_with": None if name == layer.name else layer.name, "op": layer.op, "weight": layer.param, "encoding": type(layer.weight).__name__,
             "shape": list(layer.shape), "nnz": layer.nnz,
             "kernel_batch1": self.small.name, "kernel_batchN": self.large.name,
             "small_batch_below": SMALL_BATCH, "large_batch_measured": large_batch,
