@@ -13,8 +13,8 @@ A :class:`Layer` is one graph node with a compressible weight (an op whose
 * ``scipy``: a ``scipy.sparse.csr_matrix`` times the input, as numpy (same layouts as ``csr``);
 * ``codebook``: the codebook indices kept as bytes, the weight gathered from the table at every
   call, then the dense op (less memory; rarely faster);
-* ``native``: the compiled engine's kernels on the packed layout (see
-  :mod:`deepshrink.runtime.native`), when a C compiler is present.
+* ``native``: the compiled engine's kernels (``deepshrink.engine``) through ctypes, on the
+  packed layout, when a C compiler is present (else it is no candidate, and loading still works).
 
 Factorised layers (SVD, SLR, Tucker-2, CP) need no kernel of their own: the file stores them as
 a chain of ordinary layers, and each factor is a layer that gets its own kernel.
@@ -397,3 +397,84 @@ class CodebookKernel(Kernel):
 
     def weight(self) -> torch.Tensor:
         return torch.from_numpy(np.take(self.table, self.idx))
+
+
+# ----------------------------------------------------------------------------------------------
+# the compiled engine
+
+
+def engine() -> tuple[Any, str | None]:
+    """The compiled engine's kernels (:func:`deepshrink.engine.native.load`), compiled on first
+    use, and None with the reason when there are none: no engine in this installation, or no C
+    compiler (or it failed)."""
+    try:
+        from deepshrink.engine import native
+    except ImportError as exc:
+        return None, f"the C engine is not part of this installation ({exc})"
+    lib = native.load()
+    if lib is None:
+        return None, f"the C engine's kernels could not be built: {native.reason()}"
+    return lib, None
+
+
+@register_kernel
+class NativeKernel(Kernel):
+    """The C engine's kernels (``deepshrink.engine``) through ctypes, on the packed layout of the
+    weight (:func:`deepshrink.engine.layout.pack`: codebook indices stay bit-packed and are
+    decoded on the fly; sparse layouts keep relative column gaps). Linear and conv2d run the
+    engine's wrappers; a conv1d runs as a conv2d of height 1 (the packed weight relabelled
+    ``[out, in, 1, k]``, the same bytes). Available when a C compiler is present."""
+
+    name = "native"
+
+    @classmethod
+    def available(cls) -> str | None:
+        return engine()[1]
+
+    @classmethod
+    def estimate_bytes(cls, layer: Layer) -> int:
+        return layer.dense_bytes  # the packer keeps the smallest layout the tensor allows: never more
+
+    def __init__(self, layer: Layer):
+        import dataclasses
+
+        from deepshrink.engine.layout import pack
+
+        super().__init__(layer)
+        lib, why = engine()
+        if lib is None:
+            raise RuntimeError(why)
+        self.packed = pack(layer.weight)
+        self.resident_bytes = self.packed.nbytes
+        bn = None if layer.bias is None else np.ascontiguousarray(layer.bias.numpy(), dtype=np.float32)
+        if layer.op == "linear":
+            packed, linear = self.packed, lib.linear
+            out, cols = packed.rows, packed.cols
+            lead = layer.out_shape[:-1]
+
+            def fn(x: torch.Tensor) -> torch.Tensor:
+                n = x.shape[0]
+                return torch.from_numpy(linear(packed, x.detach().reshape(-1, cols).numpy(), bn)).view(n, *lead, out)
+        else:
+            a, w = layer.attrs, layer.shape
+            pads = OPS[layer.op].pads(a, w)
+            conv2d = lib.conv2d
+            if layer.op == "conv1d":
+                packed = dataclasses.replace(self.packed, shape=(w[0], w[1], 1, w[2]))
+                stride, dilation = (1, a["stride"][0]), (1, a["dilation"][0])
+                padding = (0, pads[0], 0, pads[1])
+
+                def fn(x: torch.Tensor) -> torch.Tensor:
+                    y = conv2d(packed, x.detach().unsqueeze(2).numpy(), bn, stride, padding, dilation, a["groups"])
+                    return torch.from_numpy(y).squeeze(2)
+            else:
+                packed = self.packed
+                stride, dilation, padding = tuple(a["stride"]), tuple(a["dilation"]), tuple(pads)
+
+                def fn(x: torch.Tensor) -> torch.Tensor:
+                    return torch.from_numpy(conv2d(packed, x.detach().numpy(), bn, stride, padding, dilation,
+                                                   a["groups"]))
+        self.fn = fn
+
+    def weight(self) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self.packed.to_dense(), dtype=np.float32))
