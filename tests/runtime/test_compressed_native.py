@@ -81,6 +81,7 @@ def test_native_is_a_measured_candidate(lenet300):
 
 NO_CC = """
 import json, sys, torch, deepshrink as ds
+from deepshrink.errors import ConfigError
 path = sys.argv[1]
 model = ds.load(path, mode="compressed")
 x = torch.randn(9, 1, 28, 28)
@@ -110,3 +111,19 @@ def test_without_a_compiler_native_is_no_candidate_and_load_works(lenet300, tmp_
         assert "compiler" in k["rejected"]["native"]
         assert k["kernel_batch1"] != "native" and k["kernel_batchN"] != "native"
     assert res["forced"] is not None and "native" in res["forced"] and "compiler" in res["forced"]
+
+
+@needs_cc
+def test_the_linear_fast_path_and_the_wrapper_agree(lenet300):
+    """Float32 input of the layer's width calls ``ds_linear`` directly; anything else goes through
+    the engine's checked wrapper (which refuses a wrong width)."""
+    kernel = ds.load(lenet300, mode="compressed", kernels="native").net.choices["fc1"].small
+    x = torch.randn(6, 784)
+    fast = kernel.fn(x)
+    assert fast.dtype == torch.float32 and fast.shape == (6, 300)
+    torch.testing.assert_close(kernel.fn(x.double()), fast, rtol=0, atol=1e-6)
+    torch.testing.assert_close(kernel.fn(x.t().contiguous().t()), fast, rtol=0, atol=0)  # not contiguous
+    assert kernel.fn(x[:0]).shape == (0, 300)
+    torch.testing.assert_close(kernel.fn(x.view(2, 3, 784)), fast.view(2, 3, 300), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="784"):
+        kernel.fn(torch.randn(2, 783))
