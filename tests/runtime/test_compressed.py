@@ -154,7 +154,9 @@ def test_the_report_names_the_choice_its_timings_and_resident_bytes(files):
     for k in report:
         assert k["kernel_batch1"] in K.KERNELS and k["kernel_batchN"] in K.KERNELS and k["measured"]
         assert {"batch1", "batch64"} <= set(k["timings_us"]["dense"])
-        assert k["timings_us"][k["kernel_batch1"]]["batch1"] == min(t["batch1"] for t in k["timings_us"].values())
+        for kernel, batch in ((k["kernel_batch1"], "batch1"), (k["kernel_batchN"], "batch64")):
+            fastest = min(t[batch] for t in k["timings_us"].values())
+            assert k["timings_us"][kernel][batch] <= select.ONE_KERNEL_MARGIN * fastest + 0.01
         assert k["weight_bytes_dense"] == 4 * np.prod(k["shape"])
         assert k["weight_bytes_resident"] > 0
     json.dumps(report)  # plain data, for --json

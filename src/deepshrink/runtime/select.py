@@ -9,11 +9,14 @@ hits them alike, and the median of the turns is kept. A candidate whose output o
 input differs from the dense kernel's by more than float rounding is dropped with a warning.
 
 The winner at batch 1 runs batches of fewer than :data:`SMALL_BATCH` samples, the winner at the
-large batch the rest. Measuring is bounded: each layer and batch gets about
-:data:`LAYER_BUDGET_S` seconds of timed calls (at least :data:`MIN_TURNS` turns), and once the
-whole load has measured for :data:`TOTAL_BUDGET_S` seconds, the remaining layers take the
-``dense`` kernel unmeasured (``"measured": False`` in the report). Nothing global is changed:
-timings are taken with the caller's PyTorch thread count.
+large batch the rest. Measuring is bounded: a candidate whose warm-up call is
+:data:`LOSER_FACTOR` times slower than the fastest one's is not timed further, each layer and
+batch gets about :data:`LAYER_BUDGET_S` seconds of timed calls (at least :data:`MIN_TURNS`
+turns), and once the whole load has measured for :data:`TOTAL_BUDGET_S` seconds, the
+remaining layers take the ``dense`` kernel unmeasured (``"measured": False`` in the report).
+When the two batch sizes have different winners but one of them is within :data:`ONE_KERNEL_MARGIN`
+of the other at the other batch size, it runs both (one copy of the weight instead of two).
+Nothing global is changed: timings are taken with the caller's PyTorch thread count.
 """
 
 from __future__ import annotations
@@ -39,7 +42,11 @@ MAX_MEMORY_FACTOR = 2.0
 LAYER_BUDGET_S = 0.03
 """Seconds of timed calls per layer and batch, spread over the candidates."""
 MIN_TURNS, MAX_TURNS = 3, 25
-"""Bounds on the timed calls per candidate (after one warm-up call)."""
+"""Bounds on the timed calls per candidate (after two warm-up calls)."""
+ONE_KERNEL_MARGIN = 1.1
+"""A kernel within this factor of the other batch size's winner runs both batch sizes."""
+LOSER_FACTOR = 4.0
+"""A candidate whose warm-up call takes this many times the fastest one's is not timed further."""
 TOTAL_BUDGET_S = 3.0
 """Past this much measuring in one load, the remaining layers run ``dense`` unmeasured."""
 TOLERANCE = 1e-4
@@ -177,9 +184,14 @@ class Selector:
             for name, us in measured[-1].items():
                 timings.setdefault(name, {})[f"batch{batch}"] = round(us, 2)
         # a candidate dropped at the large batch is out of both regimes
-        small, large = (candidates[min((n for n in times if n in candidates), key=times.__getitem__)]
+        small, large = (min((n for n in times if n in candidates), key=times.__getitem__)
                         for times in (measured[0], measured[-1]))
-        return Choice(layer, small, large, timings, rejected)
+        if small != large:  # one kernel (one copy of the weight) when it is nearly as fast at both
+            if measured[0][large] <= ONE_KERNEL_MARGIN * measured[0][small]:
+                small = large
+            elif measured[-1][small] <= ONE_KERNEL_MARGIN * measured[-1][large]:
+                large = small
+        return Choice(layer, candidates[small], candidates[large], timings, rejected)
 
     def _measure(self, candidates: dict[str, Kernel], x: torch.Tensor, rejected: dict[str, str]) -> dict[str, float]:
         """Median microseconds per call of each candidate on ``x``; candidates whose output is
@@ -190,8 +202,9 @@ class Selector:
             ref = candidates["dense"].fn(x) if "dense" in candidates else None
             scale = float(ref.abs().max()) if ref is not None and ref.numel() else 0.0
             for name, kernel in list(candidates.items()):
+                y = kernel.fn(x)  # the first call of a kind of op can be slow once per process
                 t0 = time.perf_counter()
-                y = kernel.fn(x)
+                kernel.fn(x)
                 first[name] = time.perf_counter() - t0
                 if ref is not None and name != "dense":
                     bad = tuple(y.shape) != tuple(ref.shape) or float((y - ref).abs().max()) > TOLERANCE * max(scale, 1.0)
@@ -202,6 +215,11 @@ class Selector:
                         del candidates[name]
                         continue
                 fns[name] = kernel.fn
+            # a candidate whose warm-up call took LOSER_FACTOR times the fastest one's is not timed
+            # further: that call stands as its timing
+            fastest = min(first[n] for n in fns)
+            slow = {n: [first[n]] for n in fns if first[n] > LOSER_FACTOR * fastest}
+            fns = {n: f for n, f in fns.items() if n not in slow}
             turns = int(LAYER_BUDGET_S / max(sum(first[n] for n in fns), 1e-9))
             turns = max(MIN_TURNS, min(MAX_TURNS, turns))
             samples: dict[str, list[float]] = {name: [] for name in fns}
@@ -212,4 +230,4 @@ class Selector:
                     t0 = time.perf_counter()
                     fn(x)
                     samples[name].append(time.perf_counter() - t0)
-        return {name: statistics.median(s) * 1e6 for name, s in samples.items()}
+        return {name: statistics.median(s) * 1e6 for name, s in {**samples, **slow}.items()}
