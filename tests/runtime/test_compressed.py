@@ -170,7 +170,8 @@ def test_a_layer_without_the_dense_kernel_keeps_no_dense_weight(files):
     assert fc1.small is fc1.large and not isinstance(fc1.small, K.DenseKernel)
     report = model.kernels[0]
     assert report["weight_bytes_resident"] < report["weight_bytes_dense"] / 4  # 8% density: ~0.16 of dense
-    assert model.net.choices["fc1"].layer._dense is None and model.net.choices["fc1"].layer._csr is None
+    layer = model.net.choices["fc1"].layer
+    assert layer._dense is None and layer._csr is None and layer.weight is None  # the typed tensor too
     # the dense parameters are still there on request, equal to dense decoding
     want = ds.load(files["lenet300"]).dense_state_dict()
     got = model.dense_state_dict()

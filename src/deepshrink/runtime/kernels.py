@@ -48,22 +48,22 @@ class Layer:
     ``in_shape`` and ``out_shape`` are the per-sample shapes of its input and output (from the
     file's plan: the runtime refuses inputs of other shapes, so they are fixed). ``weight`` is
     the typed compressed tensor; :meth:`dense` and :meth:`csr` expand it once and are shared by
-    the candidates built while measuring (:meth:`release` drops them afterwards)."""
+    the candidates built while measuring. :meth:`release` drops them and the typed tensor once
+    the kernels are built (they keep what they need); ``shape``, ``nnz`` and ``encoding`` stay."""
 
     def __init__(self, name: str, op: str, attrs: dict[str, Any], weight: CompressedTensor,
                  bias: torch.Tensor | None, in_shape: tuple[int, ...], out_shape: tuple[int, ...], param: str = ""):
         if op not in LAYER_OPS:
             raise ValueError(f"a kernel layer is one of {LAYER_OPS}, got {op!r}")
-        self.name, self.op, self.attrs, self.weight, self.bias = name, op, dict(attrs), weight, bias
+        self.name, self.op, self.attrs, self.bias = name, op, dict(attrs), bias
+        self.weight: CompressedTensor = weight
         self.param = param
+        self.shape: tuple[int, ...] = tuple(int(d) for d in weight.shape)
+        self.encoding = type(weight).__name__
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
         self._dense: torch.Tensor | None = None
         self._csr: CSRMatrix | None = None
         self._nnz: int | None = None
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.weight.shape)
 
     @property
     def numel(self) -> int:
@@ -78,8 +78,13 @@ class Layer:
     def nnz(self) -> int:
         """Nonzero weights (entries of the CSR view)."""
         if self._nnz is None:
-            nnz = getattr(self.weight, "nnz", None)
-            self._nnz = int(nnz) if nnz is not None else self.csr().nnz
+            w = self.weight
+            nnz = getattr(w, "nnz", None)
+            if nnz is None and isinstance(w, CodebookTensor):
+                nnz = np.count_nonzero(w.indices != len(w.codebook))
+            elif nnz is None:
+                nnz = self.csr().nnz if self._csr is not None else np.count_nonzero(w.to_dense())
+            self._nnz = int(nnz)
         return self._nnz
 
     def dense(self) -> torch.Tensor:
@@ -95,8 +100,11 @@ class Layer:
         return self._csr
 
     def release(self) -> None:
-        """Drop the expansions made while choosing kernels (kernels keep their own copies)."""
+        """Drop the typed tensor and the expansions made while choosing kernels (the kernels keep
+        their own copies); ``nnz`` is counted first."""
+        _ = self.nnz
         self._dense = self._csr = None
+        self.weight = None  # type: ignore[assignment]
 
 
 class Kernel:

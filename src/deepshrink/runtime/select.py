@@ -82,7 +82,7 @@ class Choice:
         for, when another)."""
         layer = self.layer
         return {
-            "layer": name, "shared_with": None if name == layer.name else layer.name, "op": layer.op, "weight": layer.param, "encoding": type(layer.weight).__name__,
+            "layer": name, "shared_with": None if name == layer.name else layer.name, "op": layer.op, "weight": layer.param, "encoding": layer.encoding,
             "shape": list(layer.shape), "nnz": layer.nnz,
             "kernel_batch1": self.small.name, "kernel_batchN": self.large.name,
             "small_batch_below": SMALL_BATCH, "large_batch_measured": large_batch,
