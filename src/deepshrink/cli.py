@@ -443,7 +443,7 @@ def cmd_eval(run: Run) -> dict[str, Any]:
     from deepshrink.train import evaluate_metrics, get_objective, outputs
 
     args = run.args
-    model = load(args.file)
+    model = load(args.file, mode=args.runtime)
     objective = get_objective(_file_objective(model))
     data_name, source = _eval_data(run, model)
     seed = args.seed if args.seed is not None else _recorded(model.meta, "seed", int) or 0
@@ -463,11 +463,20 @@ def cmd_eval(run: Run) -> dict[str, Any]:
            "score": score, "metrics": metrics, "seconds": time.perf_counter() - start, "file_bytes": model.file_bytes}
     if objective.name == "classify":
         out["accuracy"] = score
+    out["runtime"] = model.mode
+    if model.mode == "compressed":
+        out["kernels"] = model.kernels
+        out["kernel_select_seconds"] = model.net.select_seconds
     if not args.json:
         scores = ", ".join(f"{k.replace('_', ' ')} {_score(k, v)}" for k, v in metrics.items())
         against = "" if teacher is None else f", against the dense {model.meta.get('model')}"
         run.console.print(Text(f"{args.file}: {scores} on {len(split):,} {args.split} samples of {data_name} "
                                f"({source}{against}; input preprocessing from the file)"))
+        if model.mode == "compressed":
+            chosen = ", ".join(k["layer"] + " " + (k["kernel_batch1"] if k["kernel_batch1"] == k["kernel_batchN"]
+                                                   else f"{k['kernel_batch1']}/{k['kernel_batchN']}")
+                               for k in model.kernels)
+            run.console.print(Text(f"compressed runtime, kernels (batch 1/large batch): {chosen or 'no layers'}"))
     return out
 
 
@@ -711,6 +720,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, help="the .dsz file")
     _add_data(p, for_eval=True)
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="which split to score")
+    p.add_argument("--runtime", choices=["dense", "compressed"], default="dense",
+                   help="run the layers from dense weights (default) or from the compressed weights, each with the "
+                        "kernel measured fastest at load (listed under \"kernels\" with --json)")
     _common(p)
 
     p = command("info", cmd_info, "structure and per-layer / per-section bytes of a .dsz file")
