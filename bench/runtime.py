@@ -210,6 +210,7 @@ def plot(rows: list[dict]) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(dens, [f"{d:g}%" for d in dens])
+    ax.minorticks_off()
     ax.set_xlabel("density (kept weights)")
     ax.set_ylabel("speed-up over dense F.linear (one thread)")
     ax.set_title(f"{SWEEP_SHAPE[0]}×{SWEEP_SHAPE[1]} layer, 5-bit shared weights")
@@ -220,6 +221,14 @@ def plot(rows: list[dict]) -> None:
 
 
 NAMES = ("dense PyTorch", "onnxruntime dense", "onnxruntime compact", "deepshrink compressed", "C engine")
+
+
+def _num(b: int | None) -> str:
+    return "-" if b is None else f"{b:,}"
+
+
+def _ratio(b: int | None, dsz: int) -> str:
+    return "-" if b is None else f"{b / dsz:.2f}×"
 
 
 def markdown(results: list[dict], sweep_rows: list[dict] | None, command: str) -> str:
@@ -243,7 +252,7 @@ def markdown(results: list[dict], sweep_rows: list[dict] | None, command: str) -
             lines.append(
                 f"| {r['model']} | {r['recipe']} | {name} | {1e6 * lat[1]:.1f} µs | {base[1] / lat[1]:.2f}× | "
                 f"{1e6 * lat[64] / 64:.2f} µs | {base[64] / lat[64]:.2f}× | "
-                f"{'-' if b is None else f'{b:,}'} | {'-' if b is None else f'{b / r['dsz_bytes']:.2f}×'} | "
+                f"{_num(b)} | {_ratio(b, r['dsz_bytes'])} | "
                 f"{'-' if agree is None else f'{100 * agree:.2f}%'} |")
     lines += ["", "The C engine's memory, and the Python runtime's kernels:", "",
               "| model | recipe | .dsz bytes | engine flash | flash / .dsz | weight bytes (const) | RAM arena | Python runtime: kernel per layer (batch 1 / 64) |",
@@ -253,9 +262,8 @@ def markdown(results: list[dict], sweep_rows: list[dict] | None, command: str) -
         flash = e.get("flash_bytes")
         ks = "; ".join(f"{k.get('layer')}: {k.get('kernel_batch1', k.get('small'))}/{k.get('kernel_batchN', k.get('large'))}"
                        for k in r["kernels"])
-        lines.append(f"| {r['model']} | {r['recipe']} | {r['dsz_bytes']:,} | {'-' if flash is None else f'{flash:,}'} | "
-                     f"{'-' if flash is None else f'{flash / r['dsz_bytes']:.2f}×'} | {e.get('weight_bytes', '-'):,} | "
-                     f"{e.get('arena_bytes', '-'):,} | {ks} |")
+        lines.append(f"| {r['model']} | {r['recipe']} | {r['dsz_bytes']:,} | {_num(flash)} | "
+                     f"{_ratio(flash, r['dsz_bytes'])} | {_num(e.get('weight_bytes'))} | {_num(e.get('arena_bytes'))} | {ks} |")
     if sweep_rows:
         lines += ["", f"Where sparsity starts to pay: one {SWEEP_SHAPE[0]}×{SWEEP_SHAPE[1]} linear layer with 5-bit shared "
                   "weights (31-entry codebook) at random positions, speed-up over dense `F.linear` (one thread):", "",
@@ -279,6 +287,10 @@ def main() -> None:
     result_path = HERE / "results" / "runtime.json"
     if args.render:
         saved = json.loads(result_path.read_text())
+        for r in saved["files"]:
+            r["latency_s"] = {k: {int(b): v for b, v in per.items()} for k, per in r["latency_s"].items()}
+        if saved["sweep"]:
+            plot(saved["sweep"])
         update_section("runtime", markdown(saved["files"], saved["sweep"], saved["command"]))
         return
     files = ensure_files()

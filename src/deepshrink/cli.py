@@ -467,6 +467,8 @@ def cmd_eval(run: Run) -> dict[str, Any]:
     if model.mode == "compressed":
         out["kernels"] = model.kernels
         out["kernel_select_seconds"] = model.net.select_seconds
+    if model.mode == "engine":
+        out["engine"] = model.net.report()
     if not args.json:
         scores = ", ".join(f"{k.replace('_', ' ')} {_score(k, v)}" for k, v in metrics.items())
         against = "" if teacher is None else f", against the dense {model.meta.get('model')}"
@@ -477,6 +479,10 @@ def cmd_eval(run: Run) -> dict[str, Any]:
                                                    else f"{k['kernel_batch1']}/{k['kernel_batchN']}")
                                for k in model.kernels)
             run.console.print(Text(f"compressed runtime, kernels (batch 1/large batch): {chosen or 'no layers'}"))
+        if model.mode == "engine":
+            e = out["engine"]
+            flash = "n/a" if e["flash_bytes"] is None else _kb(e["flash_bytes"])
+            run.console.print(Text(f"C engine: flash {flash}, RAM arena {_kb(e['arena_bytes'])}"))
     return out
 
 
@@ -720,9 +726,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, help="the .dsz file")
     _add_data(p, for_eval=True)
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="which split to score")
-    p.add_argument("--runtime", choices=["dense", "compressed"], default="dense",
-                   help="run the layers from dense weights (default) or from the compressed weights, each with the "
-                        "kernel measured fastest at load (listed under \"kernels\" with --json)")
+    p.add_argument("--runtime", choices=["dense", "compressed", "engine"], default="dense",
+                   help="run the layers from dense weights (default), from the compressed weights, each with the "
+                        "kernel measured fastest at load (listed under \"kernels\" with --json), or through the C "
+                        "engine of export --format c, compiled here (needs a C compiler)")
     _common(p)
 
     p = command("info", cmd_info, "structure and per-layer / per-section bytes of a .dsz file")

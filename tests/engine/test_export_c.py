@@ -305,3 +305,42 @@ def test_info_decodes_large_networks_only_when_asked(lenets, monkeypatch):
     monkeypatch.setattr(engine_export, "_typed", corrupt)
     e = ds.info(path)["engine"]  # info itself still succeeds
     assert e["weight_bytes"] is None and "does not decode" in e["error"]
+
+
+@pytest.mark.parametrize("name", ["lenet-300-100", "lenet-5"])
+def test_engine_runtime_in_process_matches_pytorch(lenets, fashion_small, name):
+    """``load(mode="engine")``: the same compiled engine called through ctypes, batch by batch."""
+    need_cc()
+    raw = fashion_small.x_test[:200]
+    dense = ds.load(lenets[name])
+    engine = ds.load(lenets[name], mode="engine")
+    assert engine.mode == "engine" and dense.mode == "dense"
+    x = dense.input_spec.apply(raw)
+    with torch.no_grad():
+        want, got = dense(x), engine(x)
+    assert got.shape == want.shape
+    assert float((got - want).abs().max()) <= 1e-4
+    np.testing.assert_array_equal(engine.predict(raw), dense.predict(raw))
+    report = engine.net.report()
+    assert report["arena_bytes"] > 0 and report["weight_bytes"] > 0
+    with pytest.raises(ds.DeepshrinkError, match="shape"):
+        engine(torch.zeros(2, 3, 28, 28))
+
+
+def test_engine_runtime_needs_a_compiler(lenets, monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    with pytest.raises(ConfigError, match="C compiler"):
+        ds.load(lenets["lenet-300-100"], mode="engine")
+
+
+def test_cli_eval_with_the_engine_runtime(lenets, fashion_small, tmp_path, capsys):
+    need_cc()
+    data = tmp_path / "data.npz"
+    np.savez(data, x_train=fashion_small.x_train[:50], y_train=fashion_small.y_train[:50],
+             x_test=fashion_small.x_test[:300], y_test=fashion_small.y_test[:300])
+    code, dense = _cli(capsys, "eval", str(lenets["lenet-300-100"]), "--data", str(data))
+    assert code == 0
+    code, out = _cli(capsys, "eval", str(lenets["lenet-300-100"]), "--data", str(data), "--runtime", "engine")
+    assert code == 0, out
+    assert out["runtime"] == "engine" and out["accuracy"] == dense["accuracy"]
+    assert out["engine"]["arena_bytes"] > 0

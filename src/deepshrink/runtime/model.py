@@ -56,8 +56,11 @@ class CompressedModel(nn.Module):
 
     @property
     def mode(self) -> str:
-        """``"compressed"`` when layers run from the compressed weights, else ``"dense"``."""
-        return "compressed" if isinstance(self.net, CompressedNet) else "dense"
+        """``"compressed"`` when layers run from the compressed weights in Python, ``"engine"`` when the
+        compiled C engine runs the network, else ``"dense"``."""
+        if isinstance(self.net, CompressedNet):
+            return "compressed"
+        return "engine" if type(self.net).__name__ == "EngineNet" else "dense"
 
     @property
     def kernels(self) -> list[dict[str, Any]]:
@@ -121,7 +124,7 @@ class CompressedModel(nn.Module):
         return np.concatenate(outs) if outs else np.zeros(0, dtype=np.int64)
 
 
-MODES = ("dense", "compressed")
+MODES = ("dense", "compressed", "engine")
 
 
 def max_batch(model_file: ModelFile, limits: Limits) -> int:
@@ -133,7 +136,7 @@ def load(
     path: str | os.PathLike | bytes,
     *,
     limits: Limits | None = None,
-    mode: Literal["dense", "compressed"] = "dense",
+    mode: Literal["dense", "compressed", "engine"] = "dense",
     kernels: KernelRequest = None,
 ) -> CompressedModel:
     """Read, verify and decode a deepshrink file into a :class:`CompressedModel`.
@@ -153,6 +156,11 @@ def load(
     (``{"fc1": "csr"}``); the names are :data:`deepshrink.runtime.kernels.KERNELS`'s.
     Compressed mode is for inference (no gradients); it measures with the caller's PyTorch
     thread count.
+
+    ``mode="engine"`` runs the C engine that ``export --format c`` writes (weights packed and
+    decoded on the fly), compiled here into a shared library and called through ctypes one sample
+    at a time (:class:`deepshrink.engine.run.EngineNet`): what a board would compute, scored in
+    Python. It needs a C compiler and a network the engine supports (one float input, one output).
     """
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
@@ -163,6 +171,10 @@ def load(
     if mode == "dense":
         tensors = decode_tensors(mf.container, mf.graph, limits)
         return CompressedModel(mf, tensors, limits)
+    if mode == "engine":
+        from deepshrink.engine.run import EngineNet
+
+        return CompressedModel(mf, None, limits, net=EngineNet(mf, limits))
     from deepshrink.storage import decode_typed
 
     typed = {name: decode_typed(name, desc, mf.container.sections, limits)
