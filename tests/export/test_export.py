@@ -42,7 +42,8 @@ class Everything(nn.Module):
         return torch.log_softmax(self.out(torch.relu(self.bn1(h))), dim=1)
 
 
-def test_onnx_matches_pytorch_for_every_op():
+def everything_model() -> Everything:
+    """:class:`Everything` (seed 0) in eval mode with batch-norm statistics that are not the identity."""
     torch.manual_seed(0)
     model = Everything().eval()
     with torch.no_grad():
@@ -50,6 +51,11 @@ def test_onnx_matches_pytorch_for_every_op():
             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def test_onnx_matches_pytorch_for_every_op():
+    model = everything_model()
     proto = to_onnx(trace(model), model.state_dict(), [1, 28, 28])
     onnx.checker.check_model(proto)
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])

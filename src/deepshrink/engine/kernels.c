@@ -328,17 +328,31 @@ DS_API void ds_linear_t(const ds_weight *w, const float *bias, const float *xt, 
  * convolution: every weight entry (ic, ky, kx) of an output channel adds w * (the input plane
  * ic, shifted) to the output plane; the loops are clipped to the padding */
 
+/* the output rows [oy0, oy1) and columns from ox0 (len of them) that the tap of kernel position
+   (ky, kx) reaches inside the input, and its input offset (dy, dx); len <= 0 when none */
+typedef struct { int32_t dy, dx, oy0, oy1, ox0, len; } ds_span;
+
+static ds_span ds_tap_span(const ds_conv *g, int32_t ky, int32_t kx) {
+    const int32_t sh = g->stride_h, sw = g->stride_w;
+    ds_span s;
+    int32_t ox1;
+    s.dy = ky * g->dil_h - g->pad_h;
+    s.dx = kx * g->dil_w - g->pad_w;
+    s.oy0 = s.dy >= 0 ? 0 : (-s.dy + sh - 1) / sh;
+    s.ox0 = s.dx >= 0 ? 0 : (-s.dx + sw - 1) / sw;
+    s.oy1 = g->in_h - 1 - s.dy < 0 ? 0 : (g->in_h - 1 - s.dy) / sh + 1;
+    ox1 = g->in_w - 1 - s.dx < 0 ? 0 : (g->in_w - 1 - s.dx) / sw + 1;
+    if (s.oy1 > g->out_h) s.oy1 = g->out_h;
+    if (ox1 > g->out_w) ox1 = g->out_w;
+    s.len = ox1 - s.ox0;
+    return s;
+}
+
 static void ds_tap(const ds_conv *g, float wv, int32_t ky, int32_t kx, const float *in, float *out) {
     const int32_t sh = g->stride_h, sw = g->stride_w;
-    const int32_t dy = ky * g->dil_h - g->pad_h, dx = kx * g->dil_w - g->pad_w;
-    int32_t oy0 = dy >= 0 ? 0 : (-dy + sh - 1) / sh;
-    int32_t ox0 = dx >= 0 ? 0 : (-dx + sw - 1) / sw;
-    int32_t oy1 = g->in_h - 1 - dy < 0 ? 0 : (g->in_h - 1 - dy) / sh + 1;
-    int32_t ox1 = g->in_w - 1 - dx < 0 ? 0 : (g->in_w - 1 - dx) / sw + 1;
-    int32_t oy, i, len;
-    if (oy1 > g->out_h) oy1 = g->out_h;
-    if (ox1 > g->out_w) ox1 = g->out_w;
-    len = ox1 - ox0;
+    const ds_span sp = ds_tap_span(g, ky, kx);
+    const int32_t dy = sp.dy, dx = sp.dx, oy0 = sp.oy0, oy1 = sp.oy1, ox0 = sp.ox0, len = sp.len;
+    int32_t oy, i;
     if (len <= 0) return;
     for (oy = oy0; oy < oy1; oy++) {
         const float *ip = in + (size_t)(oy * sh + dy) * (size_t)g->in_w + (size_t)(ox0 * sw + dx);
@@ -355,16 +369,10 @@ static void ds_tap(const ds_conv *g, float wv, int32_t ky, int32_t kx, const flo
    output's loads and stores (pointwise convolutions are all such taps) */
 static void ds_tap4(const ds_conv *g, const float *wv, int32_t ky, int32_t kx, const float *const *in, float *out) {
     const int32_t sh = g->stride_h, sw = g->stride_w;
-    const int32_t dy = ky * g->dil_h - g->pad_h, dx = kx * g->dil_w - g->pad_w;
+    const ds_span sp = ds_tap_span(g, ky, kx);
+    const int32_t dy = sp.dy, dx = sp.dx, oy0 = sp.oy0, oy1 = sp.oy1, ox0 = sp.ox0, len = sp.len;
     const float w0 = wv[0], w1 = wv[1], w2 = wv[2], w3 = wv[3];
-    int32_t oy0 = dy >= 0 ? 0 : (-dy + sh - 1) / sh;
-    int32_t ox0 = dx >= 0 ? 0 : (-dx + sw - 1) / sw;
-    int32_t oy1 = g->in_h - 1 - dy < 0 ? 0 : (g->in_h - 1 - dy) / sh + 1;
-    int32_t ox1 = g->in_w - 1 - dx < 0 ? 0 : (g->in_w - 1 - dx) / sw + 1;
-    int32_t oy, i, len;
-    if (oy1 > g->out_h) oy1 = g->out_h;
-    if (ox1 > g->out_w) ox1 = g->out_w;
-    len = ox1 - ox0;
+    int32_t oy, i;
     if (len <= 0) return;
     for (oy = oy0; oy < oy1; oy++) {
         const size_t at = (size_t)(oy * sh + dy) * (size_t)g->in_w + (size_t)(ox0 * sw + dx);

@@ -231,12 +231,9 @@ class DenseKernel(Kernel):
         return self.w
 
 
-@register_kernel
-class TorchCSRKernel(Kernel):
-    """``torch.sparse_csr_tensor`` (int32 indices) times the input: ``addmv`` for one row,
-    ``addmm`` of the transposed input otherwise; convolutions through ``F.unfold``."""
-
-    name = "csr"
+class _CSRKernel(Kernel):
+    """What the CSR kernels share: ungrouped layers only (convolutions through ``F.unfold``) and
+    the bytes of a CSR matrix."""
 
     @classmethod
     def unsupported(cls, layer: Layer) -> str | None:
@@ -245,6 +242,14 @@ class TorchCSRKernel(Kernel):
     @classmethod
     def estimate_bytes(cls, layer: Layer) -> int:
         return _csr_bytes(layer)
+
+
+@register_kernel
+class TorchCSRKernel(_CSRKernel):
+    """``torch.sparse_csr_tensor`` (int32 indices) times the input: ``addmv`` for one row,
+    ``addmm`` of the transposed input otherwise; convolutions through ``F.unfold``."""
+
+    name = "csr"
 
     def __init__(self, layer: Layer):
         import warnings
@@ -289,7 +294,7 @@ class TorchCSRKernel(Kernel):
 
 
 @register_kernel
-class ScipyCSRKernel(Kernel):
+class ScipyCSRKernel(_CSRKernel):
     """``scipy.sparse.csr_matrix`` (int32 indices) times the input as numpy: a matrix-vector
     product for one row, else the product with the transposed input; convolutions through
     ``F.unfold``."""
@@ -303,14 +308,6 @@ class ScipyCSRKernel(Kernel):
         except ImportError:
             return "scipy is not installed"
         return None
-
-    @classmethod
-    def unsupported(cls, layer: Layer) -> str | None:
-        return super().unsupported(layer) or _check_conv(layer)
-
-    @classmethod
-    def estimate_bytes(cls, layer: Layer) -> int:
-        return _csr_bytes(layer)
 
     def __init__(self, layer: Layer):
         import scipy.sparse as sp
