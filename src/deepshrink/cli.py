@@ -547,7 +547,10 @@ def cmd_export(run: Run) -> dict[str, Any]:
         extra = ""
         if out["format"] == "onnx":
             extra = (f"; {out['ratio_to_dsz']:.2f}× the .dsz ({_kb(out['dsz_bytes'])}), compact" if out["compact"] else "")
-            extra += (f"; takes {'raw' if out['preprocessing'] else 'preprocessed float32'} input"
+            takes = ("raw" if out["preprocessing"] else "preprocessed float32") + " input"
+            if len(out["inputs"]) > 1 or out["inputs"][0]["dtype"] != "float32":
+                takes = ", ".join(f"{i['name']} ({i['dtype']})" for i in out["inputs"])
+            extra += (f"; takes {takes}"
                      f"; onnxruntime vs PyTorch: max |diff| {out['max_abs_diff']:.2e}, "
                      f"argmax agreement {_pct(out['argmax_agreement'])}")
         run.console.print(Text(f"exported {args.file} → {out['path']} ({out['format']}, {_kb(out['bytes'])}){extra}"))

@@ -86,6 +86,7 @@ def test_onnx_export_agrees_with_onnxruntime(packed, tmp_path):
     _, data = packed
     out = export(data, tmp_path / "enc.onnx")
     assert out["max_abs_diff"] < 1e-5 and out["argmax_agreement"] is None and out["num_classes"] is None
+    assert [i["dtype"] for i in out["inputs"]] == ["int64", "int64"]  # what the CLI says the export takes
     proto = onnx.load(str(tmp_path / "enc.onnx"))
     assert [(i.name, i.type.tensor_type.elem_type) for i in proto.graph.input] == [
         ("input_ids", onnx.TensorProto.INT64), ("attention_mask", onnx.TensorProto.INT64)]

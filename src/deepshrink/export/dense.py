@@ -214,5 +214,7 @@ def export(
     write_bytes_atomic(out, data)
     return {"format": fmt, "path": str(out), "bytes": len(data), "preprocessing": with_preprocessing,
             "compact": compact, "dsz_bytes": model.file_bytes, "ratio_to_dsz": len(data) / model.file_bytes,
-            "num_classes": classes, **check}
+            "num_classes": classes,
+            "inputs": [{"name": n, "dtype": model.graph.dtypes[n], "shape": list(sh)} for n, sh in _inputs(model).items()],
+            **check}
 
