@@ -1,5 +1,6 @@
 # deepshrink: two commands on a fresh machine.
-#   make demo   train LeNet-300-100 on Fashion-MNIST, compress it (Deep Compression, then the low-rank chain), evaluate and export
+#   make demo   train LeNet-300-100 on Fashion-MNIST, compress it (Deep Compression, then the low-rank chain), evaluate and export;
+#               then build the C engine with cc and classify the test set with it
 #   make test   run the test suite
 # Both create the virtual environment (.venv) and install the pinned dependencies first.
 
@@ -34,6 +35,7 @@ demo: $(STAMP) data
 bench: $(STAMP) data
 	$(PY) bench/deep_compression.py
 	$(PY) bench/lowrank.py
+	$(PY) bench/runtime.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -36,13 +36,13 @@ make -s -C "$RUNS/engine"
 DATA_DIR="${DEEPSHRINK_DATA:-/usr/share/datasets}/fashion-mnist"
 idx() { if [ -f "$1.gz" ]; then zcat "$1.gz"; else cat "$1"; fi; }   # gzipped or raw IDX
 # the IDX files' payloads are the raw uint8 images and labels the engine's main reads
-idx "$DATA_DIR/t10k-images-idx3-ubyte" | tail -c +17 > "$RUNS/engine/test-images.u8"
-idx "$DATA_DIR/t10k-labels-idx1-ubyte" | tail -c +9 | od -An -v -tu1 -w1 | tr -d ' ' > "$RUNS/engine/test-labels.txt"
-"$RUNS/engine/main" "$RUNS/engine/test-images.u8" > "$RUNS/engine/predictions.txt"
-paste -d' ' "$RUNS/engine/predictions.txt" "$RUNS/engine/test-labels.txt" | awk '
+idx "$DATA_DIR/t10k-images-idx3-ubyte" | tail -c +17 > "$RUNS/test-images.u8"
+idx "$DATA_DIR/t10k-labels-idx1-ubyte" | tail -c +9 | od -An -v -tu1 -w1 | tr -d ' ' > "$RUNS/test-labels.txt"
+"$RUNS/engine/main" "$RUNS/test-images.u8" > "$RUNS/engine-predictions.txt"
+paste -d' ' "$RUNS/engine-predictions.txt" "$RUNS/test-labels.txt" | awk '
   $1 == $2 { ok++ } END { printf "C engine: test accuracy %.2f%% on %d Fashion-MNIST test images\n", 100 * ok / NR, NR }'
-head -c 784 "$RUNS/engine/test-images.u8" > "$RUNS/engine/one-image.u8"
-echo "C engine latency per image (one core): $("$RUNS/engine/main" --time 20000 "$RUNS/engine/one-image.u8")"
+head -c 784 "$RUNS/test-images.u8" > "$RUNS/one-image.u8"
+echo "C engine latency per image (one core): $("$RUNS/engine/main" --time 20000 "$RUNS/one-image.u8")"
 ( cd "$RUNS/engine" && size model.o | awk 'NR == 2 { printf "C engine flash (text + data of model.o): %d bytes\n", $1 + $2 }' )
 echo "C engine RAM arena: $(awk '/define MODEL_ARENA_BYTES/ { print $3 }' "$RUNS/engine/model.h") bytes"
 ls -l "$RUNS"
