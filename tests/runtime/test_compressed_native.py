@@ -58,6 +58,26 @@ def test_native_keeps_the_packed_weight_only(lenet300):
 
 
 @needs_cc
+def test_prefer_memory_keeps_the_fewest_bytes_and_matches_dense(lenet300, fashion):
+    """prefer="memory": per layer the correct kernel holding the fewest bytes, one for every batch."""
+    fast = ds.load(lenet300, mode="compressed")
+    small = ds.load(lenet300, mode="compressed", prefer="memory")
+    for k in small.kernels:
+        assert k["kernel_batch1"] == k["kernel_batchN"]
+    assert small.net.weight_bytes_resident <= fast.net.weight_bytes_resident
+    assert small.net.weight_bytes_resident < sum(k["weight_bytes_dense"] for k in small.kernels) / 10
+    images = SPEC.apply(fashion.x_test[:64])
+    dense = ds.load(lenet300)
+    with torch.no_grad():
+        for n in (1, 64):
+            _agree(small(images[:n]), dense(images[:n]))
+    with pytest.raises(ds.DeepshrinkError, match="prefer"):
+        ds.load(lenet300, mode="compressed", prefer="fast")
+    with pytest.raises(ds.DeepshrinkError, match="prefer"):
+        ds.load(lenet300, prefer="memory")
+
+
+@needs_cc
 def test_native_runs_grouped_dilated_same_and_1d_convolutions():
     torch.manual_seed(11)
     net = Convs().eval()

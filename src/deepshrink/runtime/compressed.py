@@ -49,12 +49,13 @@ class CompressedNet(nn.Module):
     tensor; see :mod:`deepshrink.storage.tensors`) and each layer's kernel chosen by measuring.
 
     ``plan`` gives every value's per-sample shape (the layers' synthetic inputs); ``large_batch``
-    is the large batch measured; ``kernels`` forces kernels (see :func:`deepshrink.load`).
+    is the large batch measured; ``kernels`` forces kernels and ``prefer`` says what to optimise
+    (``"speed"`` or ``"memory"``; see :func:`deepshrink.load`).
     :attr:`kernels` reports the choice per layer and :attr:`select_seconds` the time it took.
     """
 
     def __init__(self, graph: Graph, typed: Mapping[str, CompressedTensor], plan: Plan, *,
-                 large_batch: int = 64, kernels: KernelRequest = None):
+                 large_batch: int = 64, kernels: KernelRequest = None, prefer: str = "speed"):
         super().__init__()
         self.graph = graph
         shapes = {k: tuple(v.shape) for k, v in typed.items()}
@@ -80,7 +81,7 @@ class CompressedNet(nn.Module):
                                 dense[bias] if bias else None, plan.shapes[node.inputs[0]], plan.shapes[node.name],
                                 param=node.params["weight"]))
         forced = resolve_request(kernels, layers)
-        selector = Selector(large_batch)
+        selector = Selector(large_batch, prefer=prefer)
         self.choices: dict[str, Choice] = {}
         shared: dict[tuple, Choice] = {}  # nodes running one weight on one input shape share their kernels
         for node, layer in zip(layer_nodes, layers):

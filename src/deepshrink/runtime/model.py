@@ -138,6 +138,7 @@ def load(
     limits: Limits | None = None,
     mode: Literal["dense", "compressed", "engine"] = "dense",
     kernels: KernelRequest = None,
+    prefer: str = "speed",
 ) -> CompressedModel:
     """Read, verify and decode a deepshrink file into a :class:`CompressedModel`.
 
@@ -155,7 +156,9 @@ def load(
     kernel name for every layer it can run, or a mapping of layer name to kernel name
     (``{"fc1": "csr"}``); the names are :data:`deepshrink.runtime.kernels.KERNELS`'s.
     Compressed mode is for inference (no gradients); it measures with the caller's PyTorch
-    thread count.
+    thread count. ``prefer="memory"`` keeps, per layer, the correct kernel holding the fewest
+    bytes (usually the engine's packed weights, when a compiler is present) instead of the
+    fastest one, one kernel for every batch size.
 
     ``mode="engine"`` runs the C engine that ``export --format c`` writes (weights packed and
     decoded on the fly), compiled here into a shared library and called through ctypes one sample
@@ -164,6 +167,8 @@ def load(
     """
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    if prefer != "speed" and mode != "compressed":
+        raise ConfigError("prefer= chooses how mode='compressed' picks its kernels; other modes have none to pick")
     if kernels is not None and mode != "compressed":
         raise ConfigError("kernels= chooses the kernels of mode='compressed'; dense mode runs PyTorch's own")
     limits = limits or Limits()
@@ -180,5 +185,5 @@ def load(
     typed = {name: decode_typed(name, desc, mf.container.sections, limits)
              for name, desc in mf.container.header["tensors"].items()}
     large = min(LARGE_BATCH, max_batch(mf, limits))
-    net = CompressedNet(mf.graph, typed, mf.plan, large_batch=large, kernels=kernels)
+    net = CompressedNet(mf.graph, typed, mf.plan, large_batch=large, kernels=kernels, prefer=prefer)
     return CompressedModel(mf, None, limits, net=net)

@@ -52,6 +52,10 @@ TOTAL_BUDGET_S = 3.0
 TOLERANCE = 1e-4
 """Largest |candidate - dense| on the synthetic input, relative to the dense output's scale."""
 
+PREFER = ("speed", "memory")
+"""What the selector optimises: the fastest kernel per batch regime, or the fewest resident bytes
+(among the kernels whose output matches the dense kernel's), one kernel for every batch."""
+
 KernelRequest = str | Mapping[str, str] | None
 """``kernels=`` of :func:`deepshrink.load`: None (measure), one kernel name for every layer that
 it can run, or layer name → kernel name."""
@@ -136,7 +140,10 @@ def _kernel_class(name: str) -> type[Kernel]:
 class Selector:
     """Chooses the kernels of a network's layers, sharing one measuring budget."""
 
-    def __init__(self, large_batch: int = LARGE_BATCH, total_budget_s: float | None = None):
+    def __init__(self, large_batch: int = LARGE_BATCH, total_budget_s: float | None = None, prefer: str = "speed"):
+        if prefer not in PREFER:
+            raise ConfigError(f"prefer must be one of {list(PREFER)}, got {prefer!r}")
+        self.prefer = prefer
         self.large_batch = max(1, large_batch)
         self.budget_left = TOTAL_BUDGET_S if total_budget_s is None else total_budget_s
         self.seconds = 0.0
@@ -183,6 +190,9 @@ class Selector:
             measured.append(self._measure(candidates, x, rejected))
             for name, us in measured[-1].items():
                 timings.setdefault(name, {})[f"batch{batch}"] = round(us, 2)
+        if self.prefer == "memory":  # the fewest resident bytes among the correct kernels, one for both regimes
+            name = min((n for n in candidates), key=lambda n: (candidates[n].resident_bytes, measured[0].get(n, 0.0)))
+            return Choice(layer, candidates[name], candidates[name], timings, rejected)
         # a candidate dropped at the large batch is out of both regimes
         small, large = (min((n for n in times if n in candidates), key=times.__getitem__)
                         for times in (measured[0], measured[-1]))
