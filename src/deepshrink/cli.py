@@ -443,7 +443,9 @@ def cmd_eval(run: Run) -> dict[str, Any]:
     from deepshrink.train import evaluate_metrics, get_objective, outputs
 
     args = run.args
-    model = load(args.file, mode=args.runtime)
+    if args.prefer != "speed" and args.runtime != "compressed":
+        raise ConfigError("--prefer chooses how --runtime compressed picks its kernels; add --runtime compressed")
+    model = load(args.file, mode=args.runtime, **({"prefer": args.prefer} if args.runtime == "compressed" else {}))
     objective = get_objective(_file_objective(model))
     data_name, source = _eval_data(run, model)
     seed = args.seed if args.seed is not None else _recorded(model.meta, "seed", int) or 0
@@ -733,6 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the layers from dense weights (default), from the compressed weights, each with the "
                         "kernel measured fastest at load (listed under \"kernels\" with --json), or through the C "
                         "engine of export --format c, compiled here (needs a C compiler)")
+    p.add_argument("--prefer", choices=["speed", "memory"], default="speed",
+                   help="with --runtime compressed: per layer the fastest kernel (default), or the one keeping the "
+                        "fewest bytes of weights (the packed weights of the C kernels when a compiler is present)")
     _common(p)
 
     p = command("info", cmd_info, "structure and per-layer / per-section bytes of a .dsz file")

@@ -333,6 +333,16 @@ def test_eval_reports_the_runtime_and_its_kernels(files, tmp_path, capsys, fashi
     code = main(["eval", str(files["lenet300"]), "--data", str(npz), "--runtime", "fast", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 2 and "--runtime" in out["error"]
+    code = main(["eval", str(files["lenet300"]), "--data", str(npz), "--runtime", "compressed", "--prefer", "memory",
+                 "--json", "--no-progress"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["accuracy"] == outs["dense"]["accuracy"]
+    assert all(k["kernel_batch1"] == k["kernel_batchN"] for k in out["kernels"])
+    assert sum(k["weight_bytes_resident"] for k in out["kernels"]) <= sum(
+        k["weight_bytes_resident"] for k in outs["compressed"]["kernels"])
+    code = main(["eval", str(files["lenet300"]), "--data", str(npz), "--prefer", "memory", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 2 and "--prefer" in out["error"]
 
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "attacks"))
