@@ -25,9 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deepshrink.storage.tensors import (
-    CodebookTensor, CompressedTensor, DenseTensor, SparseCodebookTensor, SparseTensor,
-)
+from deepshrink.storage.tensors import CompressedTensor
 
 KINDS = ("dense", "codebook/dense", "codebook/sparse", "float/sparse")
 """The layouts, in the order of the kernels' ``DS_DENSE`` ... ``DS_F_SPARSE`` constants."""
@@ -184,12 +182,6 @@ def read_fields(stream: np.ndarray, n: int, width: int) -> np.ndarray:
 # choosing and building a layout
 
 
-def _rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:
-    if len(shape) < 2:
-        return 1, math.prod(shape)
-    return shape[0], math.prod(shape[1:])
-
-
 def _gaps(rows: int, cols: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row of each entry and its gap (zeros skipped since the previous entry of its row)."""
     row = positions // max(cols, 1)
@@ -248,54 +240,41 @@ def _counts(counts: np.ndarray) -> np.ndarray:
 def pack(t: CompressedTensor, kind: str | None = None) -> PackedWeight:
     """``t`` in the layout ``kind`` (one of :data:`KINDS` the tensor allows: codebook layouts need
     a codebook tensor), or, with None, the allowed layout of fewest bytes (ties: the dense one,
-    which decodes faster)."""
+    which decodes faster).
+
+    Every typed tensor describes itself to the engine through its CSR view
+    (:meth:`~deepshrink.storage.tensors.CompressedTensor.csr`): its kept entries by rows, as codebook
+    indices (with the codebook) or float values, so a new tensor type needs no case here."""
     shape = tuple(int(d) for d in t.shape)
-    rows, cols = _rows_cols(shape)
-    if isinstance(t, (CodebookTensor, SparseCodebookTensor)):
-        k = len(t.codebook)
-        table = np.append(np.asarray(t.codebook, np.float32), np.float32(0.0))
+    c = t.csr()
+    rows, cols = c.shape
+    positions = np.repeat(np.arange(rows, dtype=np.int64), np.diff(c.indptr)) * cols + c.indices.astype(np.int64)
+    row, gaps = _gaps(rows, cols, positions)
+    if c.codebook is not None:
+        k = len(c.codebook)
+        table = np.append(np.asarray(c.codebook, np.float32), np.float32(0.0))
         vb = max(1, int(k).bit_length())
-        if isinstance(t, CodebookTensor):
-            flat = t.indices.reshape(-1).astype(np.int64)
-            positions = np.flatnonzero(flat != k)
-            syms = flat[positions]
-        else:
-            positions, syms = t.positions.astype(np.int64), t.indices.astype(np.int64)
-        row, gaps = _gaps(rows, cols, positions)
+        syms = c.values.astype(np.int64)
         sparse_bytes, gb = _sparse_cost(rows, row, gaps, vb, 0) if vb < MAX_FIELD_BITS else (None, 0)
         dense_bytes = (rows * cols * vb + 7) // 8 + PAD_BYTES
-        allowed = ("codebook/dense", "codebook/sparse")
         if kind is None:
             kind = "codebook/sparse" if sparse_bytes is not None and sparse_bytes < dense_bytes else "codebook/dense"
-        _check_kind(kind, allowed, t)
+        _check_kind(kind, ("codebook/dense", "codebook/sparse"), t)
         if kind == "codebook/dense":
-            if isinstance(t, CodebookTensor):
-                idx = t.indices.reshape(-1).astype(np.int64)
-            else:
-                idx = np.full(rows * cols, k, np.int64)
-                idx[positions] = syms
+            idx = np.full(rows * cols, k, np.int64)  # index K: the zero appended to the table
+            idx[positions] = syms
             return PackedWeight(kind, shape, 0, vb, bits=write_fields(idx, vb), table=table)
         fields, counts, _ = _sparse_stream(rows, row, gaps, gb, syms, k)
         return PackedWeight(kind, shape, gb, vb, bits=write_fields(fields, gb + vb), counts=_counts(counts), table=table)
-    if isinstance(t, DenseTensor):
-        flat = np.asarray(t.values, np.float32).reshape(-1)
-        positions = np.flatnonzero(flat.view(np.uint32) != 0)  # -0.0 is kept, to stay bit-exact
-        values = flat[positions]
-    elif isinstance(t, SparseTensor):
-        positions, values = t.positions.astype(np.int64), np.asarray(t.values, np.float32)
-        flat = None
-    else:
-        raise TypeError(f"cannot pack a {type(t).__name__}")
-    row, gaps = _gaps(rows, cols, positions)
+    values = np.asarray(c.values, np.float32)
     sparse_bytes, gb = _sparse_cost(rows, row, gaps, 0, 4)
     if kind is None:
         kind = "float/sparse" if sparse_bytes < 4 * rows * cols else "dense"
     _check_kind(kind, ("dense", "float/sparse"), t)
     if kind == "dense":
-        if flat is None:
-            flat = np.zeros(rows * cols, np.float32)
-            flat[positions] = values
-        return PackedWeight(kind, shape, values=np.ascontiguousarray(flat, np.float32))
+        flat = np.zeros(rows * cols, np.float32)
+        flat[positions] = values
+        return PackedWeight(kind, shape, values=flat)
     fields, counts, real = _sparse_stream(rows, row, gaps, gb, None, 0)
     vals = np.zeros(len(fields), np.float32)
     vals[real] = values

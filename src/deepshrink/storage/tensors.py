@@ -250,8 +250,8 @@ class DenseTensor(CompressedTensor):
         return self.values
 
     def csr(self) -> CSRMatrix:
-        flat = self.values.reshape(-1)
-        positions = np.flatnonzero(flat)
+        flat = np.ascontiguousarray(self.values, np.float32).reshape(-1)
+        positions = np.flatnonzero(flat.view(np.uint32) != 0)  # -0.0 is kept: the view is bit-exact
         return _csr(self.shape, positions, flat[positions], None)
 
     def to_onnx(self, g: Any, name: str) -> str:
