@@ -97,12 +97,12 @@ def test_a_stage_checks_a_model_without_training(kind):
 
 
 def test_order_and_graph_change_are_class_attributes():
-    kinds = sorted(STAGES, key=lambda k: STAGES[k].order)
+    kinds = [k for k in sorted(STAGES, key=lambda k: STAGES[k].order) if k in EXAMPLES]
     assert kinds == ["prune", "lowrank", "share", "code"]
     assert [STAGES[k].changes_graph for k in kinds] == [False, True, False, False]
     stages = [STAGES[k].parse(EXAMPLES[k], k) for k in kinds]
     Recipe("ok", tuple(stages))
-    with pytest.raises(ConfigError, match="in the order prune, lowrank, share, code"):
+    with pytest.raises(ConfigError, match="in the order .*prune, .*lowrank, share, .*code"):
         Recipe("backwards", (stages[2], stages[0]))
     with pytest.raises(ConfigError, match="at most once"):
         Recipe("twice", (stages[0], stages[0]))
@@ -117,7 +117,7 @@ def test_a_kind_or_order_registered_twice_is_a_programming_error():
         @dataclass(frozen=True)
         class Again(Stage):
             kind: ClassVar[str] = "melt"
-            order: ClassVar[int] = 0
+            order: ClassVar[int] = STAGES["prune"].order
     assert "melt" not in STAGES
 
 

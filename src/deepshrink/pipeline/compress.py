@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ from deepshrink.recipes.config import Recipe
 from deepshrink.recipes.stages import MAX_DROP_GRID, CodeStage, Layer
 from deepshrink.runtime import load
 from deepshrink.storage import TensorCoding, TensorReport
+from deepshrink.storage.tensors import CompressedTensor
 from deepshrink.train import Objective, get_objective
 
 #: Training samples that probe the stored network: it must reproduce the model on them.
@@ -154,10 +156,14 @@ def dense_bytes(model: nn.Module, graph: Graph | None = None) -> int:
     return sum(state[p].numel() * 4 for p in graph.param_names)
 
 
-def coding_rule(code: CodeStage, coder: Coder, order: list[str], kinds: dict[str, str]) -> CodingRule:
-    """How each parameter is stored, from a code stage's per-layer rules."""
+def coding_rule(code: CodeStage, coder: Coder, order: list[str], kinds: dict[str, str],
+                forms: Mapping[str, CompressedTensor] | None = None) -> CodingRule:
+    """How each parameter is stored, from a code stage's per-layer rules; a parameter with a
+    typed form in ``forms`` (what a quantise, hash or DCT stage left) is stored as that form."""
 
     def rule(name: str, tensor: np.ndarray, op: str, role: str) -> TensorCoding:
+        if forms and name in forms:
+            return TensorCoding(coder=coder, form=forms[name])
         layer = name[: -len(".weight")] if name.endswith(".weight") else name
         if role != "weight" or layer not in kinds:
             return TensorCoding(compress=False)
@@ -252,12 +258,14 @@ def compress(
     for i, stage in enumerate(recipe.stages, 1):
         start = time.perf_counter()
         detail = stage.run(model, ctx)
-        if stage.changes_graph:
+        if ctx.model is not model:  # the stage replaced the model (a student)
+            model = ctx.model
+        elif stage.changes_graph:
             ctx.refresh(model)  # e.g. two layers where there was one
         if stage is code:
             coder = code.coder
         blob, pack_report = pack_model(
-            model, data.input_spec, coding=coding_rule(code, coder, ctx.order, ctx.kinds),
+            model, data.input_spec, coding=coding_rule(code, coder, ctx.order, ctx.kinds, ctx.forms),
             meta={**(meta or {}), "recipe": recipe.name, "stage": stage.kind, "objective": obj.name},
             graph=ctx.graph, verify=False,
         )

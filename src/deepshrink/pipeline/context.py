@@ -26,6 +26,7 @@ from deepshrink.data.split import Split
 from deepshrink.errors import ConfigError, DataError
 from deepshrink.graph import Graph, trace
 from deepshrink.prune import layer_kind, prunable_layers
+from deepshrink.storage.tensors import CompressedTensor
 from deepshrink.train import History, Objective, TrainConfig, evaluate, evaluate_metrics, loop, outputs
 from deepshrink.train.loop import as_split
 
@@ -68,6 +69,13 @@ class CompressContext:
     kinds: dict[str, str] = field(default_factory=dict)
     progress: bool | None = None
     search_samples: int = SEARCH_SAMPLES
+    model: nn.Module | None = None
+    """The model the stages change; a stage that replaces it (distillation into a student)
+    calls :meth:`replace`."""
+    forms: dict[str, CompressedTensor] = field(default_factory=dict)
+    """Typed tensors that stages stored for parameters (by parameter name, e.g. ``fc1.weight``):
+    the file stores each as it is (:class:`~deepshrink.storage.TensorCoding`'s ``form``), and
+    :meth:`fit` leaves those parameters alone."""
 
     @classmethod
     def create(cls, model: nn.Module, data: DataSource, objective: Objective, *, graph: Graph | None = None,
@@ -82,7 +90,7 @@ class CompressContext:
         for name, split in splits.items():
             if objective.wants_teacher() or (teach_train and name == "train"):
                 teacher[name] = outputs(model, split)
-        ctx = cls(splits, objective, teacher, graph or trace(model), progress=progress)
+        ctx = cls(splits, objective, teacher, graph or trace(model), progress=progress, model=model)
         ctx.layers, ctx.kinds = layer_table(model)
         return ctx
 
@@ -101,16 +109,28 @@ class CompressContext:
         self.graph = trace(model, inputs=self.graph.inputs)
         self.layers, self.kinds = layer_table(model)
 
+    def replace(self, model: nn.Module) -> None:
+        """Make ``model`` the run's model from now on (a student instead of the teacher): the
+        stages after this one change it, and the file stores it. Stored forms are dropped."""
+        self.model = model
+        self.forms.clear()
+        self.refresh(model)
+
     # the trainer ------------------------------------------------------------------------------
 
     def fit(self, model: nn.Module, config: TrainConfig, *, desc: str,
-            params: list[nn.Parameter] | None = None) -> float | None:
-        """Retrain ``model`` on the training split with the run's objective; returns the best
-        validation score (None without a validation split)."""
-        h: History = loop.fit(model, self.splits["train"], self.splits["val"], config, params=params, desc=desc,
+            params: list[nn.Parameter] | None = None,
+            penalty: Callable[[], torch.Tensor] | None = None) -> float | None:
+        """Retrain ``model`` (or only ``params``) on the training split with the run's objective,
+        plus ``penalty()`` per step when given (a prior's negative log-likelihood); returns the
+        best validation score (None without a validation split). Parameters whose typed form a
+        stage stored (:attr:`forms`) are never trained."""
+        fixed = {id(p) for n, p in model.named_parameters() if n in self.forms}
+        chosen = [p for p in (params if params is not None else model.parameters()) if id(p) not in fixed]
+        h: History = loop.fit(model, self.splits["train"], self.splits["val"], config, params=chosen, desc=desc,
                          progress=self.progress, objective=self.objective,
                          teacher=self.teacher["train"] if self.objective.wants_teacher(config) else None,
-                         val_teacher=self.teacher["val"])
+                         val_teacher=self.teacher["val"], penalty=penalty)
         best = h.best_val_accuracy
         return None if h.best_epoch < 0 or best != best else best
 

@@ -59,6 +59,9 @@ class Layer:
 
     kind: str
     module: nn.Module | None = None
+    fixed_by: str | None = None
+    """The stage that stored this layer's weight in a form of its own (integer levels, hashed
+    buckets, DCT coefficients): no later stage may change the weight (see :meth:`Stage.touch`)."""
 
 
 def _train(raw: Any, where: str, default: TrainConfig) -> TrainConfig:
@@ -97,6 +100,9 @@ class Stage:
     """Per-layer setting → allowed types (checked when rules are parsed)."""
     trainings: ClassVar[tuple[str, ...]] = ()
     """Names of the :class:`TrainConfig` fields of the stage (its retraining runs)."""
+    stores_form: ClassVar[bool] = False
+    """Whether the stage stores the weights it changes in a form of its own (a typed tensor in
+    ``ctx.forms`` that the file's encoding writes as it is): later stages may not change them."""
     layers: LayerRules
 
     # recipes ----------------------------------------------------------------------------------
@@ -142,6 +148,23 @@ class Stage:
         layers before the stage, in definition order); return the layers after it."""
         return dict(layers)
 
+    def touch(self, layers: Mapping[str, Layer], names: Any) -> dict[str, Layer]:
+        """The layers after this stage changes the weights of ``names``: a :class:`ConfigError`
+        when an earlier stage stored one of them in a form of its own (hashing followed by
+        k-means sharing of the same layer, for example), naming both stages; with
+        :attr:`stores_form`, the changed layers are marked as fixed by this stage."""
+        out = dict(layers)
+        for name in names:
+            layer = layers[name]
+            if layer.fixed_by is not None:
+                raise ConfigError(
+                    f"layer {name!r} is stored by the {layer.fixed_by!r} stage in a form of its own; the {self.kind!r} "
+                    f"stage cannot change it afterwards (the two cannot compose on one layer). Leave the layer out "
+                    f"of one of the two stages' rules")
+            if self.stores_form:
+                out[name] = Layer(layer.kind, layer.module, self.kind)
+        return out
+
     # running ----------------------------------------------------------------------------------
 
     def run(self, model: nn.Module, ctx: CompressContext) -> dict[str, Any]:
@@ -176,7 +199,7 @@ class PruneStage(Stage):
     ``sparsity`` (fraction pruned) or ``quality`` (threshold = quality × std of the layer)."""
 
     kind: ClassVar[str] = "prune"
-    order: ClassVar[int] = 0
+    order: ClassVar[int] = 20
     settings: ClassVar[Mapping[str, Any]] = {"sparsity": NUM, "quality": NUM}
     trainings: ClassVar[tuple[str, ...]] = ("retrain",)
 
@@ -208,8 +231,7 @@ class PruneStage(Stage):
         return out
 
     def check(self, layers, *, has_val):
-        self.targets(_kinds(layers))
-        return dict(layers)
+        return self.touch(layers, self.targets(_kinds(layers)))
 
     def run(self, model, ctx):
         targets = self.targets(ctx.kinds)
@@ -262,7 +284,7 @@ class LowRankStage(Stage):
     names them exactly; the report lists the skipped layers and why."""
 
     kind: ClassVar[str] = "lowrank"
-    order: ClassVar[int] = 1
+    order: ClassVar[int] = 40
     changes_graph: ClassVar[bool] = True
     settings: ClassVar[Mapping[str, Any]] = {
         "method": str, "rank": NUM, "energy": NUM, "max_drop": NUM, "skip": bool, "reduced_rank": NUM,
@@ -414,7 +436,7 @@ class ShareStage(Stage):
     rounded to float16 afterwards, halving their stored bytes."""
 
     kind: ClassVar[str] = "share"
-    order: ClassVar[int] = 2
+    order: ClassVar[int] = 50
     settings: ClassVar[Mapping[str, Any]] = {"bits": int}
     trainings: ClassVar[tuple[str, ...]] = ("finetune",)
 
@@ -441,8 +463,7 @@ class ShareStage(Stage):
         return bits
 
     def check(self, layers, *, has_val):
-        self.bits(_kinds(layers))
-        return dict(layers)
+        return self.touch(layers, self.bits(_kinds(layers)))
 
     def run(self, model, ctx):
         layers = ctx.layers
@@ -484,7 +505,7 @@ class CodeStage(Stage):
     measured with fixed-length codes)."""
 
     kind: ClassVar[str] = "code"
-    order: ClassVar[int] = 3
+    order: ClassVar[int] = 100
     settings: ClassVar[Mapping[str, Any]] = {"gap_bits": (int, str)}
 
     layers: LayerRules = field(default_factory=default_gap_rules)
@@ -507,3 +528,13 @@ class CodeStage(Stage):
     def run(self, model, ctx):
         return {"coder": self.coder.value}
 
+
+
+# --- the stages of the other techniques --------------------------------------------------------
+# Each registers itself from its own package (imported here, after the base classes, so that
+# STAGES is complete wherever it is read): distillation into a student and dense-sparse-dense,
+# structured pruning, uniform / binary / ternary quantisation, DCT transform coding and hashing.
+import deepshrink.distill.stage  # noqa: E402,F401
+import deepshrink.quant.stage  # noqa: E402,F401
+import deepshrink.structured.stage  # noqa: E402,F401
+import deepshrink.transform.stage  # noqa: E402,F401

@@ -205,6 +205,15 @@ class Encoding:
     def encode(self, name: str, t: Prepared, coder: Coder, gap_bits: int) -> EncodedTensor:
         raise NotImplementedError(f"{type(self).__name__} must implement encode()")
 
+    writes_forms: ClassVar[bool] = False
+    """Whether :meth:`encode_form` stores a typed tensor of :attr:`typed` as it is (the form a
+    stage left in ``ctx.forms``: integer levels and scales, hashed buckets, DCT coefficients),
+    rather than the encoding being chosen by analysing the dense values."""
+
+    def encode_form(self, name: str, form: CompressedTensor, coder: Coder) -> EncodedTensor:
+        """Store ``form`` (an instance of :attr:`typed`) exactly, its streams coded with ``coder``."""
+        raise NotImplementedError(f"{type(self).__name__} stores no typed form")
+
     def decode_typed(self, checked: CheckedDescriptor, sections: Mapping[str, memoryview]) -> CompressedTensor:
         """The typed tensor (see :mod:`deepshrink.storage.tensors`) of a checked descriptor."""
         raise NotImplementedError(f"{type(self).__name__} must implement decode_typed()")
@@ -294,6 +303,14 @@ def register_encoding(cls: E) -> E:
             raise TypeError(f"encoding {cls.name!r}, section {s.suffix!r}: needs exactly one of stream/length and a role")
     ENCODINGS[cls.name] = cls()
     return cls
+
+
+def form_encoding(form: CompressedTensor) -> Encoding:
+    """The registered encoding that stores typed tensors of ``form``'s class as they are."""
+    for e in ENCODINGS.values():
+        if e.writes_forms and type(form) is e.typed:
+            return e
+    raise TypeError(f"no registered encoding stores a {type(form).__name__} as it is")
 
 
 def encoding_of(name: str, desc: Any) -> Encoding:
@@ -588,3 +605,7 @@ def format_tables() -> str:
               "coder's width)."]
     return "\n".join(lines) + "\n"
 
+
+# the encodings of the other techniques register from their packages (after the base classes)
+import deepshrink.quant.encoding  # noqa: E402,F401
+import deepshrink.transform.encoding  # noqa: E402,F401

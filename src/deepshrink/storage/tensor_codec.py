@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from deepshrink.coding import Coder, stream_size
-from deepshrink.errors import ConfigError
+from deepshrink.errors import ConfigError, ModelError
 from deepshrink.storage.encodings import (
     ENCODINGS,
     MAX_CODEBOOK,
@@ -21,8 +21,10 @@ from deepshrink.storage.encodings import (
     EncodedTensor,
     Prepared,
     SharedValues,
+    form_encoding,
     symbol_bits,
 )
+from deepshrink.storage.tensors import CompressedTensor
 
 #: Gap widths tried when a coding gives none (``gap_bits=None``).
 AUTO_GAP_BITS = tuple(range(2, 11))
@@ -41,6 +43,10 @@ DEFAULT_GAP_BITS = {"conv": 8, "linear": 5, "embedding": 8}
 SYMBOL_COST_BITS = 1 / 64
 
 
+class StaleForm(ModelError):
+    """A tensor's weights differ from the typed form a stage stored for it."""
+
+
 @dataclass(frozen=True)
 class TensorCoding:
     """How to store one tensor. ``compress=False`` stores it raw (float32, or float16 when that
@@ -53,6 +59,10 @@ class TensorCoding:
     gap_bits: int | None = DEFAULT_GAP_BITS["linear"]
     max_codebook: int = 256
     layout: str = "auto"
+    form: CompressedTensor | None = None
+    """A typed tensor a stage left for this tensor (``ctx.forms``): stored as it is by the
+    encoding that writes its class (:func:`~deepshrink.storage.encodings.form_encoding`); the
+    tensor's values must equal ``form.to_dense()`` bit for bit."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "coder", Coder(self.coder))
@@ -130,6 +140,13 @@ def encode_tensor(name: str, array: np.ndarray, coding: TensorCoding) -> Encoded
     with too many distinct values for ``max_codebook`` keeps its values as floats
     (``float/sparse``).
     """
+    if coding.form is not None:
+        dense = np.asarray(coding.form.to_dense(), dtype=np.float32)
+        values = np.ascontiguousarray(array, dtype=np.float32)
+        if dense.shape != values.shape or not np.array_equal(dense.view(np.uint32), values.view(np.uint32)):
+            raise StaleForm(f"tensor {name!r}: its weights no longer equal the {type(coding.form).__name__} a stage "
+                            "stored for it (a later step changed them); refusing to store a different network")
+        return form_encoding(coding.form).encode_form(name, coding.form, coding.coder)
     t = Prepared.of(array, coding.max_codebook if coding.compress else 0)
     best = _Plan("raw", 0, 0)
     if coding.compress and t.flat.size:

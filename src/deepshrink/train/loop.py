@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -170,6 +170,7 @@ def fit(
     objective: str | Objective = "classify",
     teacher: torch.Tensor | None = None,
     val_teacher: torch.Tensor | None = None,
+    penalty: Callable[[], torch.Tensor] | None = None,
 ) -> History:
     """Train ``model`` (or only ``params``) to minimise ``objective``'s loss; returns the history.
     Batches are ``model(*inputs)`` of :class:`~deepshrink.data.Split` s.
@@ -187,6 +188,9 @@ def fit(
     is ``(1 - a)·CE + a·T²·KL(teacher_T ‖ student_T)``, Hinton et al. 2015); the ``match-*``
     objectives always (see :mod:`deepshrink.train.objectives`). Epochs are selected on the
     objective's primary metric.
+
+    ``penalty``, when given, is called at every step and added to the batch's loss (a prior on
+    the weights, such as soft weight-sharing's mixture; it should be scaled per training sample).
     """
     obj = get_objective(objective)
     train, val = as_split(train, "the training split"), as_split(val, "the validation split")
@@ -235,6 +239,8 @@ def fit(
                 batch = train.take(idx)
                 opt.zero_grad(set_to_none=True)
                 loss = obj.loss(model(*batch.inputs), batch.target, None if teacher is None else teacher[idx], config)
+                if penalty is not None:
+                    loss = loss + penalty()
                 loss.backward()
                 opt.step()
                 reapply_masks()

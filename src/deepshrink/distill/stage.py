@@ -1,0 +1,1 @@
+"""Stages ``distill`` and ``dsd`` (to be written)."""

@@ -1,0 +1,1 @@
+"""Encoding of quantised tensors (to be written)."""

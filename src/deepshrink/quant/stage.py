@@ -1,0 +1,1 @@
+"""Stage ``quantize`` (to be written)."""

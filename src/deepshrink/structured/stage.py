@@ -1,0 +1,1 @@
+"""Stage ``structured`` (to be written)."""

@@ -1,0 +1,1 @@
+"""Encodings of DCT-coded and hashed tensors (to be written)."""

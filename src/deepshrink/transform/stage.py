@@ -1,0 +1,1 @@
+"""Stages ``dct`` and ``hash`` (to be written)."""
