@@ -22,21 +22,26 @@ def _recipe(importance="l1", layers=None, steps=2):
 
 
 @pytest.fixture(scope="module")
-def trained(fashion_small):
+def tiny(fashion_small):
+    """600 training, 300 validation and 300 test samples: enough to see the network work."""
+    return fashion_small.subset(600, 300, 300, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny):
     out = {}
     for name in ("lenet-300-100", "lenet-5"):
         torch.manual_seed(0)
         model = ds.build_model(name)
-        ds.fit(model, fashion_small.tensors("train"), fashion_small.tensors("val"), ds.TrainConfig(epochs=1, seed=0),
-               progress=False)
+        ds.fit(model, tiny.tensors("train"), tiny.tensors("val"), ds.TrainConfig(epochs=2, seed=0), progress=False)
         out[name] = model
     return out
 
 
 @pytest.mark.parametrize("name,importance", [("lenet-300-100", "taylor"), ("lenet-5", "l1")])
-def test_compressed_file_is_the_smaller_dense_network(trained, fashion_small, tmp_path, name, importance):
+def test_compressed_file_is_the_smaller_dense_network(trained, tiny, tmp_path, name, importance):
     model = trained[name]
-    res = ds.compress(model, fashion_small, _recipe(importance), progress=False)
+    res = ds.compress(model, tiny, _recipe(importance), progress=False)
     detail = res.stages[1].detail
     expect = {"lenet-300-100": {"fc1": (300, 150), "fc2": (100, 50)},
               "lenet-5": {"conv1": (20, 10), "conv2": (50, 25), "fc1": (500, 250)}}[name]
@@ -48,7 +53,7 @@ def test_compressed_file_is_the_smaller_dense_network(trained, fashion_small, tm
     net = ds.load(path)
     first = "fc1" if name == "lenet-300-100" else "conv1"
     assert tuple(net.net.named_graph_tensors()[f"{first}.weight"].shape)[0] == expect[first][1]
-    acc = ds.evaluate(net, fashion_small.tensors("test"))
+    acc = ds.evaluate(net, tiny.tensors("test"))
     assert abs(acc - res.file_accuracy) < 1e-6
     info = ds.export(path, tmp_path / "m.onnx")
     assert info["bytes"] < 0.6 * res.dense_bytes
@@ -58,9 +63,9 @@ def test_compressed_file_is_the_smaller_dense_network(trained, fashion_small, tm
         assert c["argmax_agreement"] == 1.0
 
 
-def test_rules_naming_a_layer_that_must_keep_its_channels_are_refused(trained, fashion_small):
+def test_rules_naming_a_layer_that_must_keep_its_channels_are_refused(trained, tiny):
     with pytest.raises(ConfigError, match="'fc3'.*cannot be removed.*output"):
-        ds.compress(trained["lenet-300-100"], fashion_small, _recipe(layers={"fc3": {"fraction": 0.5}}),
+        ds.compress(trained["lenet-300-100"], tiny, _recipe(layers={"fc3": {"fraction": 0.5}}),
                     progress=False)
 
 
