@@ -36,6 +36,10 @@ EXAMPLES = {
     "share": {"kind": "share", "init": "density", "float16": True, "finetune": {"epochs": 1},
               "layers": {"_default": {"bits": 4}, "_conv": {"bits": 8}}},
     "code": {"kind": "code", "coder": "ans", "layers": {"_default": {"gap_bits": "auto"}, "fc1": {"gap_bits": 6}}},
+    "dct": {"kind": "dct", "bits": 5, "block": 4, "init": "density", "float16": False, "finetune": {"epochs": 1},
+            "layers": {"_linear": {"keep": 0.1, "block": 8}, "_conv": {"threshold": 0.5, "bits": 7}}},
+    "hash": {"kind": "hash", "seed": 7, "sign": False, "domain": "dct", "block": 4, "train": {"epochs": 1},
+             "layers": {"_linear": {"buckets": 0.125, "domain": "weight"}, "_conv": {"buckets": 40, "sign": True}}},
 }
 #: One bad setting per stage kind, and what the error names.
 BAD = {
@@ -43,6 +47,8 @@ BAD = {
     "lowrank": ({"method": "qr"}, "method"),
     "share": ({"init": "kmeans++"}, "init"),
     "code": ({"coder": "zip"}, "coder"),
+    "dct": ({"bits": 17}, "bits"),
+    "hash": ({"domain": "fourier"}, "domain"),
 }
 
 
@@ -82,8 +88,9 @@ def test_a_stage_checks_a_model_without_training(kind):
     layers = {n: Layer("linear", m) for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     stage = STAGES[kind].parse(EXAMPLES[kind], kind)
     after = stage.check(layers, has_val=True)
-    if kind != "lowrank":
-        assert after == layers
+    if kind != "lowrank":  # the same layers, marked fixed by a stage that stores them in a form of its own
+        assert {n: a.module for n, a in after.items()} == {n: a.module for n, a in layers.items()}
+        assert {a.fixed_by for a in after.values()} == {kind if STAGES[kind].stores_form else None}
     else:  # fc1 is factorised: its factors take its place, fc2 is skipped
         assert list(after) == ["fc1.first", "fc1.second", "fc2", "fc3.first", "fc3.second"]
         with pytest.raises(ConfigError, match="max_drop.*validation"):
@@ -97,7 +104,7 @@ def test_a_stage_checks_a_model_without_training(kind):
 
 
 def test_order_and_graph_change_are_class_attributes():
-    kinds = [k for k in sorted(STAGES, key=lambda k: STAGES[k].order) if k in EXAMPLES]
+    kinds = [k for k in sorted(STAGES, key=lambda k: STAGES[k].order) if k in ("prune", "lowrank", "share", "code")]
     assert kinds == ["prune", "lowrank", "share", "code"]
     assert [STAGES[k].changes_graph for k in kinds] == [False, True, False, False]
     stages = [STAGES[k].parse(EXAMPLES[k], k) for k in kinds]

@@ -25,7 +25,7 @@ def dct_form(shape, keep=0.1, k=31, seed=0) -> DCTTensor:
                                                  codebook))
 
 
-def hashed_form(shape, buckets=50, block=None, sign=True) -> HashedTensor:
+def hashed_form(shape, buckets=50, block=(1, 1), sign=True) -> HashedTensor:
     values = np.random.default_rng(1).standard_normal(buckets).astype(np.float16).astype(np.float32)
     return HashedTensor(shape, values, 12345, sign, block)
 
@@ -43,6 +43,7 @@ FORMS = {
     "hashed": lambda: hashed_form((30, 45)),
     "hashed-unsigned": lambda: hashed_form((30, 45), sign=False),
     "hashed-dct": lambda: hashed_form((6, 3, 5, 5), 40, block=(5, 5)),
+    "hashed-dct-padded": lambda: hashed_form((30, 45), 40, block=(8, 8)),
 }
 
 
@@ -76,8 +77,8 @@ def test_dct_descriptor_and_report():
 def test_hashed_stores_only_the_buckets():
     form = hashed_form((300, 784), buckets=14700)
     enc, back, _ = roundtrip("fc1.weight", form)
-    assert enc.descriptor == {"shape": [300, 784], "dtype": "float16", "enc": "hashed", "seed": 12345, "sign": True,
-                              "buckets": 14700}
+    assert enc.descriptor == {"shape": [300, 784], "dtype": "float16", "enc": "hashed", "seed": 12345, "sign": 1,
+                              "block": [1, 1], "buckets": 14700}
     assert enc.nbytes == 2 * 14700
     assert back.seed == 12345 and np.array_equal(back.buckets, form.buckets)
 
@@ -101,7 +102,7 @@ def _desc(kind):
     ("hashed", {"seed": -1}, InvalidHeader, "'seed'"),
     ("hashed", {"seed": 1 << 32}, InvalidHeader, "'seed'"),
     ("hashed", {"seed": 1.5}, InvalidHeader, "'seed'"),
-    ("hashed", {"sign": 1}, InvalidHeader, "'sign'"),
+    ("hashed", {"sign": True}, InvalidHeader, "'sign'"),
     ("hashed", {"block": [8, 70]}, InvalidHeader, "'block'"),
     ("hashed", {"dtype": "float64"}, InvalidHeader, "'dtype'"),
 ])
@@ -112,7 +113,8 @@ def test_hostile_descriptors_are_refused_by_field(kind, change, error, match):
 
 
 @pytest.mark.parametrize("kind,missing", [("dct-linear", "block"), ("dct-linear", "sym"), ("dct-linear", "gap"),
-                                          ("hashed", "seed"), ("hashed", "buckets"), ("hashed", "sign")])
+                                          ("hashed", "seed"), ("hashed", "buckets"), ("hashed", "sign"),
+                                          ("hashed", "block")])
 def test_missing_fields_are_named(kind, missing):
     desc = {k: v for k, v in _desc(kind).items() if k != missing}
     with pytest.raises(InvalidHeader, match=repr(missing)):
@@ -122,13 +124,16 @@ def test_missing_fields_are_named(kind, missing):
 def test_limits_bound_the_coefficient_array_and_the_hashed_values():
     small = Limits(max_tensor_elements=1000)
     with pytest.raises(LimitExceeded):
-        check_descriptor("w", {"shape": [1, 1000], "dtype": "float32", "enc": "hashed", "seed": 0, "sign": True,
+        check_descriptor("w", {"shape": [1, 1000], "dtype": "float32", "enc": "hashed", "seed": 0, "sign": 1,
                                "block": [64, 64], "buckets": 10}, small)
+    with pytest.raises(InvalidHeader, match="'buckets'"):  # 1000 weights hashed: at most 1000 buckets
+        check_descriptor("w", {"shape": [1, 1000], "dtype": "float32", "enc": "hashed", "seed": 0, "sign": 1,
+                               "block": [1, 1], "buckets": 1001}, small)
     with pytest.raises(LimitExceeded):  # 1000 weights, 64 × 1000 padded coefficients
         check_descriptor("w", {**_desc("dct-linear"), "shape": [1, 1000], "block": [64, 8]}, small)
     # the largest tensor a file may hold hashes in bounded chunks: 2^27 values are checked, not built here
     checked = check_descriptor("w", {"shape": [1 << 13, 1 << 14], "dtype": "float32", "enc": "hashed", "seed": 0,
-                                     "sign": True, "buckets": 1}, Limits())
+                                     "sign": 1, "block": [1, 1], "buckets": 1}, Limits())
     assert checked.numel == Limits().max_tensor_elements
 
 

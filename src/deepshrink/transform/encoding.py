@@ -54,15 +54,6 @@ class BlockRule(Rule):
         return block
 
 
-class BoolRule(Rule):
-    text = "`true` or `false`"
-
-    def check(self, key: str, value: Any, ctx: Context) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(key, value, ctx)
-        return value
-
-
 _BLOCK_DOC = "the DCT block: rows and columns of the weight's 2-D view (all dimensions but the last, by the last)"
 
 
@@ -151,8 +142,7 @@ class DCTSparse(_Codebook):
 
 
 def _hashed_count(ctx: Context) -> int:
-    block = ctx.values.get("block")
-    return ctx.numel if block is None else math.prod(coefficient_shape(ctx.values["shape"], block))
+    return math.prod(coefficient_shape(ctx.values["shape"], ctx.values["block"]))
 
 
 @register_encoding
@@ -161,19 +151,20 @@ class Hashed(Encoding):
     enc = "hashed"
     layout = None
     summary = ("HashedNets (Chen et al. 2015): value `i` (row-major) is ξ(i)·bucket[h(i)], h and the sign ξ from "
-               "the splitmix64 hash of `i` and `seed` (deepshrink.transform.hashing); with `block`, the values are "
-               "the weight's block-major DCT coefficients (FreshNets, Chen et al. 2016)")
+               "the splitmix64 hash of `i` and `seed` (deepshrink.transform.hashing); the values are the weight's "
+               "block-major DCT coefficients (FreshNets, Chen et al. 2016), or with `block` [1, 1] the weights themselves")
     own_fields = (
         Field("seed", IntRule(0, MAX_SEED), "the hash seed"),
-        Field("sign", BoolRule(), "whether each value takes the sign ξ(i) = ±1 (else +1)"),
-        Field("block", BlockRule(), _BLOCK_DOC + "; absent: the weights themselves are hashed", required=False),
+        Field("sign", IntRule(0, 1), "1: each value takes the sign ξ(i) = ±1; 0: all +1"),
+        Field("block", BlockRule(), _BLOCK_DOC + "; [1, 1]: the weights themselves are hashed (HashedNets)"),
         Field("buckets", IntRule(1, _hashed_count, "the number of hashed values"), "number of buckets"),
     )
     sections = (Section(":bk", "weight", "the bucket values", length=lambda c: c["buckets"] * c.dtype.itemsize,
                         length_text="buckets × size of `dtype`"),)
     typed = HashedTensor
     writes_forms = True
-    example = {"shape": [300, 784], "dtype": "float16", "enc": "hashed", "seed": 1234, "sign": True, "buckets": 14700}
+    example = {"shape": [300, 784], "dtype": "float16", "enc": "hashed", "seed": 1234, "sign": 1, "block": [1, 1],
+               "buckets": 14700}
 
     def encode(self, name, t, coder, gap_bits):
         raise TypeError("hashed stores the HashedTensor a stage left (encode_form), not dense values")
@@ -181,14 +172,11 @@ class Hashed(Encoding):
     def encode_form(self, name: str, form: HashedTensor, coder: Coder) -> EncodedTensor:
         buckets = np.asarray(form.buckets, dtype=np.float32)
         dtype = value_dtype(buckets)
-        desc: dict[str, Any] = {"shape": list(form.shape), "dtype": dtype, "enc": self.enc, "seed": int(form.seed),
-                                "sign": bool(form.sign)}
-        if form.block is not None:
-            desc["block"] = list(form.block)
-        desc["buckets"] = len(buckets)
+        desc = {"shape": list(form.shape), "dtype": dtype, "enc": self.enc, "seed": int(form.seed),
+                "sign": int(bool(form.sign)), "block": list(form.block), "buckets": len(buckets)}
         sections = {f"{name}:bk": buckets.astype(DTYPES[dtype]).tobytes()}
         return self._encoded(name, desc, sections, {}, int(np.count_nonzero(form.to_dense())))
 
     def decode_typed(self, checked: CheckedDescriptor, sections: Mapping[str, memoryview]) -> HashedTensor:
         buckets = self.values(checked, sections, ":bk", f"{checked.where}: the buckets")
-        return HashedTensor(checked.shape, buckets, checked["seed"], checked["sign"], checked.fields.get("block"))
+        return HashedTensor(checked.shape, buckets, checked["seed"], checked["sign"] == 1, checked["block"])

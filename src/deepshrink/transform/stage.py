@@ -299,10 +299,11 @@ class HashStage(Stage):
         return out
 
     @staticmethod
-    def geometry(shape: tuple[int, ...], plan: Mapping[str, Any]) -> tuple[tuple[int, int] | None, int]:
-        """The DCT block (None: the weights are hashed) and the number of hashed values."""
+    def geometry(shape: tuple[int, ...], plan: Mapping[str, Any]) -> tuple[tuple[int, int], int]:
+        """The DCT block ((1, 1), the identity, when the weights are hashed) and the number of
+        hashed values."""
         if plan["domain"] is HashDomain.WEIGHT:
-            return None, int(np.prod(shape))
+            return (1, 1), int(np.prod(shape))
         block = kernel_block(shape, plan["block"])
         return block, int(np.prod(coefficient_shape(shape, block)))
 
@@ -340,18 +341,19 @@ class HashStage(Stage):
             shape = tuple(w.shape)
             block, n = self.geometry(shape, p)
             k = self.bucket_count(name, n, p["buckets"])
-            values = w.reshape(-1).astype(np.float64) if block is None else dct_blocks(w, block).reshape(-1)
+            weights = block == (1, 1)
+            values = w.reshape(-1).astype(np.float64) if weights else dct_blocks(w, block).reshape(-1)
             seed = self.layer_seed(name)
             index, xi = bucket_signs(seed, 0, n, k)
             if not p["sign"]:
                 xi = np.ones_like(xi)
             counts = np.bincount(index, minlength=k)
             init = np.bincount(index, weights=xi * values, minlength=k) / np.maximum(counts, 1)
-            cshape = None if block is None else coefficient_shape(shape, block)
+            cshape = None if weights else coefficient_shape(shape, block)
             P.register_parametrization(m, "weight", HashedWeight(index, xi, shape, cshape, init), unsafe=True)
             meta[name] = (seed, p["sign"], block)
             report[name] = {"domain": p["domain"].value, "buckets": k, "hashed_values": n, "seed": seed,
-                            "compression": n / k, "block": list(block) if block else None}
+                            "compression": n / k, "block": None if weights else list(block)}
         before = ctx.evaluate(model, "val")
         after = _fit_tables(model, ctx, list(plans), self.train, "hash: train buckets")
         for name, (seed, sign, block) in meta.items():

@@ -39,7 +39,7 @@ class DCTTensor(_DenseView):
     block-major layout of :mod:`deepshrink.transform.dct`: kept coefficients k-means shared, the
     dropped ones zero); the weight is the inverse DCT of every block, cropped to ``shape``."""
 
-    tensor_data_names: ClassVar[tuple[str, ...]] = ("coefficients",)
+    tensor_data_names: ClassVar[tuple[str, ...]] = ("positions", "indices", "codebook")
 
     shape: tuple[int, ...]
     coefficients: SparseCodebookTensor
@@ -54,6 +54,19 @@ class DCTTensor(_DenseView):
         return tuple(self.coefficients.shape[1:])  # type: ignore[return-value]
 
     @property
+    def positions(self) -> np.ndarray:
+        """Flat positions of the kept coefficients in the block-major array."""
+        return self.coefficients.positions
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self.coefficients.indices
+
+    @property
+    def codebook(self) -> np.ndarray:
+        return self.coefficients.codebook
+
+    @property
     def kept(self) -> int:
         """Coefficients stored."""
         return self.coefficients.nnz
@@ -64,10 +77,11 @@ class DCTTensor(_DenseView):
 
 @dataclass(frozen=True, eq=False)
 class HashedTensor(_DenseView):
-    """A weight of ``shape`` whose ``n`` hashed values are ``ξ(i) · buckets[h(i)]``
-    (:mod:`deepshrink.transform.hashing`, ``ξ = 1`` without ``sign``): the weights themselves
-    (``block`` None, HashedNets) or the block-major DCT coefficients of the weight with ``block``
-    (FreshNets, Chen et al. 2016), transformed back by :func:`~deepshrink.transform.dct.idct_blocks`."""
+    """A weight of ``shape`` whose hashed values are ``ξ(i) · buckets[h(i)]``
+    (:mod:`deepshrink.transform.hashing`, ``ξ = 1`` without ``sign``): the block-major DCT
+    coefficients of the weight with ``block`` (FreshNets, Chen et al. 2016), transformed back by
+    :func:`~deepshrink.transform.dct.idct_blocks`; with ``block = (1, 1)`` (the DCT of one value is
+    itself) the weights themselves, in row-major order (HashedNets)."""
 
     tensor_data_names: ClassVar[tuple[str, ...]] = ("buckets",)
 
@@ -75,14 +89,15 @@ class HashedTensor(_DenseView):
     buckets: np.ndarray
     seed: int
     sign: bool = True
-    block: tuple[int, int] | None = None
+    block: tuple[int, int] = (1, 1)
 
     @property
-    def hashed_shape(self) -> tuple[int, ...]:
-        """The shape of the hashed values: the weight's, or its coefficients'."""
-        return self.shape if self.block is None else coefficient_shape(self.shape, self.block)
+    def in_weight_domain(self) -> bool:
+        return tuple(self.block) == (1, 1)
 
     def to_dense(self) -> np.ndarray:
-        n = int(np.prod(self.hashed_shape))
-        values = expand(self.buckets, self.seed, n, self.sign).reshape(self.hashed_shape)
-        return values if self.block is None else idct_blocks(values, self.shape)
+        cshape = coefficient_shape(self.shape, tuple(self.block))
+        values = expand(self.buckets, self.seed, int(np.prod(cshape)), self.sign)
+        if self.in_weight_domain:  # the identity transform, skipped (exactly what it computes)
+            return values.reshape(self.shape)
+        return idct_blocks(values.reshape(cshape), self.shape)
