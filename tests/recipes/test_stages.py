@@ -39,6 +39,10 @@ EXAMPLES = {
     "structured": {"kind": "structured", "importance": "taylor", "steps": 3, "multiple": 8, "calibration": 64,
                    "retrain": {"epochs": 1, "distill": 0.5},
                    "layers": {"_linear": {"fraction": 0.5}, "fc2": {"fraction": 0.25}, "_last": {"skip": True}}},
+    "dct": {"kind": "dct", "bits": 5, "block": 4, "init": "density", "float16": False, "finetune": {"epochs": 1},
+            "layers": {"_linear": {"keep": 0.1, "block": 8}, "_conv": {"threshold": 0.5, "bits": 7}}},
+    "hash": {"kind": "hash", "seed": 7, "sign": False, "domain": "dct", "block": 4, "train": {"epochs": 1},
+             "layers": {"_linear": {"buckets": 0.125, "domain": "weight"}, "_conv": {"buckets": 40, "sign": True}}},
 }
 #: One bad setting per stage kind, and what the error names.
 BAD = {
@@ -47,6 +51,8 @@ BAD = {
     "share": ({"init": "kmeans++"}, "init"),
     "code": ({"coder": "zip"}, "coder"),
     "structured": ({"multiple": 0}, "multiple"),
+    "dct": ({"bits": 17}, "bits"),
+    "hash": ({"domain": "fourier"}, "domain"),
 }
 
 
@@ -86,8 +92,9 @@ def test_a_stage_checks_a_model_without_training(kind):
     layers = {n: Layer("linear", m) for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     stage = STAGES[kind].parse(EXAMPLES[kind], kind)
     after = stage.check(layers, has_val=True)
-    if kind != "lowrank":
-        assert after == layers
+    if kind != "lowrank":  # the same layers, marked fixed by a stage that stores them in a form of its own
+        assert {n: a.module for n, a in after.items()} == {n: a.module for n, a in layers.items()}
+        assert {a.fixed_by for a in after.values()} == {kind if STAGES[kind].stores_form else None}
     else:  # fc1 is factorised: its factors take its place, fc2 is skipped
         assert list(after) == ["fc1.first", "fc1.second", "fc2", "fc3.first", "fc3.second"]
         with pytest.raises(ConfigError, match="max_drop.*validation"):

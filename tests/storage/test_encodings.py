@@ -66,7 +66,27 @@ def weights(fashion_small) -> dict[str, np.ndarray]:
         out[f"{layer}.half"] = shared.astype(np.float16).astype(np.float32)
     out["fc1.bias"] = model.fc1.bias.detach().numpy().copy()
     out["fc1.conv_view"] = out["fc2.shared"].reshape(100, 12, 5, 5)  # a conv-shaped weight
+    out.update({key: form.to_dense() for key, form in FORMS.items()})
     return out
+
+
+def _forms() -> dict:
+    """Typed forms that stages store as they are (the weights are their dense values)."""
+    from deepshrink.transform.dct import coefficient_shape
+    from deepshrink.transform.tensors import DCTTensor, HashedTensor
+
+    rng = np.random.default_rng(0)
+    cshape = coefficient_shape((100, 60), (8, 8))
+    positions = np.sort(rng.choice(int(np.prod(cshape)), 700, replace=False))
+    coefficients = SparseCodebookTensor(cshape, positions, rng.integers(0, 31, 700).astype(np.uint8),
+                                        rng.standard_normal(31).astype(np.float32))
+    buckets = rng.standard_normal(300).astype(np.float32)
+    return {"dct.linear": DCTTensor((100, 60), coefficients),
+            "hashed.linear": HashedTensor((100, 60), buckets, 5, True, (1, 1)),
+            "hashed.conv_dct": HashedTensor((20, 6, 5, 5), buckets, 9, False, (5, 5))}
+
+
+FORMS = _forms()
 
 
 # (tensor, coding) pairs that store each encoding; coders vary across cases
@@ -80,9 +100,13 @@ CASES = {
                         ("fc1.conv_view", TensorCoding(coder=Coder.FIXED, gap_bits=3))],
     "float/sparse": [("fc1.pruned", TensorCoding()), ("fc2.pruned", TensorCoding(coder=Coder.ANS, gap_bits=2)),
                      ("fc2.half", TensorCoding(max_codebook=8, layout="sparse"))],
+    "dct/sparse": [("dct.linear", TensorCoding(coder=Coder.HUFFMAN, form=FORMS["dct.linear"]))],
+    "hashed": [("hashed.linear", TensorCoding(form=FORMS["hashed.linear"])),
+               ("hashed.conv_dct", TensorCoding(coder=Coder.ANS, form=FORMS["hashed.conv_dct"]))],
 }
 TYPED = {"raw": DenseTensor, "codebook/dense": CodebookTensor, "codebook/sparse": SparseCodebookTensor,
-         "float/sparse": SparseTensor}
+         "float/sparse": SparseTensor, "dct/sparse": FORMS["dct.linear"].__class__,
+         "hashed": FORMS["hashed.linear"].__class__}
 
 
 def _views(sections: dict[str, bytes]) -> dict[str, memoryview]:
@@ -186,6 +210,7 @@ def test_every_encoding_documents_a_valid_example(encoding):
 
 
 def test_register_encoding_refuses_a_second_class_of_the_same_name():
+    before = len(ENCODINGS)
     with pytest.raises(TypeError, match="already registered"):
         @register_encoding
         class Again(Encoding):
@@ -194,7 +219,7 @@ def test_register_encoding_refuses_a_second_class_of_the_same_name():
             layout = None
             own_fields = ()
             sections = ENCODINGS["raw"].sections
-    assert len(ENCODINGS) == 4
+    assert len(ENCODINGS) == before
 
 
 # ----------------------------------------------------------------------------------------------
