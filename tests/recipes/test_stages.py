@@ -35,6 +35,10 @@ EXAMPLES = {
                            "fc2": {"skip": True}, "fc1": {"max_drop": 1.5, "importance": "activation"}}},
     "share": {"kind": "share", "init": "density", "float16": True, "finetune": {"epochs": 1},
               "layers": {"_default": {"bits": 4}, "_conv": {"bits": 8}}},
+    "quantize": {"kind": "quantize", "calibration": "percentile", "percentile": 99.9, "ttq": True,
+                 "train": {"epochs": 1, "distill": 0.5},
+                 "layers": {"_linear": {"bits": 4, "granularity": "group", "group_size": 4}, "fc3": {"levels": "ternary"},
+                            "_first": {"bits": 8, "symmetric": False}, "fc2": {"skip": True}}},
     "code": {"kind": "code", "coder": "ans", "layers": {"_default": {"gap_bits": "auto"}, "fc1": {"gap_bits": 6}}},
 }
 #: One bad setting per stage kind, and what the error names.
@@ -42,6 +46,7 @@ BAD = {
     "prune": ({"steps": 0}, "steps"),
     "lowrank": ({"method": "qr"}, "method"),
     "share": ({"init": "kmeans++"}, "init"),
+    "quantize": ({"calibration": "kl"}, "calibration"),
     "code": ({"coder": "zip"}, "coder"),
 }
 
@@ -82,8 +87,9 @@ def test_a_stage_checks_a_model_without_training(kind):
     layers = {n: Layer("linear", m) for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     stage = STAGES[kind].parse(EXAMPLES[kind], kind)
     after = stage.check(layers, has_val=True)
-    if kind != "lowrank":
-        assert after == layers
+    if kind != "lowrank":  # a stage that stores its own form marks the layers it changed as fixed
+        assert {n: (v.kind, v.module) for n, v in after.items()} == {n: (v.kind, v.module) for n, v in layers.items()}
+        assert {v.fixed_by for v in after.values()} <= {None, kind if STAGES[kind].stores_form else None}
     else:  # fc1 is factorised: its factors take its place, fc2 is skipped
         assert list(after) == ["fc1.first", "fc1.second", "fc2", "fc3.first", "fc3.second"]
         with pytest.raises(ConfigError, match="max_drop.*validation"):
@@ -98,8 +104,8 @@ def test_a_stage_checks_a_model_without_training(kind):
 
 def test_order_and_graph_change_are_class_attributes():
     kinds = [k for k in sorted(STAGES, key=lambda k: STAGES[k].order) if k in EXAMPLES]
-    assert kinds == ["prune", "lowrank", "share", "code"]
-    assert [STAGES[k].changes_graph for k in kinds] == [False, True, False, False]
+    assert kinds == ["prune", "lowrank", "share", "quantize", "code"]
+    assert [STAGES[k].changes_graph for k in kinds] == [False, True, False, False, False]
     stages = [STAGES[k].parse(EXAMPLES[k], k) for k in kinds]
     Recipe("ok", tuple(stages))
     with pytest.raises(ConfigError, match="in the order .*prune, .*lowrank, share, .*code"):
