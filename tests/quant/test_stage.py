@@ -227,3 +227,12 @@ def test_qat_trains_the_shadow_weights(lenet5, tiny):
     assert not torch.equal(ptq.model.conv2.weight, qat.model.conv2.weight)
     assert qat.stages[1].detail["val_accuracy_after_training"] is not None
     assert not any("parametrizations" in n for n, _ in qat.model.named_parameters())
+
+
+def test_float16_halves_the_biases_and_leaves_the_levels(lenet5, tiny):
+    recipe = quick(ds.load_recipe("int8"), float16=True)
+    res = ds.compress(lenet5, tiny, recipe, progress=False)
+    stored = {t.name: t for t in res.tensors}
+    assert all(stored[f"{n}.bias"].dtype == "float16" and stored[f"{n}.bias"].total_bytes == 2 * stored[f"{n}.bias"].numel
+               for n in LAYERS)
+    assert all(stored[f"{n}.weight"].enc == "quant" for n in LAYERS)

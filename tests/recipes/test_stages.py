@@ -35,7 +35,7 @@ EXAMPLES = {
                            "fc2": {"skip": True}, "fc1": {"max_drop": 1.5, "importance": "activation"}}},
     "share": {"kind": "share", "init": "density", "float16": True, "finetune": {"epochs": 1},
               "layers": {"_default": {"bits": 4}, "_conv": {"bits": 8}}},
-    "quantize": {"kind": "quantize", "calibration": "percentile", "percentile": 99.9, "ttq": True,
+    "quantize": {"kind": "quantize", "calibration": "percentile", "percentile": 99.9, "ttq": True, "float16": True,
                  "train": {"epochs": 1, "distill": 0.5},
                  "layers": {"_linear": {"bits": 4, "granularity": "group", "group_size": 4}, "fc3": {"levels": "ternary"},
                             "_first": {"bits": 8, "symmetric": False}, "fc2": {"skip": True}}},
