@@ -39,6 +39,10 @@ from deepshrink.storage import (
 from deepshrink.storage.fields import MAX_DIMS
 from deepshrink.util.limits import Limits
 
+#: The encodings chosen by analysing a float tensor; those that store a stage's typed form as it is
+#: (``writes_forms``: quantised, hashed, DCT tensors) are tested with their packages' tests.
+ANALYSED = list(ENCODINGS)  # every encoding: those that store a stage's typed form through FORMS
+
 GOLDEN = Path(__file__).parents[1] / "fileformat" / "golden" / "lenet300-pruned-shared-v1.dsz"
 
 
@@ -81,7 +85,16 @@ def _forms() -> dict:
     coefficients = SparseCodebookTensor(cshape, positions, rng.integers(0, 31, 700).astype(np.uint8),
                                         rng.standard_normal(31).astype(np.float32))
     buckets = rng.standard_normal(300).astype(np.float32)
-    return {"dct.linear": DCTTensor((100, 60), coefficients),
+    from deepshrink.quant.encoding import QuantTensor
+
+    def scales(n: int) -> np.ndarray:
+        return rng.uniform(0.01, 0.1, n).astype(np.float32)
+
+    return {"quant.int4": QuantTensor(rng.integers(0, 16, (100, 60)).astype(np.uint8), 4, "int", 60, scales(100)),
+            "quant.asym_group": QuantTensor(rng.integers(0, 256, (20, 64)).astype(np.uint8), 8, "int", 32, scales(40),
+                                            rng.integers(0, 256, 40).astype(np.uint8)),
+            "quant.ternary": QuantTensor(rng.integers(0, 3, (20, 6, 5, 5)).astype(np.uint8), 2, "ternary", 150,
+                                         scales(20)),"dct.linear": DCTTensor((100, 60), coefficients),
             "hashed.linear": HashedTensor((100, 60), buckets, 5, True, (1, 1)),
             "hashed.conv_dct": HashedTensor((20, 6, 5, 5), buckets, 9, False, (5, 5))}
 
@@ -101,12 +114,15 @@ CASES = {
     "float/sparse": [("fc1.pruned", TensorCoding()), ("fc2.pruned", TensorCoding(coder=Coder.ANS, gap_bits=2)),
                      ("fc2.half", TensorCoding(max_codebook=8, layout="sparse"))],
     "dct/sparse": [("dct.linear", TensorCoding(coder=Coder.HUFFMAN, form=FORMS["dct.linear"]))],
+    "quant": [("quant.int4", TensorCoding(coder=Coder.FIXED, form=FORMS["quant.int4"])),
+              ("quant.asym_group", TensorCoding(form=FORMS["quant.asym_group"])),
+              ("quant.ternary", TensorCoding(coder=Coder.ANS, form=FORMS["quant.ternary"]))],
     "hashed": [("hashed.linear", TensorCoding(form=FORMS["hashed.linear"])),
                ("hashed.conv_dct", TensorCoding(coder=Coder.ANS, form=FORMS["hashed.conv_dct"]))],
 }
 TYPED = {"raw": DenseTensor, "codebook/dense": CodebookTensor, "codebook/sparse": SparseCodebookTensor,
          "float/sparse": SparseTensor, "dct/sparse": FORMS["dct.linear"].__class__,
-         "hashed": FORMS["hashed.linear"].__class__}
+         "hashed": FORMS["hashed.linear"].__class__, "quant": FORMS["quant.int4"].__class__}
 
 
 def _views(sections: dict[str, bytes]) -> dict[str, memoryview]:
@@ -118,7 +134,7 @@ def _bits(a: np.ndarray) -> np.ndarray:
 
 
 def test_the_cases_cover_every_registered_encoding():
-    assert set(CASES) == set(ENCODINGS) == set(TYPED)
+    assert set(CASES) == set(ANALYSED) == set(TYPED)
 
 
 @pytest.mark.parametrize("encoding, case", [(e, i) for e, cases in CASES.items() for i in range(len(cases))])
@@ -142,8 +158,8 @@ def test_encode_validate_decode_typed_report(weights, encoding, case):
     assert type(typed) is TYPED[encoding] is e.typed
     assert typed.shape == array.shape and np.array_equal(_bits(typed.to_dense()), _bits(dense))
     assert np.array_equal(_bits(typed.dequantize()), _bits(dense))
-    for name in typed.tensor_data_names:
-        assert isinstance(getattr(typed, name), np.ndarray)
+    for name in typed.tensor_data_names:  # an optional array (a symmetric tensor's zero points) may be None
+        assert isinstance(getattr(typed, name), np.ndarray) or getattr(typed, name) is None
 
     csr = typed.csr()
     rows = array.shape[0] if array.ndim >= 2 else 1
@@ -167,7 +183,8 @@ def test_encode_validate_decode_typed_report(weights, encoding, case):
     for k, s in full.streams.items():
         assert s.entropy_bytes == pytest.approx(enc.report.streams[k].entropy_bytes)
         assert quick.streams[k].entropy_bytes is None
-        assert s.coded_bytes == len(enc.sections[f"t:{k}"]) and s.coder == coding.coder.value
+        # a stream may fall back to fixed-length codes when they are smaller (near-uniform int8 levels)
+        assert s.coded_bytes == len(enc.sections[f"t:{k}"]) and s.coder in (coding.coder.value, "fixed")
 
 
 def test_typed_codebook_indices_are_small_integers(weights):
@@ -232,7 +249,7 @@ def _encoded(weights, encoding: str) -> tuple[dict, dict[str, memoryview]]:
     return copy.deepcopy(enc.descriptor), _views(enc.sections)
 
 
-FIELDS = [(e.name, f.name) for e in ENCODINGS.values() for f in e.fields]
+FIELDS = [(n, f.name) for n in ANALYSED for f in ENCODINGS[n].fields]
 
 
 @pytest.mark.parametrize("encoding, field", FIELDS)
@@ -247,12 +264,14 @@ def test_a_missing_field_is_named(weights, encoding, field):
 @pytest.mark.parametrize("bad", [["x"], "7", 1.5, True, None, {"a": 1}])
 def test_a_field_of_the_wrong_type_is_named(weights, encoding, field, bad):
     desc, _ = _encoded(weights, encoding)
+    if isinstance(desc[field], bool) and isinstance(bad, bool):
+        pytest.skip("a boolean is the right type for a boolean field")
     desc[field] = bad
     with pytest.raises(InvalidHeader, match=f"{field}|unknown encoding"):
         check_descriptor("w", desc, Limits())
 
 
-@pytest.mark.parametrize("encoding", list(ENCODINGS))
+@pytest.mark.parametrize("encoding", ANALYSED)
 def test_an_unknown_field_is_named(weights, encoding):
     desc, _ = _encoded(weights, encoding)
     desc["scale"] = 1.0
@@ -260,7 +279,7 @@ def test_an_unknown_field_is_named(weights, encoding):
         check_descriptor("w", desc, Limits())
 
 
-@pytest.mark.parametrize("encoding", list(ENCODINGS))
+@pytest.mark.parametrize("encoding", ANALYSED)
 def test_shapes_beyond_the_limits_and_dimensions(weights, encoding):
     desc, _ = _encoded(weights, encoding)
     with pytest.raises(LimitExceeded, match="every dimension"):
@@ -269,13 +288,15 @@ def test_shapes_beyond_the_limits_and_dimensions(weights, encoding):
         check_descriptor("w", {**desc, "shape": [1] * (MAX_DIMS + 1)}, Limits())
 
 
-@pytest.mark.parametrize("encoding", list(ENCODINGS))
+@pytest.mark.parametrize("encoding", ANALYSED)
 def test_sections_of_the_wrong_length(weights, encoding):
     """Every section one byte short, one byte long, and missing: a typed error, never a crash."""
     e = ENCODINGS[encoding]
     desc, sections = _encoded(weights, encoding)
     for s in e.sections:
         key = "w" + s.suffix
+        if key not in sections:  # a section the descriptor does not claim (a symmetric tensor's zero points)
+            continue
         for data in (sections[key][:-1], bytes(sections[key]) + b"\x00"):
             with pytest.raises(InvalidHeader if s.length else FormatError, match=None if s.stream else key):
                 decode_tensor("w", desc, {**sections, key: memoryview(data)}, Limits())
@@ -286,7 +307,7 @@ def test_sections_of_the_wrong_length(weights, encoding):
                 tensor_report("w", desc, {**sections, key: sections[key][:-1]}, Limits())
 
 
-@pytest.mark.parametrize("encoding", [e for e in ENCODINGS if ENCODINGS[e].sections[-1].stream])
+@pytest.mark.parametrize("encoding", [e for e in ANALYSED if ENCODINGS[e].sections[-1].stream])
 def test_stream_counts_that_do_not_fit(weights, encoding):
     e = ENCODINGS[encoding]
     desc, sections = _encoded(weights, encoding)
@@ -310,11 +331,11 @@ def test_zeroed_streams_are_corrupt_not_crashes(weights):
         decode_typed("w", desc, zero, Limits())
 
 
-@pytest.mark.parametrize("encoding", list(ENCODINGS))
+@pytest.mark.parametrize("encoding", ANALYSED)
 def test_non_finite_stored_values_are_refused_by_decode_and_decode_typed(weights, encoding):
     e = ENCODINGS[encoding]
     desc, sections = _encoded(weights, encoding)
-    (plain,) = [s for s in e.sections if s.length]
+    plain = [s for s in e.sections if s.length][0]  # the stored values (a quantised tensor's scales)
     key = "w" + plain.suffix
     vals = np.frombuffer(sections[key], np.dtype(desc["dtype"])).copy()
     vals[0] = np.nan
