@@ -85,10 +85,11 @@ def test_groups_within_rows_and_conv_shapes(shape, group):
     assert enc.descriptor["group"] == group and len(enc.sections["w:zp"]) == math.prod(shape) // group
 
 
-@pytest.mark.parametrize("levels, bits, per_byte", [("int", 4, 2), ("int", 2, 4), ("binary", 1, 8), ("ternary", 2, 4),
+@pytest.mark.parametrize("levels, bits, per_byte", [("int", 4, 2), ("int", 2, 4), ("binary", 1, 8), ("ternary", 2, 5),
                                                     ("int", 8, 1)])
 def test_fixed_coder_packs_the_real_bit_width(levels, bits, per_byte):
-    """An odd row width does not cost a byte per row: the whole tensor is one packed stream."""
+    """An odd row width does not cost a byte per row: the whole tensor is one packed stream
+    (ternary: five trits a byte, 1.6 bits per weight)."""
     t = make((7, 13), levels, bits)
     enc = encode(t)
     assert len(enc.sections["w:q"]) == math.ceil(91 / per_byte)
@@ -223,3 +224,22 @@ def test_symbols_beyond_the_ternary_alphabet_are_corrupt():
     bad = {**_views(enc.sections), "w:q": memoryview(b"\xff" * len(enc.sections["w:q"]))}
     with pytest.raises(FormatError, match="outside"):
         decode_typed("w", enc.descriptor, bad, Limits())
+
+
+def test_ternary_padding_trits_must_be_zero():
+    """The last group of five trits is zero-padded; a stream whose padding is not zero is corrupt."""
+    from deepshrink.coding import encode_stream
+    from deepshrink.errors import CorruptStream
+    from deepshrink.quant.encoding import pack_trits, unpack_trits
+    from deepshrink.storage import decode_tensor
+    from deepshrink.util.limits import Limits
+
+    q = np.random.default_rng(1).integers(0, 3, 91)
+    assert np.array_equal(unpack_trits(pack_trits(q), 91), q)
+    t = make((7, 13), "ternary", 2)
+    enc = encode(t)
+    symbols = pack_trits(t.q.reshape(-1).astype(np.int64))
+    symbols[-1] += 1  # the 92nd..95th trits: padding
+    bad = {**enc.sections, "w:q": encode_stream(symbols, 243, Coder.FIXED, bits=8)}
+    with pytest.raises(CorruptStream, match="padding"):
+        decode_tensor("w", enc.descriptor, {k: memoryview(v) for k, v in bad.items()}, Limits())

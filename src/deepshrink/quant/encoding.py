@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from deepshrink.coding import Coder, stream_size
-from deepshrink.errors import InvalidValue
+from deepshrink.errors import CorruptStream, InvalidValue
 from deepshrink.storage.encodings import Encoding, _stream_bytes, register_encoding, value_dtype
 from deepshrink.storage.fields import DTYPES, CheckedDescriptor, Context, Field, OneOf, Rule, Section, StreamRule
 from deepshrink.storage.report import EncodedTensor, TensorReport
@@ -44,6 +44,36 @@ INT_BITS = (2, 8)
 def alphabet(levels: str, bits: int) -> int:
     """Number of distinct symbols ``q`` of a tensor with these ``levels`` and ``bits``."""
     return {"binary": 2, "ternary": 3}.get(levels, 1 << bits)
+
+
+#: Ternary symbols are stored five to a stream symbol (3^5 = 243 ≤ 256): 1.6 bits per weight with
+#: fixed-length codes instead of 2, the usual packing of ternary weights; Huffman and ANS code the
+#: same groups.
+TRITS = 5
+
+
+def stream_alphabet(levels: str, bits: int) -> int:
+    """Alphabet of the stored ``q`` stream: :func:`alphabet`, or 3^5 for ternary (five trits a symbol)."""
+    return 3 ** TRITS if levels == "ternary" else alphabet(levels, bits)
+
+
+def stream_count(levels: str, numel: int) -> int:
+    """Symbols of the stored ``q`` stream of ``numel`` elements."""
+    return -(-numel // TRITS) if levels == "ternary" else numel
+
+
+def pack_trits(q: np.ndarray) -> np.ndarray:
+    """Base-3 groups of five ternary symbols (the first the most significant), zero-padded."""
+    flat = np.zeros(stream_count("ternary", q.size) * TRITS, np.int64)
+    flat[: q.size] = q.reshape(-1)
+    return flat.reshape(-1, TRITS) @ (3 ** np.arange(TRITS - 1, -1, -1, dtype=np.int64))
+
+
+def unpack_trits(symbols: np.ndarray, numel: int) -> np.ndarray | None:
+    """Inverse of :func:`pack_trits`; None when a padding trit is not zero (a corrupt stream)."""
+    digits = (symbols[:, None] // (3 ** np.arange(TRITS - 1, -1, -1, dtype=np.int64))) % 3
+    flat = digits.reshape(-1)
+    return None if flat[numel:].any() else flat[:numel]
 
 
 def level_bits(levels: str) -> tuple[int, int]:
@@ -193,9 +223,12 @@ class Quant(Encoding):
         Field("bits", _Bits(), "bits of the integer grid"),
         Field("group", _Group(), "elements sharing one scale, contiguous in row-major order within a row"),
         Field("symmetric", _Symmetric(), "`int` only: `true` is the fixed zero point 2^(bits−1), `false` a stored byte per group"),
-        Field("q", StreamRule(lambda ctx: alphabet(ctx.values["levels"], ctx.values["bits"]),
-                              "2^bits (2 binary, 3 ternary)", lambda ctx: ctx.numel, "= the element count"),
-              "the symbol stream: q of every element, row-major"),
+        Field("q", StreamRule(lambda ctx: stream_alphabet(ctx.values["levels"], ctx.values["bits"]),
+                              "2^bits (2 binary; 243 ternary)",
+                              lambda ctx: stream_count(ctx.values["levels"], ctx.numel),
+                              "= the element count (ternary: ⌈count / 5⌉)"),
+              "the symbol stream: q of every element, row-major; ternary q five to a symbol, base 3, the "
+              "first the most significant, the last symbol zero-padded"),
     )
     sections = (
         Section(":q", "weight", "the coded symbol stream", stream="q"),
@@ -239,7 +272,9 @@ class Quant(Encoding):
         scale = np.asarray(form.scale, np.float32)
         dtype = value_dtype(scale)
         symbols = form.q.reshape(-1).astype(np.int64)
-        size = alphabet(form.levels, form.bits)
+        if form.levels == "ternary":
+            symbols = pack_trits(symbols)
+        size = stream_alphabet(form.levels, form.bits)
         if coder is not Coder.FIXED and stream_size(np.bincount(symbols, minlength=size), Coder.FIXED) \
                 <= stream_size(np.bincount(symbols, minlength=size), coder):
             coder = Coder.FIXED  # near-uniform levels (int8 of a wide layer): the code table costs more than it saves
@@ -263,7 +298,12 @@ class Quant(Encoding):
             top = alphabet("int", checked["bits"])
             if zero.size and int(zero.max()) >= top:
                 raise InvalidValue(f"{checked.where}: a zero point is {int(zero.max())}, beyond the {top} levels")
-        q = self.stream(checked, sections, "q", keep).astype(np.uint8).reshape(checked.shape)
+        q = self.stream(checked, sections, "q", keep)
+        if checked["levels"] == "ternary":
+            q = unpack_trits(q, checked.numel)
+            if q is None:
+                raise CorruptStream(f"{checked.where} stream 'q': the padding of the last group of trits is not zero")
+        q = q.astype(np.uint8).reshape(checked.shape)
         return QuantTensor(q, checked["bits"], checked["levels"], checked["group"], scale, zero)
 
     def decode(self, checked: CheckedDescriptor, sections: Mapping[str, memoryview],
