@@ -65,6 +65,9 @@ QUESTIONS: dict[str, dict[str, str | None]] = {
     "dsd+deep-compression": METHODS["dsd"],
     # k-means sharing of the same layers at the DCT recipe's bits, no transform (compare with dct)
     "kmeans-at-dct-bits": METHODS["dct"],
+    # the binary and ternary recipes without their int8 first layer (LeNet-300-100's first layer holds 88% of its weights)
+    "binary-first-too": {"lenet-300-100": "binary", "lenet-5": None},
+    "ternary-first-too": {"lenet-300-100": "ternary", "lenet-5": None},
 }
 ALL = {**METHODS, **QUESTIONS}
 
@@ -115,16 +118,20 @@ def load_dense(net: str, seed: int, num_classes: int) -> torch.nn.Module:
 def recipe_for(method: str, net: str):
     """The recipe a method runs on ``net`` (built-in, or derived from one for the question runs)."""
     import deepshrink as ds
-    from deepshrink.recipes import Recipe
+    from deepshrink.recipes import LayerRules, Recipe
 
     recipe = ds.load_recipe(ALL[method][net])
     if method.startswith("direct-"):  # the student on the labels alone: distill weight 0, all else equal
         stages = tuple(replace(s, train=replace(s.train, distill=0.0)) if s.kind == "distill" else s
                        for s in recipe.stages)
         return Recipe(f"{recipe.name} (labels only)", stages, recipe.description)
+    if method.endswith("-first-too"):
+        stages = tuple(replace(s, layers=LayerRules(tuple((p, r) for p, r in s.layers.rules if p != "_first")))
+                       if s.kind == "quantize" else s for s in recipe.stages)
+        return Recipe(f"{recipe.name} (first layer too)", stages, recipe.description)
     if method == "kmeans-at-dct-bits":  # the dct stage's layers and bits, shared by k-means instead
         (dct,) = [s for s in recipe.stages if s.kind == "dct"]
-        rules = {p: {"bits": s["bits"]} for p, s in dct.layers.rules if "bits" in s}
+        rules = {p: {"bits": r.get("bits", dct.bits)} for p, r in dct.layers.rules if not r.get("skip")}
         share = {"kind": "share", "init": "linear", "float16": True, "layers": rules}
         for s in recipe.stages:  # the same fine-tuning budget
             if s.kind == "dct":
@@ -338,7 +345,7 @@ def questions(summary: dict) -> list[str]:
             a, b = "dsd+deep-compression", "deep-compression"
             rows.append(f"| Deep Compression after DSD vs on the baseline | {net} | after DSD: {cell(methods[a])} | "
                         f"baseline: {cell(methods[b])} | {_paired(methods, a, b)} |")
-        for q in ("binary", "ternary"):
+        for q in ("binary", "ternary", "binary-first-too", "ternary-first-too"):
             for ref in ("int8", "int4"):
                 if q in methods and ref in methods:
                     rows.append(f"| {q} vs {ref} | {net} | {q}: {cell(methods[q])} | {ref}: {cell(methods[ref])} | "
