@@ -18,11 +18,13 @@ exactly, which is refused with the reason (:func:`deepshrink.lowrank.no_low_rank
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from torch import nn
 
 from deepshrink.coding import Coder
@@ -42,7 +44,18 @@ from deepshrink.lowrank import (
 )
 from deepshrink.prune import apply_mask, current_weight, magnitude_mask, make_permanent, prunable_layers
 from deepshrink.recipes.rules import LayerRules
-from deepshrink.share import KMeansInit, centroids_of, finalize, round_to_half, share_module
+from deepshrink.share import (
+    KMeansInit,
+    MixturePrior,
+    ShareMethod,
+    centroids_of,
+    finalize,
+    merge_components,
+    prior_penalty,
+    round_to_half,
+    share_module,
+    snap,
+)
 from deepshrink.storage.tensor_codec import DEFAULT_GAP_BITS
 from deepshrink.train.loop import TrainConfig, as_enum
 
@@ -428,57 +441,158 @@ class LowRankStage(Stage):
 
 # --- share -------------------------------------------------------------------------------------
 
+#: The per-layer key that makes a share stage share a layer, per method.
+SHARE_KEYS = {ShareMethod.KMEANS: "bits", ShareMethod.SOFT: "soft"}
+
+
 @register_stage
 @dataclass(frozen=True)
 class ShareStage(Stage):
-    """k-means weight sharing with ``bits`` per layer (2**bits - 1 centroids plus zero), then
-    centroid fine-tuning. With ``float16`` the centroids and all other parameters (biases) are
-    rounded to float16 afterwards, halving their stored bytes."""
+    """Weight sharing, by one of two methods.
+
+    ``kmeans`` (Han et al. 2016, the default): each layer with ``bits`` gets its own codebook of
+    2**bits - 1 centroids plus zero by 1-D k-means, then the centroids are fine-tuned
+    (``finetune``).
+
+    ``soft`` (soft weight-sharing, Ullrich et al. 2017; :mod:`deepshrink.share.soft`): the layers
+    with ``soft = true`` are retrained (``train``) under one learned Gaussian mixture prior of
+    ``components`` components over all their weights together, the zero component's proportion
+    fixed at ``zero_mix``; ``tau`` weighs the prior's negative log-likelihood against the data
+    loss summed over the training set, as in the paper (the penalty is divided by the number of
+    training samples). The precisions have Gamma(shape, rate) hyper-priors (``zero_gamma_*`` for
+    the zero component, ``gamma_*`` for the others). Afterwards components closer than
+    ``merge_kl`` (symmetric KL divergence) merge and each weight snaps to the mean of its most
+    responsible component, zero exactly for the zero component: at most ``components`` values
+    in the whole network. A ``finetune`` with epochs > 0 then fine-tunes each layer's snapped
+    values as k-means centroids.
+
+    With ``float16`` the shared values and all other parameters (biases) are rounded to float16
+    afterwards, halving their stored bytes."""
 
     kind: ClassVar[str] = "share"
     order: ClassVar[int] = 50
-    settings: ClassVar[Mapping[str, Any]] = {"bits": int}
-    trainings: ClassVar[tuple[str, ...]] = ("finetune",)
+    settings: ClassVar[Mapping[str, Any]] = {"bits": int, "soft": bool}
+    trainings: ClassVar[tuple[str, ...]] = ("finetune", "train")
 
     layers: LayerRules = field(default_factory=LayerRules)
+    method: ShareMethod = ShareMethod.KMEANS
     init: KMeansInit = KMeansInit.LINEAR
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=1e-4))
     float16: bool = False
+    # soft weight-sharing (method = "soft"); defaults from the paper
+    components: int = 16
+    tau: float = 5e-3
+    zero_mix: float = 0.999
+    zero_gamma_shape: float = 5000.0
+    zero_gamma_rate: float = 2.0
+    gamma_shape: float = 250.0
+    gamma_rate: float = 0.1
+    merge_kl: float = 1e-2
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, lr=5e-4, keep_best=False))
 
     def __post_init__(self) -> None:
         if not isinstance(self.float16, bool):
             raise ConfigError(f"share: float16 must be true or false, got {self.float16!r}")
         object.__setattr__(self, "init", as_enum(KMeansInit, self.init, "share: init"))
+        object.__setattr__(self, "method", as_enum(ShareMethod, self.method, "share: method"))
+        c = self.components
+        if isinstance(c, bool) or not isinstance(c, int) or not 2 <= c <= 256:
+            raise ConfigError(f"share: components (mixture components, the zero one included) must be an integer "
+                              f"in 2..256, got {c!r}")
+        positive = ("tau", "zero_gamma_rate", "gamma_rate")
+        at_least_one = ("zero_gamma_shape", "gamma_shape")  # shape >= 1: a Gamma density with a mode
+        for name in (*positive, *at_least_one, "zero_mix", "merge_kl"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, NUM) or not math.isfinite(v):
+                raise ConfigError(f"share: {name} must be a finite number, got {v!r}")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"share: {name} must be > 0, got {getattr(self, name)!r}")
+        for name in at_least_one:
+            if not getattr(self, name) >= 1:
+                raise ConfigError(f"share: {name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0 < self.zero_mix < 1:
+            raise ConfigError(f"share: zero_mix (the zero component's mixing proportion) must be in (0, 1), "
+                              f"got {self.zero_mix!r}")
+        if self.method is ShareMethod.SOFT and self.train.keep_best:
+            raise ConfigError("share: train.keep_best must be false with method 'soft': the weights of the "
+                              "best validation epoch are the least clustered ones (the prior tightens them "
+                              "epoch after epoch), and the prior trained with them is not restored with them")
+        if not self.merge_kl >= 0:
+            raise ConfigError(f"share: merge_kl must be >= 0, got {self.merge_kl!r}")
+        own = SHARE_KEYS[self.method]
         for pattern, s in self.layers.rules:
+            for method, key in SHARE_KEYS.items():
+                if key in s and key != own:
+                    raise ConfigError(f"share: layers.{pattern}.{key} is a setting of method {method.value!r}, and "
+                                      f"the stage's method is {self.method.value!r}; its layers take {own!r}")
             if "bits" in s and not 1 <= s["bits"] <= 16:
                 raise ConfigError(f"share: layers.{pattern}.bits must be in 1..16, got {s['bits']}")
 
+    def shared(self, kinds: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+        """Settings of the layers the stage shares: those whose rules give the method's key
+        (:data:`SHARE_KEYS`: ``bits`` for k-means, ``soft = true`` for soft weight-sharing)."""
+        order, key = list(kinds), SHARE_KEYS[self.method]
+        out = {}
+        for name, kind in kinds.items():
+            s = self.layers.resolve(name, kind, order)
+            if s.get(key, False) is not False:
+                out[name] = s
+        if not out:
+            raise ConfigError(f"share stage: no layer matches its rules; nothing to share (method "
+                              f"{self.method.value!r} shares the layers whose rules give {key!r})")
+        return out
+
     def bits(self, kinds: Mapping[str, str]) -> dict[str, int]:
-        """Bits per layer of the layers the stage shares."""
-        order = list(kinds)
-        bits = {name: self.layers.resolve(name, kind, order).get("bits") for name, kind in kinds.items()}
-        bits = {name: b for name, b in bits.items() if b is not None}
-        if not bits:
-            raise ConfigError("share stage: no layer matches its rules; nothing to share")
-        return bits
+        """Bits per layer of the layers the stage shares by k-means."""
+        return {name: s["bits"] for name, s in self.shared(kinds).items()}
 
     def check(self, layers, *, has_val):
-        return self.touch(layers, self.bits(_kinds(layers)))
+        return self.touch(layers, self.shared(_kinds(layers)))
 
     def run(self, model, ctx):
+        report = self._soft(model, ctx) if self.method is ShareMethod.SOFT else self._kmeans(model, ctx)
+        if self.float16:
+            round_to_half(model)
+        return report
+
+    def _kmeans(self, model, ctx):
         layers = ctx.layers
         ks = {}
         for name, bits in self.bits(ctx.kinds).items():
             ks[name] = {"bits": bits, "clusters": share_module(layers[name], bits, init=self.init)}
-        shared = {id(centroids_of(layers[n])) for n in ks}
-        frozen = {id(m.weight) for n, m in layers.items() if n not in ks}
-        params = [p for p in model.parameters() if id(p) in shared or id(p) not in frozen]
         before = ctx.evaluate(model, "val")
+        after = self._finetune(model, ctx, ks)
+        return {"layers": ks, "val_accuracy_before_finetune": before, "val_accuracy_after_finetune": after}
+
+    def _finetune(self, model, ctx, shared):
+        """Fine-tune the centroids of the ``shared`` layers and every parameter of the other layers."""
+        layers = ctx.layers
+        centroids = {id(centroids_of(layers[n])) for n in shared}
+        frozen = {id(m.weight) for n, m in layers.items() if n not in shared}
+        params = [p for p in model.parameters() if id(p) in centroids or id(p) not in frozen]
         after = ctx.fit(model, self.finetune, params=params, desc="share: fine-tune centroids")
         finalize(model)
-        if self.float16:
-            round_to_half(model)
-        return {"layers": ks, "val_accuracy_before_finetune": before, "val_accuracy_after_finetune": after}
+        return after
+
+    def _soft(self, model, ctx):
+        modules = {n: ctx.layers[n] for n in self.shared(ctx.kinds)}
+        prior = MixturePrior(torch.cat([m.weight.detach().reshape(-1) for m in modules.values()]), self.components,
+                             zero_mix=self.zero_mix, zero_gamma=(self.zero_gamma_shape, self.zero_gamma_rate),
+                             gamma=(self.gamma_shape, self.gamma_rate))
+        penalty = prior_penalty(prior, modules, self.tau, len(ctx.splits["train"]))
+        trained = ctx.fit(model, self.train, params=[*model.parameters(), *prior.parameters()],
+                          desc="share: soft weight-sharing", penalty=penalty)
+        mixture = prior.mixture()
+        merged = merge_components(mixture, self.merge_kl)
+        tune = self.finetune.epochs > 0
+        layers = snap(modules, merged, tune=tune)
+        before = ctx.evaluate(model, "val")
+        after = self._finetune(model, ctx, layers) if tune else before
+        return {"layers": layers, "components": len(mixture), "components_after_merge": len(merged),
+                "means": [float(m) for m in merged.means], "mix": [float(p) for p in merged.mix],
+                "val_accuracy_after_training": trained, "val_accuracy_after_snap": before,
+                "val_accuracy_after_finetune": after}
 
 
 # --- code --------------------------------------------------------------------------------------

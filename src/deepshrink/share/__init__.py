@@ -1,4 +1,5 @@
-"""Weight sharing: k-means codebooks with fine-tuned centroids."""
+"""Weight sharing: k-means codebooks with fine-tuned centroids (Han et al. 2016), and soft
+weight-sharing under a learned mixture prior (Ullrich et al. 2017)."""
 
 from deepshrink.share.kmeans import (
     KMeansInit,
@@ -10,5 +11,15 @@ from deepshrink.share.kmeans import (
     round_to_half,
     share_module,
 )
+from deepshrink.share.soft import (
+    Mixture,
+    MixturePrior,
+    ShareMethod,
+    assign,
+    merge_components,
+    prior_penalty,
+    snap,
+)
 
-__all__ = ["KMeansInit", "SharedWeight", "centroids_of", "finalize", "is_shared", "kmeans_1d", "round_to_half", "share_module"]
+__all__ = ["KMeansInit", "Mixture", "MixturePrior", "ShareMethod", "SharedWeight", "assign", "centroids_of", "finalize", "is_shared",
+           "kmeans_1d", "merge_components", "prior_penalty", "round_to_half", "share_module", "snap"]
