@@ -36,6 +36,10 @@ EXAMPLES = {
     "share": {"kind": "share", "init": "density", "float16": True, "finetune": {"epochs": 1},
               "layers": {"_default": {"bits": 4}, "_conv": {"bits": 8}}},
     "code": {"kind": "code", "coder": "ans", "layers": {"_default": {"gap_bits": "auto"}, "fc1": {"gap_bits": 6}}},
+    "distill": {"kind": "distill", "student": "lenet-300-100", "width": 0.25,
+                "train": {"epochs": 1, "distill": 0.5, "temperature": 2.0}},
+    "dsd": {"kind": "dsd", "retrain": {"epochs": 1, "lr": 1e-5}, "layers": {"_default": {"release": True},
+                                                                         "fc3": {"release": False}}},
 }
 #: One bad setting per stage kind, and what the error names.
 BAD = {
@@ -43,6 +47,8 @@ BAD = {
     "lowrank": ({"method": "qr"}, "method"),
     "share": ({"init": "kmeans++"}, "init"),
     "code": ({"coder": "zip"}, "coder"),
+    "distill": ({"student": "resnet-50"}, "student"),
+    "dsd": ({"layers": {"_default": {"release": 1}}}, "release"),
 }
 
 
@@ -82,7 +88,9 @@ def test_a_stage_checks_a_model_without_training(kind):
     layers = {n: Layer("linear", m) for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     stage = STAGES[kind].parse(EXAMPLES[kind], kind)
     after = stage.check(layers, has_val=True)
-    if kind != "lowrank":
+    if kind == "distill":  # the student's layers: here the same architecture, new modules
+        assert {n: a.kind for n, a in after.items()} == {n: a.kind for n, a in layers.items()}
+    elif kind != "lowrank":
         assert after == layers
     else:  # fc1 is factorised: its factors take its place, fc2 is skipped
         assert list(after) == ["fc1.first", "fc1.second", "fc2", "fc3.first", "fc3.second"]
@@ -97,7 +105,7 @@ def test_a_stage_checks_a_model_without_training(kind):
 
 
 def test_order_and_graph_change_are_class_attributes():
-    kinds = [k for k in sorted(STAGES, key=lambda k: STAGES[k].order) if k in EXAMPLES]
+    kinds = [k for k in sorted(STAGES, key=lambda k: STAGES[k].order) if k in ("prune", "lowrank", "share", "code")]
     assert kinds == ["prune", "lowrank", "share", "code"]
     assert [STAGES[k].changes_graph for k in kinds] == [False, True, False, False]
     stages = [STAGES[k].parse(EXAMPLES[k], k) for k in kinds]
