@@ -40,6 +40,9 @@ EXAMPLES = {
                 "train": {"epochs": 1, "distill": 0.5, "temperature": 2.0}},
     "dsd": {"kind": "dsd", "retrain": {"epochs": 1, "lr": 1e-5}, "layers": {"_default": {"release": True},
                                                                          "fc3": {"release": False}}},
+    "structured": {"kind": "structured", "importance": "taylor", "steps": 3, "multiple": 8, "calibration": 64,
+                   "retrain": {"epochs": 1, "distill": 0.5},
+                   "layers": {"_linear": {"fraction": 0.5}, "fc2": {"fraction": 0.25}, "_last": {"skip": True}}},
 }
 #: One bad setting per stage kind, and what the error names.
 BAD = {
@@ -49,6 +52,7 @@ BAD = {
     "code": ({"coder": "zip"}, "coder"),
     "distill": ({"student": "resnet-50"}, "student"),
     "dsd": ({"layers": {"_default": {"release": 1}}}, "release"),
+    "structured": ({"multiple": 0}, "multiple"),
 }
 
 

@@ -7,6 +7,7 @@ from deepshrink.graph.ops import activations, arith, attention, layers, pooling,
 from deepshrink.graph.ops.base import (
     OPS,
     Call,
+    Channels,
     OnnxGraph,
     Op,
     Shape,
@@ -18,6 +19,6 @@ from deepshrink.graph.ops.base import (
 )
 
 __all__ = [
-    "OPS", "Call", "OnnxGraph", "Op", "Shape", "op_for_function", "op_for_method", "op_for_module", "register",
+    "OPS", "Call", "Channels", "OnnxGraph", "Op", "Shape", "op_for_function", "op_for_method", "op_for_module", "register",
     "supported_forms",
 ]

@@ -14,13 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepshrink.errors import UnsupportedOperationError
-from deepshrink.graph.ops.base import Mover, Op, dim_index, int_in, one_of, real, register
+from deepshrink.graph.ops.base import SAME, Channels, Elementwise, Mover, Op, dim_index, int_in, one_of, real, register
 
 MAX_LEAKY_SLOPE = 1e3
 
 
 @register
-class Relu(Op):
+class Relu(Elementwise):
     """``max(x, 0)``."""
 
     name, onnx_type = "relu", "Relu"
@@ -32,7 +32,7 @@ class Relu(Op):
 
 
 @register
-class Tanh(Op):
+class Tanh(Elementwise):
     """Hyperbolic tangent."""
 
     name, onnx_type = "tanh", "Tanh"
@@ -44,7 +44,7 @@ class Tanh(Op):
 
 
 @register
-class Sigmoid(Op):
+class Sigmoid(Elementwise):
     """``1 / (1 + exp(-x))``."""
 
     name, onnx_type = "sigmoid", "Sigmoid"
@@ -56,7 +56,7 @@ class Sigmoid(Op):
 
 
 @register
-class LeakyRelu(Op):
+class LeakyRelu(Elementwise):
     """``x`` where positive, else ``negative_slope * x``."""
 
     name = "leaky_relu"
@@ -78,7 +78,7 @@ class LeakyRelu(Op):
 
 
 @register
-class Relu6(Op):
+class Relu6(Elementwise):
     """``min(max(x, 0), 6)``."""
 
     name = "relu6"
@@ -94,7 +94,7 @@ class Relu6(Op):
 
 
 @register
-class Gelu(Op):
+class Gelu(Elementwise):
     """``x Φ(x)`` with the normal distribution's exact CDF, or its tanh approximation."""
 
     name = "gelu"
@@ -129,7 +129,7 @@ class Gelu(Op):
 
 
 @register
-class Silu(Op):
+class Silu(Elementwise):
     """``x sigmoid(x)`` (swish)."""
 
     name = "silu"
@@ -144,7 +144,7 @@ class Silu(Op):
 
 
 @register
-class Hardswish(Op):
+class Hardswish(Elementwise):
     """``x relu6(x + 3) / 6``."""
 
     name, onnx_type = "hardswish", "HardSwish"
@@ -156,7 +156,7 @@ class Hardswish(Op):
 
 
 @register
-class Hardsigmoid(Op):
+class Hardsigmoid(Elementwise):
     """``relu6(x + 3) / 6``."""
 
     name = "hardsigmoid"
@@ -180,6 +180,9 @@ class Identity(Mover):
     def forward(self, a, xs, p):
         return xs[0]
 
+    def channels(self, a, ins, out):
+        return SAME
+
     def to_c(self, node, ins, out, w):
         w.alias()
 
@@ -195,6 +198,9 @@ class _Softmax(Op):
 
     def macs(self, a, ins, ps, out):
         return math.prod(out)
+
+    def channels(self, a, ins, out):
+        return Channels("same", mixes=(dim_index(a["dim"], ins[0]) - 1,))
 
     def from_module(self, mod):
         return {"dim": int(mod.dim if mod.dim is not None else -1)}

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from deepshrink.errors import UnsupportedOperationError
 from deepshrink.graph.ops.base import (
-    Op, axis, boolean, broadcast, dim_indices, dim_list, fmt, one_of, promote, real, register, scalar,
+    SAME, Channels, Op, axis, boolean, broadcast, dim_indices, dim_list, fmt, one_of, promote, real, register, scalar,
     scalar_dtype,
 )
 
@@ -81,6 +81,9 @@ class _Binary(Op):
 
     def macs(self, a, ins, ps, out):
         return math.prod(out)
+
+    def channels(self, a, ins, out):
+        return SAME if "scalar" in a else Channels("merge")
 
     def from_call(self, call):
         if len(call.args) != 2 or call.kwargs:
@@ -259,6 +262,9 @@ class Clamp(Op):
     def forward(self, a, xs, p):
         return torch.clamp(xs[0], a.get("min"), a.get("max"))
 
+    def channels(self, a, ins, out):
+        return SAME
+
     def to_onnx(self, node, xs, shapes, g):
         a, out = node.attrs, node.name
         dtype = self.dtype(a, [g.dtype(xs[0])])
@@ -300,6 +306,9 @@ class MaskedFill(Op):
     def forward(self, a, xs, p):
         return xs[0].masked_fill(xs[1], a["value"])
 
+    def channels(self, a, ins, out):
+        return Channels("merge")
+
     def to_onnx(self, node, xs, shapes, g):
         value = _const(g, f"{node.name}/value", node.attrs["value"], g.dtype(xs[0]))
         g.node("Where", [xs[1], value, xs[0]], node.name)
@@ -333,6 +342,9 @@ class Matmul(Op):
     def forward(self, a, xs, p):
         return torch.matmul(xs[0], xs[1])
 
+    def channels(self, a, ins, out):
+        return Channels("mix", reason="a matrix product sums over its operands' last dimension")
+
 
 class _Reduce(Op):
     """A reduction over non-batch dimensions ``dims``, keeping them as size 1 with ``keepdim``."""
@@ -359,6 +371,11 @@ class _Reduce(Op):
 
     def axes(self, node, shapes) -> list[int]:
         return dim_indices(node.attrs["dims"], shapes[0])
+
+    def channels(self, a, ins, out):
+        dims = tuple(d - 1 for d in dim_indices(a["dims"], ins[0]))
+        return Channels("same", mixes=dims, drops=() if a["keepdim"] else dims,
+                        reason=f"{self.name} reduces over the channels")
 
 
 @register
@@ -424,6 +441,10 @@ class Normalize(Op):
 
     def forward(self, a, xs, p):
         return F.normalize(xs[0], a["p"], a["dim"], a["eps"])
+
+    def channels(self, a, ins, out):
+        return Channels("same", mixes=(dim_indices([a["dim"]], ins[0])[0] - 1,),
+                        reason="normalize divides by a norm over the channels")
 
     def to_onnx(self, node, xs, shapes, g):
         a, out = node.attrs, node.name

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepshrink.errors import UnsupportedOperationError
-from deepshrink.graph.ops.base import Call, Op, boolean, floats, fmt, int_in, nullable, real, register
+from deepshrink.graph.ops.base import Call, Channels, Op, boolean, floats, fmt, int_in, nullable, real, register
 
 MAX_SCALE = 1e6
 
@@ -92,6 +92,9 @@ class ScaledDotProductAttention(Op):
         mask = call.arg(3, "attn_mask")
         tensors = tuple(call.args[:3]) + ((mask,) if mask is not None else ())
         return tensors, {"is_causal": bool(call.arg(5, "is_causal", False)), "scale": call.arg(6, "scale")}
+
+    def channels(self, a, ins, out):
+        return Channels("mix", reason="attention mixes the features of its heads (query·key products)")
 
     def forward(self, a, xs, p):
         mask = xs[3] if len(xs) == 4 else None
@@ -174,6 +177,9 @@ class MultiheadAttention(Op):
         mask = call.arg(3, "key_padding_mask")
         tensors = (call.arg(0, "query"), call.arg(1, "key"), call.arg(2, "value")) + ((mask,) if mask is not None else ())
         return tensors, {"num_heads": int(mod.num_heads)}
+
+    def channels(self, a, ins, out):
+        return Channels("mix", reason="attention mixes the features of its heads (query·key products)")
 
     def forward(self, a, xs, p):
         q, k, v = xs[:3]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
@@ -391,6 +391,52 @@ class CWriter(Protocol):
 
 Params = Mapping[str, torch.Tensor]
 
+CHANNEL_FLOWS = ("new", "same", "merge", "flatten", "mix")
+
+
+@dataclass(frozen=True)
+class Channels:
+    """How an op carries the channels of its inputs to its output: what structured pruning
+    (:mod:`deepshrink.structured`) reads to find which channels can be removed together and
+    which slices of which parameters go with them. Axes are per-sample dimension indices (0 is
+    the dimension after the batch: an image's channels, a flat vector's features).
+
+    ``kind`` is one of:
+
+    - ``"new"``: the op makes a new channel space on its output's ``out_axis`` (linear,
+      convolution with ``groups=1``, embedding); it reads its input's channels on ``axis``
+      (None: the input has none, token ids) through the parameter axes ``consumes``.
+    - ``"same"``: the output has input 0's channels on the same axis (elementwise ops, pooling,
+      batch norm, depthwise convolution). ``axis`` (when set) is the only axis the channels may be
+      on; the op combines values along ``mixes`` (softmax's dim, a pooling window), which must
+      not hold the channels; ``drops`` are the axes it removes (a reduction without keepdim).
+    - ``"merge"``: every input and the output share one channel space (the sum of two
+      branches, a residual connection); an input of size 1 on the channel axis is broadcast.
+    - ``"flatten"``: dimensions ``axis`` to the last become one (channel ``c`` of an image
+      becomes features ``c·H·W`` to ``(c+1)·H·W - 1``).
+    - ``"mix"``: the op combines channels some other way (reshape, transpose, matmul,
+      attention, cat): every channel space touching it is kept whole, for ``reason``.
+
+    ``follows`` maps a parameter role to its axis that follows the output's channels (a layer's
+    weight rows and bias, batch norm's statistics)."""
+
+    kind: str
+    axis: int | None = None
+    out_axis: int | None = None
+    consumes: Mapping[str, int] = field(default_factory=dict)
+    follows: Mapping[str, int] = field(default_factory=dict)
+    mixes: tuple[int, ...] = ()
+    drops: tuple[int, ...] = ()
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in CHANNEL_FLOWS:
+            raise ValueError(f"channel flow kind must be one of {CHANNEL_FLOWS}, got {self.kind!r}")
+
+
+SAME = Channels("same")
+"""The channels of an elementwise op: its input's, unchanged."""
+
 
 class Op:
     """One operation of the graph format. Subclasses set the class attributes and override
@@ -497,6 +543,12 @@ class Op:
     def check_tensors(self, a: Mapping[str, Any], p: Params) -> None:
         """Checks on parameter values before the op runs; raise ``ValueError``."""
 
+    def channels(self, a: Mapping[str, Any], ins: list[Shape], out: Shape) -> Channels:
+        """How the op carries channels from inputs of per-sample shapes ``ins`` to its output
+        ``out`` (see :class:`Channels`). By default it mixes them: structured pruning keeps
+        whole every channel space an op without a declared mapping touches."""
+        return Channels("mix", reason=f"op {self.name} has no channel mapping")
+
     # tracing ---------------------------------------------------------------------------------
 
     def from_module(self, mod: nn.Module) -> dict[str, Any]:
@@ -555,6 +607,13 @@ class Op:
             raise UnsupportedOperationError(f"op {self.name!r} has no C kernel")
         w.in_place()
         w.call("ds_unary", self.c_unary, 0.0, 0.0, w.x(), w.y(), math.prod(out))
+
+
+class Elementwise(Op):
+    """An op applied to each value on its own (an activation): channels pass through it."""
+
+    def channels(self, a, ins, out):
+        return SAME
 
 
 class Mover(Op):

@@ -13,7 +13,7 @@ from torch import nn
 
 from deepshrink.errors import UnsupportedOperationError
 from deepshrink.graph.ops.base import (
-    Op, Params, as_ints, either, fmt, int_in, ints, one_of, real, register, spatial, window,
+    Channels, Op, Params, as_ints, either, fmt, int_in, ints, one_of, real, register, spatial, window,
 )
 
 MAX_EPS = 1.0
@@ -46,6 +46,10 @@ class Linear(Op):
 
     def forward(self, a, xs, p):
         return F.linear(xs[0], p["weight"], p.get("bias"))
+
+    def channels(self, a, ins, out):
+        return Channels("new", axis=len(ins[0]) - 1, out_axis=len(out) - 1, consumes={"weight": 1},
+                        follows={"weight": 0, "bias": 0})
 
     def to_onnx(self, node, xs, shapes, g):
         p, out = node.params, node.name
@@ -119,6 +123,14 @@ class _Conv(Op):
         return {"stride": as_ints(mod.stride, self.nd),
                 "padding": padding if padding == "same" else as_ints(padding, self.nd),
                 "dilation": as_ints(mod.dilation, self.nd), "groups": int(mod.groups)}
+
+    def channels(self, a, ins, out):
+        g, spatial_axes = a["groups"], tuple(range(1, self.nd + 1))
+        if g == 1:
+            return Channels("new", axis=0, out_axis=0, consumes={"weight": 1}, follows={"weight": 0, "bias": 0})
+        if g == ins[0][0] == out[0]:  # depthwise: channel c of the output is made from channel c alone
+            return Channels("same", axis=0, follows={"weight": 0, "bias": 0}, mixes=spatial_axes)
+        return Channels("mix", reason=f"a grouped convolution (groups={g}) ties its channels group by group")
 
     def forward(self, a, xs, p):
         conv = F.conv1d if self.nd == 1 else F.conv2d
@@ -195,6 +207,9 @@ class BatchNorm(Op):
             raise UnsupportedOperationError("BatchNorm without running statistics")
         return {"eps": float(mod.eps)}
 
+    def channels(self, a, ins, out):
+        return Channels("same", axis=0, follows={r: 0 for r in ("running_mean", "running_var", "weight", "bias")})
+
     def forward(self, a, xs, p):
         return F.batch_norm(xs[0], p["running_mean"], p["running_var"], p.get("weight"), p.get("bias"),
                             False, 0.0, a["eps"])
@@ -248,6 +263,11 @@ class LayerNorm(Op):
     def from_module(self, mod):
         return {"normalized_shape": list(mod.normalized_shape), "eps": float(mod.eps)}
 
+    def channels(self, a, ins, out):
+        n = len(ins[0])
+        return Channels("same", mixes=tuple(range(n - len(a["normalized_shape"]), n)),
+                        reason="layer_norm normalises over the channels (their mean and variance change)")
+
     def forward(self, a, xs, p):
         return F.layer_norm(xs[0], a["normalized_shape"], p.get("weight"), p.get("bias"), a["eps"])
 
@@ -285,6 +305,9 @@ class Embedding(Op):
 
     def forward(self, a, xs, p):
         return F.embedding(xs[0], p["weight"])
+
+    def channels(self, a, ins, out):
+        return Channels("new", out_axis=len(out) - 1, follows={"weight": 1})
 
     def to_onnx(self, node, xs, shapes, g):
         g.node("Gather", [g.weight(node.params["weight"]), xs[0]], node.name, axis=0)

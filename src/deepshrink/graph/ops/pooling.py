@@ -12,8 +12,12 @@ from torch import nn
 
 from deepshrink.errors import UnsupportedOperationError
 from deepshrink.graph.ops.base import (
-    OPS, Op, as_pair, boolean, image, int_in, nullable, onnx_pads, pair, register, window,
+    OPS, Channels, Op, as_pair, boolean, image, int_in, nullable, onnx_pads, pair, register, window,
 )
+
+
+POOLED = Channels("same", axis=0, mixes=(1, 2))
+"""The channels of 2-D pooling: each channel pooled on its own over the image."""
 
 
 class _Pool(Op):
@@ -29,6 +33,9 @@ class _Pool(Op):
 
     def macs(self, a, ins, ps, out):
         return math.prod(out) * math.prod(a["kernel"])
+
+    def channels(self, a, ins, out):
+        return POOLED
 
     def from_module(self, mod):
         return {"kernel": as_pair(mod.kernel_size),
@@ -124,6 +131,9 @@ class GlobalAvgPool2d(Op):
     def macs(self, a, ins, ps, out):
         return math.prod(ins[0])
 
+    def channels(self, a, ins, out):
+        return POOLED
+
     def forward(self, a, xs, p):
         return F.adaptive_avg_pool2d(xs[0], 1)
 
@@ -167,6 +177,9 @@ class _Adaptive(Op):
         c, oh, ow = out
         _, h, w = ins[0]
         return c * oh * (h // oh + 2) * ow * (w // ow + 2)  # every window is at most ceil(n / o) + 1 long
+
+    def channels(self, a, ins, out):
+        return POOLED
 
     def from_module(self, mod):
         if getattr(mod, "return_indices", False):

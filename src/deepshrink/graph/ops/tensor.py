@@ -20,7 +20,7 @@ from torch import nn
 
 from deepshrink.errors import UnsupportedOperationError
 from deepshrink.graph.ops.base import (
-    DTYPES, ONNX_DTYPES, TORCH_DTYPES, Mover, Op, axis, broadcast, dim_index, fmt, int_in, nullable, one_of,
+    DTYPES, ONNX_DTYPES, SAME, TORCH_DTYPES, Channels, Mover, Op, axis, broadcast, dim_index, fmt, int_in, nullable, one_of,
     register, scalar,
 )
 
@@ -60,6 +60,9 @@ class Flatten(Mover):
 
     def forward(self, a, xs, p):
         return torch.flatten(xs[0], a["start_dim"])
+
+    def channels(self, a, ins, out):
+        return Channels("flatten", axis=a["start_dim"] - 1)
 
     def to_onnx(self, node, xs, shapes, g):
         start = node.attrs["start_dim"]
@@ -153,6 +156,9 @@ class Reshape(Mover):
                 shape.append([sources.index(size[0]), size[1]])
         return tuple(sources), {"shape": shape}
 
+    def channels(self, a, ins, out):
+        return Channels("mix", reason="a reshape other than flatten moves channels to other positions")
+
     def forward(self, a, xs, p):
         x = xs[0]
         sizes = [xs[d[0]].shape[d[1]] if isinstance(d, list) else x.shape[i] if d == 0 else d
@@ -188,6 +194,9 @@ class Transpose(Mover):
 
     def from_call(self, call):
         return (call.args[0],), {"dims": [call.arg(1, "dim0"), call.arg(2, "dim1")]}
+
+    def channels(self, a, ins, out):
+        return Channels("mix", reason="a transpose moves the channels to another dimension")
 
     def forward(self, a, xs, p):
         return xs[0].transpose(*a["dims"])
@@ -235,6 +244,9 @@ class Permute(Mover):
         if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
             dims = dims[0]
         return (call.args[0],), {"perm": list(dims)}
+
+    def channels(self, a, ins, out):
+        return Channels("mix", reason="a permute moves the channels to another dimension")
 
     def forward(self, a, xs, p):
         return xs[0].permute(a["perm"])
@@ -447,6 +459,9 @@ class Cat(Mover):
             raise UnsupportedOperationError("cat takes a list of tensors")
         return tuple(tensors), {"dim": call.arg(1, "dim", 0)}
 
+    def channels(self, a, ins, out):
+        return Channels("mix", reason="cat joins channel spaces (not supported by structured pruning)")
+
     def forward(self, a, xs, p):
         return torch.cat(xs, a["dim"])
 
@@ -516,6 +531,9 @@ class Cast(Mover):
         if dtype is None:
             raise UnsupportedOperationError("a cast whose target dtype is not known when tracing")
         return (x,), {"dtype": dtype}
+
+    def channels(self, a, ins, out):
+        return SAME
 
     def forward(self, a, xs, p):
         return xs[0].to(_TORCH[a["dtype"]])
