@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import deepshrink as ds
-from deepshrink.distill import narrow, train_student
+from deepshrink.distill import train_student
 from deepshrink.engine import native
 from deepshrink.engine.export import export_c
 from deepshrink.errors import ConfigError
@@ -154,24 +154,19 @@ def test_train_student_is_seeded_and_leaves_the_teacher_alone(teacher, data):
     assert report["student"] == "lenet-300-100" and report["distill"] == 0.7
 
 
-def test_narrow_keeps_a_fraction_of_every_layer_but_the_last(teacher, data):
-    student = narrow(teacher, 0.5)
+def test_a_narrow_student_keeps_a_fraction_of_every_hidden_layer(teacher, data):
+    x = data.tensors("val")[0][:4]
+    stage = STAGES["distill"](student="narrow", width=0.5)
+    student = stage.build(teacher, 10, (x,))
     shapes = {n: tuple(p.shape) for n, p in student.named_parameters() if n.endswith("weight")}
     assert shapes == {"conv1.weight": (10, 1, 5, 5), "conv2.weight": (25, 10, 5, 5), "fc1.weight": (250, 400),
                       "fc2.weight": (10, 250)}
-    # from the teacher: the channels of largest L1 norm, with their weights, the flattened inputs following
-    warm = narrow(teacher, 0.5, from_teacher=True)
-    keep = torch.sort(torch.topk(teacher.conv2.weight.abs().flatten(1).sum(1), 25).indices).values
-    assert torch.equal(warm.conv2.bias, teacher.conv2.bias[keep])
-    cols = (keep[:, None] * 16 + torch.arange(16)).flatten()
-    k1 = torch.sort(torch.topk(teacher.fc1.weight.abs().sum(1), 250).indices).values
-    assert torch.equal(warm.fc1.weight, teacher.fc1.weight[k1][:, cols])
-    x, y = data.tensors("val")
-    assert ds.evaluate(warm, (x, y)) > 0.3  # the kept channels carry the teacher's features already
-    with pytest.raises(ConfigError, match="normalisation"):
-        narrow(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)), 0.5)
-    with pytest.raises(ConfigError, match="groups"):
-        narrow(nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 2, 1)), 0.5)
+    # at random: no weight of the teacher's; from the teacher: its channels of largest L1 norm
+    assert not torch.isin(student.fc2.weight, teacher.fc2.weight).any()
+    warm = replace(stage, init="teacher").build(teacher, 10, (x,))
+    keep = torch.sort(torch.topk(teacher.conv1.weight.abs().flatten(1).sum(1), 10).indices).values
+    assert torch.equal(warm.conv1.weight, teacher.conv1.weight[keep])
+    assert ds.evaluate(warm, data.tensors("val")) > 0.3  # the kept channels carry the teacher's features
 
 
 def test_a_narrow_student_from_the_teacher_compresses_further(teacher, data):

@@ -15,11 +15,11 @@ from typing import Any
 from torch import nn
 
 from deepshrink.data.sources import DataSource
-from deepshrink.distill.students import NARROW, build_student, narrow, scratch_architectures
+from deepshrink.distill.students import NARROW, build_student, scratch_architectures
 from deepshrink.train.loop import TrainConfig
 from deepshrink.train.objectives import Objective, get_objective
 
-__all__ = ["NARROW", "build_student", "narrow", "scratch_architectures", "train_student"]
+__all__ = ["NARROW", "build_student", "scratch_architectures", "train_student"]
 
 
 def train_student(teacher: nn.Module, data: DataSource, *, student: str = "lenet-300-100", width: float = 0.5,

@@ -14,7 +14,6 @@ rate (Han et al., "DSD: Dense-Sparse-Dense Training for Deep Neural Networks", I
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -64,9 +63,9 @@ class DistillStage(Stage):
     ``student`` is a from-scratch architecture of the zoo (``lenet-300-100``, ``lenet-5``),
     built with the teacher's number of outputs, or ``"narrow"``: the teacher's own architecture
     with the fraction ``width`` of its channels and neurons kept in every layer but the last
-    (:func:`deepshrink.distill.students.narrow`). ``init = "teacher"`` starts a narrow student from
-    the teacher's channels of largest weight norm instead of at random (Li et al. 2017's L1
-    criterion). The stage has no per-layer rules: it replaces the whole network."""
+    (:func:`deepshrink.structured.narrow`). ``init = "teacher"`` starts a narrow student from the
+    teacher's channels of largest L1 weight norm and their weights instead of at random (Li et
+    al. 2017's criterion). The stage has no per-layer rules: it replaces the whole network."""
 
     kind: ClassVar[str] = "distill"
     order: ClassVar[int] = 0
@@ -93,21 +92,24 @@ class DistillStage(Stage):
             raise ConfigError(f"distill: init = 'teacher' needs student = {NARROW!r} (a zoo architecture "
                               f"{self.student!r} has no channels in common with the teacher); use init = 'random'")
 
-    def build(self, teacher: nn.Module, outputs_: int) -> nn.Module:
-        """The untrained student of ``teacher`` (``outputs_`` outputs), seeded by ``train.seed``."""
+    def build(self, teacher: nn.Module | None, outputs_: int,
+              inputs: tuple[torch.Tensor, ...] | None = None) -> nn.Module:
+        """The untrained student of ``teacher`` (``outputs_`` outputs; ``inputs``, an example batch,
+        for a narrow student), seeded by ``train.seed``."""
         with torch.random.fork_rng():
             torch.manual_seed(self.train.seed)
             return build_student(self.student, outputs_, teacher=teacher, width=self.width,
-                                 from_teacher=self.init is StudentInit.TEACHER)
+                                 from_teacher=self.init is StudentInit.TEACHER, inputs=inputs)
 
     def check(self, layers, *, has_val):
         if not layers:
             raise ConfigError("distill: the teacher has no layer")
+        if self.student == NARROW:  # the teacher's layers, narrower: the same names and kinds
+            return {n: Layer(layer.kind, layer.module) for n, layer in layers.items()}
         last = next(reversed(layers.values()))
         if last.module is None:
             raise ConfigError("distill: the teacher's last layer does not exist before the stage")
-        teacher = _layers_model(layers) if self.student == NARROW else None
-        student = self.build(teacher, num_outputs(last.module))
+        student = self.build(None, num_outputs(last.module))
         return {n: Layer(layer_kind(m), m) for n, m in prunable_layers(student).items()}
 
     def train_student(self, teacher: nn.Module, ctx: CompressContext) -> tuple[nn.Module, dict[str, Any]]:
@@ -117,7 +119,7 @@ class DistillStage(Stage):
         validation epoch) and what the training did, for the report."""
         probe = ctx.splits["train"].take(slice(0, PROBE))
         want = outputs(teacher, probe)
-        student = self.build(teacher, want.shape[1] if want.ndim > 1 else 1)
+        student = self.build(teacher, want.shape[1] if want.ndim > 1 else 1, probe.inputs)
         what = f"student {self.student!r}" + (f" (width {self.width})" if self.student == NARROW else "")
         shape = ", ".join("×".join(map(str, x.shape[1:])) for x in probe.inputs)
         try:
@@ -142,21 +144,6 @@ class DistillStage(Stage):
         student, detail = self.train_student(model, ctx)
         ctx.replace(student)
         return detail
-
-
-def _layers_model(layers: Mapping[str, Layer]) -> nn.Module:
-    """A module holding the layers of a recipe check under their names, for building a narrow
-    student's layer table (its shapes follow from the layers alone, not from how they connect)."""
-    root = nn.Module()
-    for name, layer in layers.items():
-        parent = root
-        *path, leaf = name.split(".")
-        for part in path:
-            if not hasattr(parent, part):
-                parent.add_module(part, nn.Module())
-            parent = getattr(parent, part)
-        parent.add_module(leaf, copy.deepcopy(layer.module))
-    return root
 
 
 # --- dense-sparse-dense ------------------------------------------------------------------------
