@@ -18,7 +18,7 @@ from deepshrink.engine.export import export_c
 from deepshrink.errors import ConfigError
 from deepshrink.pipeline.compress import check_recipe
 from deepshrink.recipes import Recipe
-from deepshrink.recipes.stages import STAGES
+from deepshrink.recipes.stages import STAGES, Layer
 
 
 def recipe(*stages: dict) -> Recipe:
@@ -178,3 +178,17 @@ def test_a_narrow_student_from_the_teacher_compresses_further(teacher, data):
     assert result.stages[1].detail["val_accuracy_before"] > 0.3  # started from the teacher's channels
     assert result.ratio > 4 and result.file_accuracy > 0.4
     assert ds.load(result.data).dense_state_dict()["conv2.weight"].shape == (25, 10, 5, 5)
+
+
+@pytest.mark.parametrize("name, teacher_name, student_layers", [
+    ("distill-lenet-300-100", "lenet-5", ["fc1", "fc2", "fc3"]),
+    ("distill-half", "lenet-300-100", ["fc1", "fc2", "fc3"]),
+    ("distill-half", "lenet-5", ["conv1", "conv2", "fc1", "fc2"]),
+])
+def test_the_builtin_distill_recipes_fit_their_teachers(name, teacher_name, student_layers):
+    r = ds.load_recipe(name)
+    assert r.distills and r.stages[0].train.epochs == 20  # the stated student budget
+    check_recipe(ds.build_model(teacher_name), r)
+    assert list(r.stages[0].check({n: Layer("linear" if n.startswith("fc") else "conv", m) for n, m in
+                                   ds.build_model(teacher_name).named_children() if hasattr(m, "weight")},
+                                  has_val=True)) == student_layers

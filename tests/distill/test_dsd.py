@@ -87,3 +87,14 @@ def test_dsd_settings_are_checked():
         recipe({"kind": "dsd", "retrain": {"lr": 0}})
     with pytest.raises(ConfigError, match="order"):
         recipe({"kind": "dsd"}, PRUNE)
+
+
+def test_the_builtin_dsd_recipe_prunes_then_retrains_dense():
+    from deepshrink.pipeline.compress import check_recipe
+
+    r = ds.load_recipe("dsd")
+    assert [s.kind for s in r.stages] == ["prune", "dsd", "code"]
+    prune, dsd = r.stages[0], r.stages[1]
+    assert 0.5 <= prune.layers.resolve("fc1", "linear", ["fc1"])["sparsity"] <= 0.7
+    assert dsd.retrain.lr == pytest.approx(prune.retrain.lr / 10)  # a tenth of the sparse phase's, as in the paper
+    check_recipe(ds.build_model("lenet-300-100"), r)
