@@ -58,7 +58,7 @@ def test_bad_settings_are_refused_naming_the_setting(settings, needle):
 
 def test_the_default_training_distills_and_the_stage_comes_first():
     stage = STAGES["distill"]()
-    assert stage.distills and stage.train.distill == 0.7 and stage.train.temperature == 4.0
+    assert stage.distills and stage.train.distill == 0.5 and stage.train.temperature == 2.0
     assert recipe({"kind": "distill"}).distills  # so the pipeline computes the teacher's outputs
     with pytest.raises(ConfigError, match="order"):
         recipe({"kind": "prune", "layers": {"_default": {"sparsity": 0.5}}}, {"kind": "distill"})

@@ -47,9 +47,10 @@ class StudentInit(StrEnum):
 
 
 def _default_train() -> TrainConfig:
-    # Hinton et al. (2015) weigh the soft targets heavily at a moderate temperature; a = 0.7, T = 4
-    # were the best on the validation split of Fashion-MNIST (LeNet-5 -> LeNet-300-100)
-    return TrainConfig(epochs=20, lr=1e-3, distill=0.7, temperature=4.0)
+    # a = 0.5, T = 2 beat a = 0.8, T = 4 on the validation split of Fashion-MNIST at every learning
+    # rate tried, for LeNet-5 -> LeNet-300-100 and LeNet-300-100 -> its half width
+    # (python -m deepshrink.distill.compare); the built-in recipes also give the tuned lr
+    return TrainConfig(epochs=20, lr=1e-3, distill=0.5, temperature=2.0)
 
 
 @register_stage
