@@ -40,6 +40,10 @@ EXAMPLES = {
                  "layers": {"_linear": {"bits": 4, "granularity": "group", "group_size": 4}, "fc3": {"levels": "ternary"},
                             "_first": {"bits": 8, "symmetric": False}, "fc2": {"skip": True}}},
     "code": {"kind": "code", "coder": "ans", "layers": {"_default": {"gap_bits": "auto"}, "fc1": {"gap_bits": 6}}},
+    "distill": {"kind": "distill", "student": "lenet-300-100", "width": 0.25,
+                "train": {"epochs": 1, "distill": 0.5, "temperature": 2.0}},
+    "dsd": {"kind": "dsd", "retrain": {"epochs": 1, "lr": 1e-5}, "layers": {"_default": {"release": True},
+                                                                         "fc3": {"release": False}}},
     "structured": {"kind": "structured", "importance": "taylor", "steps": 3, "multiple": 8, "calibration": 64,
                    "retrain": {"epochs": 1, "distill": 0.5},
                    "layers": {"_linear": {"fraction": 0.5}, "fc2": {"fraction": 0.25}, "_last": {"skip": True}}},
@@ -55,6 +59,8 @@ BAD = {
     "share": ({"init": "kmeans++"}, "init"),
     "quantize": ({"calibration": "kl"}, "calibration"),
     "code": ({"coder": "zip"}, "coder"),
+    "distill": ({"student": "resnet-50"}, "student"),
+    "dsd": ({"layers": {"_default": {"release": 1}}}, "release"),
     "structured": ({"multiple": 0}, "multiple"),
     "dct": ({"bits": 17}, "bits"),
     "hash": ({"domain": "fourier"}, "domain"),
@@ -97,7 +103,9 @@ def test_a_stage_checks_a_model_without_training(kind):
     layers = {n: Layer("linear", m) for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     stage = STAGES[kind].parse(EXAMPLES[kind], kind)
     after = stage.check(layers, has_val=True)
-    if kind != "lowrank":  # a stage that stores its own form marks the layers it changed as fixed
+    if kind == "distill":  # the student's layers: here the same architecture, new modules
+        assert {n: a.kind for n, a in after.items()} == {n: a.kind for n, a in layers.items()}
+    elif kind != "lowrank":  # a stage that stores its own form marks the layers it changed as fixed
         assert {n: (v.kind, v.module) for n, v in after.items()} == {n: (v.kind, v.module) for n, v in layers.items()}
         assert {v.fixed_by for v in after.values()} <= {None, kind if STAGES[kind].stores_form else None}
     else:  # fc1 is factorised: its factors take its place, fc2 is skipped
