@@ -51,6 +51,9 @@ def test_blocks_of_kernels_and_matrices():
     assert kernel_block((6, 4, 3), 8) == (1, 3)
     assert kernel_block((10, 100), 8) == (8, 8)
     assert kernel_block((3, 100), 8) == (3, 8)  # no more padding than the matrix needs
+    assert kernel_block((300, 784), (1, 28)) == (1, 28)  # one image row of a 784-input layer
+    assert kernel_block((10, 100), [2, 200]) == (2, 100)  # a pair, clipped to the matrix too
+    assert kernel_block((50, 20, 5, 5), (1, 16)) == (5, 5)  # a convolution's block is its kernel
     assert coefficient_shape((10, 100), (8, 8)) == (2 * 13, 8, 8)
     d = dct_matrix(8)
     np.testing.assert_allclose(d @ d.T, np.eye(8), atol=1e-14)

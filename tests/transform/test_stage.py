@@ -1,6 +1,8 @@
 """The dct and hash stages: settings refused with the setting and its range, recipes that would
 change a stored form refused before training, the forms the stages leave."""
 
+import tomllib
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +29,9 @@ def stage(kind, **kw):
     ("dct", {"layers": {"_default": {"keep": 0.1, "block": 65}}}, r"block must be an integer in 1\.\.64"),
     ("dct", {"bits": 0}, r"dct: bits must be an integer in 1\.\.16"),
     ("dct", {"block": 0}, r"dct: block must be an integer in 1\.\.64"),
+    ("dct", {"block": [1, 65]}, r"dct: block must be an integer in 1\.\.64 or a pair"),
+    ("dct", {"layers": {"_default": {"keep": 0.1, "block": [1, 2, 3]}}}, r"block must be .* or a pair"),
+    ("hash", {"block": [0, 8]}, r"hash: block must be an integer in 1\.\.64 or a pair"),
     ("dct", {"init": "kmeans++"}, "init must be one of"),
     ("hash", {"layers": {"_default": {"buckets": 0}}}, r"buckets must be an int ≥ 1"),
     ("hash", {"layers": {"_default": {"buckets": 1.5}}}, r"fraction in \(0, 1\]"),
@@ -45,6 +50,10 @@ def test_stages_round_trip_through_their_recipe_tables():
     for s in (stage("dct", bits=5, layers={"_linear": {"keep": 0.1, "block": 4}, "_conv": {"threshold": 0.5}}),
               stage("hash", seed=3, layers={"_linear": {"buckets": 0.125}, "_conv": {"buckets": 40, "domain": "dct"}})):
         assert type(s).parse(s.to_dict(), "again") == s
+    pair = Recipe.from_dict({"name": "t", "stages": [{"kind": "dct", "block": [1, 16], "layers": {
+        "_linear": {"keep": 0.1}, "_first": {"block": [1, 28]}}}]})
+    assert pair.stages[0].block == (1, 16)  # a tuple: the stage stays hashable
+    assert Recipe.from_dict(tomllib.loads(pair.to_toml())) == pair  # blocks written as TOML arrays
     assert ds.load_recipe("hashed").stages[0].layers.resolve("conv1", "conv", ["conv1", "fc1"])["domain"] is HashDomain.DCT
 
 
@@ -132,3 +141,19 @@ def test_hash_stage_buckets_and_seeds(tiny):
     assert len(np.unique(w)) <= 100  # unsigned: the weights are the bucket values
     assert len(np.unique(np.abs(result.model.fc1.weight.detach().numpy()))) <= 29400
     assert result.ratio > 6
+
+
+def test_dct_stage_rows_of_inputs_and_retraining_before_sharing(tiny):
+    model, data = tiny
+    recipe = Recipe.from_dict({"name": "t", "stages": [{
+        "kind": "dct", "retrain": {"epochs": 1, "lr": 1e-3}, "finetune": {"epochs": 1, "lr": 1e-3},
+        "layers": {"_linear": {"keep": 0.1, "bits": 5}, "_first": {"block": [1, 28]}}}]})
+    result = ds.compress(model, data, recipe, progress=False)
+    detail = result.stages[1].detail
+    fc1 = detail["layers"]["fc1"]
+    assert fc1["block"] == [1, 28] and fc1["kept"] == round(0.1 * 300 * 784)  # 784 = 28 rows of 28: no padding
+    assert detail["layers"]["fc2"]["block"] == [8, 8]
+    # the retrained (unshared) coefficients score at least as well as the shared ones before fine-tuning
+    assert detail["val_accuracy_after_retrain"] >= detail["val_accuracy_before_finetune"] - 0.02
+    loaded = ds.load(result.data)
+    assert torch.equal(loaded.dense_state_dict()["fc1.weight"], result.model.fc1.weight.detach())

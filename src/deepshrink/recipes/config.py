@@ -119,9 +119,11 @@ def _toml_value(v: Any) -> str:
         return repr(v)
     if isinstance(v, str):
         return json.dumps(v)  # a JSON string is a TOML basic string (escapes included)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    raise ConfigError(f"a recipe value must be a boolean, number, string or table, got {type(v).__name__}")
+    raise ConfigError(f"a recipe value must be a boolean, number, string, array or table, got {type(v).__name__}")
 
 
 def dump_toml(recipe: dict[str, Any]) -> str:

@@ -28,17 +28,24 @@ import torch
 #: Largest block side (coefficients per block: at most 64 × 64; work per weight: at most 128 products).
 MAX_BLOCK = 64
 
+#: A block setting: ``B`` (a ``B × B`` tile) or ``(bh, bw)``.
+Block = int | tuple[int, int]
 
-def kernel_block(shape: tuple[int, ...], block: int) -> tuple[int, int]:
+
+def kernel_block(shape: tuple[int, ...], block: Block) -> tuple[int, int]:
     """The block of a weight of ``shape``: the ``kh × kw`` kernel of a 2-D (or higher)
     convolution, the length-``k`` kernel of a 1-D convolution (one row), and otherwise ``block ×
-    block`` clipped to the matrix (a block larger than the matrix would only add padding)."""
+    block`` (or ``bh × bw`` for a pair) clipped to the matrix (a block larger than the matrix
+    would only add padding). A ``1 × B`` block of a fully connected weight transforms runs of one
+    output neuron's input weights only: a square tile mixes unrelated neurons, whose weights
+    are not correlated, while neighbouring inputs (pixels of an image row) often are."""
     if len(shape) >= 4:
         return int(shape[-2]), int(shape[-1])
     if len(shape) == 3:
         return 1, int(shape[-1])
+    bh, bw = (block, block) if isinstance(block, int) else block
     rows, cols = matrix_shape(shape)
-    return max(1, min(block, rows)), max(1, min(block, cols))
+    return max(1, min(bh, rows)), max(1, min(bw, cols))
 
 
 def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:

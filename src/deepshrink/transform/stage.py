@@ -29,7 +29,7 @@ from deepshrink.recipes.stages import NUM, Stage, _kinds, register_stage
 from deepshrink.share import KMeansInit, kmeans_1d
 from deepshrink.storage.tensors import CompressedTensor, SparseCodebookTensor, index_dtype
 from deepshrink.train.loop import TrainConfig, as_enum
-from deepshrink.transform.dct import MAX_BLOCK, coefficient_shape, dct_blocks, idct_torch, kernel_block
+from deepshrink.transform.dct import MAX_BLOCK, Block, coefficient_shape, dct_blocks, idct_torch, kernel_block
 from deepshrink.transform.hashing import MAX_SEED, bucket_signs
 from deepshrink.transform.tensors import DCTTensor, HashedTensor
 
@@ -41,6 +41,16 @@ def _is_int(v: Any) -> bool:
 def _check_int(v: Any, lo: int, hi: int, what: str) -> None:
     if not _is_int(v) or not lo <= v <= hi:
         raise ConfigError(f"{what} must be an integer in {lo}..{hi}, got {v!r}")
+
+
+def _check_block(v: Any, what: str) -> Block:
+    """A block setting: an int ``B`` in 1..:data:`MAX_BLOCK` (``B × B``) or a pair ``[bh, bw]``
+    of them (a tuple, so the frozen stage stays hashable)."""
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(b) and 1 <= b <= MAX_BLOCK for b in v):
+        return int(v[0]), int(v[1])
+    if not _is_int(v) or not 1 <= v <= MAX_BLOCK:
+        raise ConfigError(f"{what} must be an integer in 1..{MAX_BLOCK} or a pair [rows, columns] of them, got {v!r}")
+    return v
 
 
 def _check_bool(v: Any, what: str) -> None:
@@ -132,31 +142,37 @@ def _table(param: torch.Tensor, float16: bool) -> np.ndarray:
 @dataclass(frozen=True)
 class DCTStage(Stage):
     """Transform coding in the DCT domain (CNNpack, Wang et al., NIPS 2016): each layer's weight
-    is cut into blocks (a convolution's kernels; ``block × block`` tiles of other weights, padded
-    at the edges), each block is transformed by the orthonormal 2-D DCT-II, the smallest
-    coefficients are dropped (per layer ``keep``: the fraction kept by magnitude, or
+    is cut into blocks (a convolution's kernels; ``block × block`` tiles of other weights, or
+    ``bh × bw`` for ``block = [bh, bw]``, padded at the edges: ``[1, B]`` transforms runs of one
+    neuron's inputs, e.g. ``[1, 28]`` one image row of a 784-input layer), each block is
+    transformed by the orthonormal 2-D DCT-II, the smallest coefficients are dropped (per layer ``keep``: the fraction kept by magnitude, or
     ``threshold``: drop those below ``threshold ×`` the standard deviation of the layer's
     coefficients), the kept ones are k-means shared with ``bits`` (``2**bits - 1`` values) and
-    the shared values are fine-tuned through the inverse transform. Per layer ``bits`` and
+    the shared values are fine-tuned through the inverse transform (``finetune``). With
+    ``retrain.epochs > 0`` the kept coefficients are first trained each on its own, through the
+    inverse transform, before they are shared: the network recovers from the dropped ones with
+    the kept ones free (as Deep Compression retrains the weights pruning keeps before it shares
+    them), and k-means then clusters values that already work together. Per layer ``bits`` and
     ``block`` default to the stage's; ``float16`` rounds the shared values and the biases of the
     coded layers to float16 afterwards."""
 
     kind: ClassVar[str] = "dct"
     order: ClassVar[int] = 70
     stores_form: ClassVar[bool] = True
-    settings: ClassVar[Mapping[str, Any]] = {"keep": NUM, "threshold": NUM, "bits": int, "block": int}
-    trainings: ClassVar[tuple[str, ...]] = ("finetune",)
+    settings: ClassVar[Mapping[str, Any]] = {"keep": NUM, "threshold": NUM, "bits": int, "block": (int, list)}
+    trainings: ClassVar[tuple[str, ...]] = ("retrain", "finetune")
 
     layers: LayerRules = field(default_factory=LayerRules)
     bits: int = 6
-    block: int = 8
+    block: Block = 8
     init: KMeansInit = KMeansInit.LINEAR
     float16: bool = True
+    retrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=0))
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-4))
 
     def __post_init__(self) -> None:
         _check_int(self.bits, 1, 16, "dct: bits")
-        _check_int(self.block, 1, MAX_BLOCK, "dct: block")
+        object.__setattr__(self, "block", _check_block(self.block, "dct: block"))
         _check_bool(self.float16, "dct: float16")
         object.__setattr__(self, "init", as_enum(KMeansInit, self.init, "dct: init"))
         for pattern, s in self.layers.rules:
@@ -171,7 +187,7 @@ class DCTStage(Stage):
             if "bits" in s:
                 _check_int(s["bits"], 1, 16, f"{where}.bits")
             if "block" in s:
-                _check_int(s["block"], 1, MAX_BLOCK, f"{where}.block")
+                _check_block(s["block"], f"{where}.block")
 
     def plans(self, kinds: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         """Settings (``bits`` and ``block`` filled in) of the layers the stage codes."""
@@ -191,11 +207,12 @@ class DCTStage(Stage):
     def run(self, model, ctx):
         layers = ctx.layers
         plans = self.plans(ctx.kinds)
-        report = {}
+        report, kept = {}, {}
         for name, p in plans.items():
             m = layers[name]
             w = m.weight.detach().cpu().numpy()
-            block = kernel_block(tuple(w.shape), p["block"])
+            shape = tuple(w.shape)
+            block = kernel_block(shape, p["block"])
             coef = dct_blocks(w, block).reshape(-1)
             mag = np.abs(coef)
             if "keep" in p:
@@ -205,13 +222,27 @@ class DCTStage(Stage):
                 positions = np.flatnonzero(mag > p["threshold"] * coef.std())
                 if positions.size == 0:
                     positions = np.array([int(np.argmax(mag))])
-            centroids, labels = kmeans_1d(coef[positions], (1 << p["bits"]) - 1, init=self.init)
-            cshape = coefficient_shape(tuple(w.shape), block)
-            P.register_parametrization(m, "weight", DCTWeight(positions, labels, cshape, tuple(w.shape), centroids),
-                                       unsafe=True)
-            report[name] = {"block": list(block), "bits": p["bits"], "clusters": len(centroids),
-                            "coefficients": int(coef.size), "kept": int(positions.size),
+            cshape = coefficient_shape(shape, block)
+            kept[name] = (positions, cshape, shape, coef[positions])
+            report[name] = {"block": list(block), "bits": p["bits"], "coefficients": int(coef.size),
+                            "kept": int(positions.size),
                             "energy_kept": float((coef[positions] ** 2).sum() / max((coef ** 2).sum(), 1e-30))}
+        retrained = None
+        if self.retrain.epochs > 0:  # each kept coefficient its own value (labels 0..n-1), trained
+            for name, (positions, cshape, shape, values) in kept.items():
+                P.register_parametrization(layers[name], "weight", DCTWeight(
+                    positions, np.arange(positions.size), cshape, shape, values), unsafe=True)
+            retrained = _fit_tables(model, ctx, list(plans), self.retrain, "dct: retrain kept coefficients")
+            for name, (positions, cshape, shape, _) in kept.items():
+                m = layers[name]
+                values = m.parametrizations.weight.original.detach().cpu().numpy().astype(np.float64)
+                P.remove_parametrizations(m, "weight", leave_parametrized=True)
+                kept[name] = (positions, cshape, shape, values)
+        for name, (positions, cshape, shape, values) in kept.items():
+            centroids, labels = kmeans_1d(values, (1 << plans[name]["bits"]) - 1, init=self.init)
+            P.register_parametrization(layers[name], "weight", DCTWeight(positions, labels, cshape, shape, centroids),
+                                       unsafe=True)
+            report[name]["clusters"] = len(centroids)
         before = ctx.evaluate(model, "val")
         after = _fit_tables(model, ctx, list(plans), self.finetune, "dct: fine-tune shared coefficients")
         for name in plans:
@@ -222,7 +253,8 @@ class DCTStage(Stage):
             coefficients = SparseCodebookTensor(pz.cshape, pz.positions.numpy().copy(),
                                                 labels.astype(index_dtype(len(codebook))), codebook)
             _store(m, name, DCTTensor(tuple(pz.shape), coefficients), ctx, self.float16)
-        return {"layers": report, "val_accuracy_before_finetune": before, "val_accuracy_after_finetune": after}
+        return {"layers": report, "val_accuracy_after_retrain": retrained, "val_accuracy_before_finetune": before,
+                "val_accuracy_after_finetune": after}
 
 
 # --- hash --------------------------------------------------------------------------------------
@@ -243,7 +275,7 @@ class HashStage(Stage):
     are stored, so the compression factor is the layer's size over ``buckets`` (per layer: an
     int, or a fraction of the layer's weights). With ``domain = "dct"`` the blockwise DCT
     coefficients are hashed instead (FreshNets, Chen et al., KDD 2016: a convolution's kernels
-    are ``block`` for it; other weights use ``block × block`` tiles), which spends the shared
+    are ``block`` for it; other weights use ``block × block`` tiles, or ``[bh, bw]``), which spends the shared
     values on the smooth low frequencies. The buckets start as the signed mean of the values
     that hash to them and are trained (``train``) with the hashing fixed; ``float16`` rounds
     them and the layers' biases to float16 afterwards."""
@@ -251,14 +283,14 @@ class HashStage(Stage):
     kind: ClassVar[str] = "hash"
     order: ClassVar[int] = 65
     stores_form: ClassVar[bool] = True
-    settings: ClassVar[Mapping[str, Any]] = {"buckets": NUM, "domain": str, "block": int, "sign": bool}
+    settings: ClassVar[Mapping[str, Any]] = {"buckets": NUM, "domain": str, "block": (int, list), "sign": bool}
     trainings: ClassVar[tuple[str, ...]] = ("train",)
 
     layers: LayerRules = field(default_factory=LayerRules)
     seed: int = 0
     sign: bool = True
     domain: HashDomain = HashDomain.WEIGHT
-    block: int = 8
+    block: Block = 8
     float16: bool = True
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-3, distill=0.5))
 
@@ -266,7 +298,7 @@ class HashStage(Stage):
         _check_int(self.seed, 0, MAX_SEED, "hash: seed")
         _check_bool(self.sign, "hash: sign")
         _check_bool(self.float16, "hash: float16")
-        _check_int(self.block, 1, MAX_BLOCK, "hash: block")
+        object.__setattr__(self, "block", _check_block(self.block, "hash: block"))
         object.__setattr__(self, "domain", as_enum(HashDomain, self.domain, "hash: domain"))
         rules = []
         for pattern, s in self.layers.rules:
@@ -277,7 +309,7 @@ class HashStage(Stage):
                 raise ConfigError(f"{where}.buckets must be an int ≥ 1 (at most the layer's weights) or a fraction "
                                   f"in (0, 1] of the layer's weights, got {b!r}")
             if "block" in s:
-                _check_int(s["block"], 1, MAX_BLOCK, f"{where}.block")
+                _check_block(s["block"], f"{where}.block")
             if "sign" in s:
                 _check_bool(s["sign"], f"{where}.sign")
             s = dict(s)
