@@ -68,6 +68,7 @@ QUESTIONS: dict[str, dict[str, str | None]] = {
     # the binary and ternary recipes without their int8 first layer (LeNet-300-100's first layer holds 88% of its weights)
     "binary-first-too": {"lenet-300-100": "binary", "lenet-5": None},
     "ternary-first-too": {"lenet-300-100": "ternary", "lenet-5": None},
+    "int4-first-too": {"lenet-300-100": "int4", "lenet-5": None},
 }
 ALL = {**METHODS, **QUESTIONS}
 
@@ -346,7 +347,7 @@ def questions(summary: dict) -> list[str]:
             rows.append(f"| Deep Compression after DSD vs on the baseline | {net} | after DSD: {cell(methods[a])} | "
                         f"baseline: {cell(methods[b])} | {_paired(methods, a, b)} |")
         for q in ("binary", "ternary", "binary-first-too", "ternary-first-too"):
-            for ref in ("int8", "int4"):
+            for ref in ("int8", "int4", "int4-first-too"):
                 if q in methods and ref in methods:
                     rows.append(f"| {q} vs {ref} | {net} | {q}: {cell(methods[q])} | {ref}: {cell(methods[ref])} | "
                                 f"{_paired(methods, q, ref)} |")
