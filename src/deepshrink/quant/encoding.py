@@ -268,7 +268,8 @@ class Quant(Encoding):
     # encoding and decoding
 
     def encode_form(self, name: str, form: CompressedTensor, coder: Coder) -> EncodedTensor:
-        assert isinstance(form, QuantTensor)
+        if not isinstance(form, QuantTensor):
+            raise TypeError(f"the quant encoding stores a QuantTensor, got {type(form).__name__}")
         scale = np.asarray(form.scale, np.float32)
         dtype = value_dtype(scale)
         symbols = form.q.reshape(-1).astype(np.int64)
