@@ -465,7 +465,10 @@ class ShareStage(Stage):
     ``merge_kl`` (symmetric KL divergence) merge and each weight snaps to the mean of its most
     responsible component, zero exactly for the zero component: at most ``components`` values
     in the whole network. A ``finetune`` with epochs > 0 then fine-tunes each layer's snapped
-    values as k-means centroids.
+    values as k-means centroids. ``prior_start`` places the mixture at the start: ``even`` (the
+    paper) or ``kmeans`` (the weights' own clusters; :func:`deepshrink.share.soft._kmeans_start`).
+    Weights that are exactly zero when the stage starts (a prune stage's) stay zero: after
+    pruning, the prior clusters the survivors.
 
     With ``float16`` the shared values and all other parameters (biases) are rounded to float16
     afterwards, halving their stored bytes."""
