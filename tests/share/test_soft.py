@@ -66,6 +66,22 @@ def test_prior_starts_evenly_over_the_weights_range_and_checks_its_settings():
         MixturePrior(torch.zeros(10), 4)
 
 
+def test_kmeans_start_puts_the_means_on_the_weights_clusters():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([-0.3, -0.1, 0.0, 0.2, 0.4])
+    w = (centres.repeat_interleave(200) + 0.005 * torch.randn(1000, generator=g)).double()
+    w[:50] = 0  # pruned weights: the zero component's, not a cluster of their own
+    mix = MixturePrior(w, 5, zero_gamma=(101.0, 0.01), start="kmeans").mixture()
+    np.testing.assert_allclose(np.sort(mix.means[1:]), [-0.3, -0.1, 0.2, 0.4], atol=2e-3)
+    std = np.exp(-0.5 * mix.log_precisions)
+    assert std[0] == pytest.approx(0.01, rel=1e-5)  # the zero component at its hyper-prior's mode
+    assert np.all((std[1:] > 2e-3) & (std[1:] < 1e-2))  # the others at their clusters' spread
+    j = assign(w.numpy(), mix)
+    assert np.all((j == 0) == (np.abs(w.numpy()) < 0.05))
+    with pytest.raises(ConfigError, match="prior start"):
+        MixturePrior(w, 5, start="uniform")
+
+
 def test_merge_joins_coinciding_components_only():
     mix = Mixture(np.array([0.0, 0.5, 0.5001, -0.4]), np.log(np.array([1e4, 400.0, 400.0, 400.0])),
                   np.array([0.7, 0.1, 0.1, 0.1]))
@@ -126,6 +142,7 @@ def _stage(**raw):
     ({"gamma_shape": 0.5}, "gamma_shape must be >= 1"),
     ({"zero_gamma_rate": -1.0}, "zero_gamma_rate must be > 0"),
     ({"merge_kl": -0.1}, "merge_kl must be >= 0"),
+    ({"prior_start": "uniform"}, r"prior_start must be one of \['even', 'kmeans'\]"),
     ({"method": "fuzzy"}, r"method must be one of \['kmeans', 'soft'\]"),
     ({"train": {"keep_best": True}}, "keep_best must be false"),
     ({"train": {"epochs": -1}}, r"train: epochs"),
@@ -166,7 +183,10 @@ def test_soft_sharing_end_to_end_loads_evaluates_and_exports(fashion_small, tmp_
          "layers": {"_default": {"soft": True}}},
         {"kind": "code", "coder": "huffman"},
     ]})
+    with torch.no_grad():  # as a prune stage leaves it: the prior clusters the survivors, the zeros stay
+        model.fc1.weight[:, ::2] = 0
     result = ds.compress(model, train, recipe, progress=False)
+    assert torch.all(result.model.fc1.weight[:, ::2] == 0)
     detail = result.stages[1].detail
     assert [s.stage for s in result.stages] == ["baseline", "share", "code"]
     assert detail["components_after_merge"] <= 8

@@ -46,6 +46,7 @@ from deepshrink.prune import apply_mask, current_weight, magnitude_mask, make_pe
 from deepshrink.recipes.rules import LayerRules
 from deepshrink.share import (
     KMeansInit,
+    PRIOR_STARTS,
     MixturePrior,
     ShareMethod,
     centroids_of,
@@ -464,7 +465,10 @@ class ShareStage(Stage):
     ``merge_kl`` (symmetric KL divergence) merge and each weight snaps to the mean of its most
     responsible component, zero exactly for the zero component: at most ``components`` values
     in the whole network. A ``finetune`` with epochs > 0 then fine-tunes each layer's snapped
-    values as k-means centroids.
+    values as k-means centroids. ``prior_start`` places the mixture at the start: ``even`` (the
+    paper) or ``kmeans`` (the weights' own clusters; :func:`deepshrink.share.soft._kmeans_start`).
+    Weights that are exactly zero when the stage starts (a prune stage's) stay zero: after
+    pruning, the prior clusters the survivors.
 
     With ``float16`` the shared values and all other parameters (biases) are rounded to float16
     afterwards, halving their stored bytes."""
@@ -488,6 +492,7 @@ class ShareStage(Stage):
     gamma_shape: float = 250.0
     gamma_rate: float = 0.1
     merge_kl: float = 1e-2
+    prior_start: str = "kmeans"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, lr=5e-4, keep_best=False))
 
     def __post_init__(self) -> None:
@@ -518,6 +523,8 @@ class ShareStage(Stage):
             raise ConfigError("share: train.keep_best must be false with method 'soft': the weights of the "
                               "best validation epoch are the least clustered ones (the prior tightens them "
                               "epoch after epoch), and the prior trained with them is not restored with them")
+        if self.prior_start not in PRIOR_STARTS:
+            raise ConfigError(f"share: prior_start must be one of {list(PRIOR_STARTS)}, got {self.prior_start!r}")
         if not self.merge_kl >= 0:
             raise ConfigError(f"share: merge_kl must be >= 0, got {self.merge_kl!r}")
         own = SHARE_KEYS[self.method]
@@ -579,10 +586,16 @@ class ShareStage(Stage):
         modules = {n: ctx.layers[n] for n in self.shared(ctx.kinds)}
         prior = MixturePrior(torch.cat([m.weight.detach().reshape(-1) for m in modules.values()]), self.components,
                              zero_mix=self.zero_mix, zero_gamma=(self.zero_gamma_shape, self.zero_gamma_rate),
-                             gamma=(self.gamma_shape, self.gamma_rate))
+                             gamma=(self.gamma_shape, self.gamma_rate), start=self.prior_start)
+        # weights a prune stage removed (exact zeros) stay removed: the prior clusters the survivors
+        for m in modules.values():
+            w = m.weight.detach()
+            if (w == 0).any():
+                apply_mask(m, w != 0)
         penalty = prior_penalty(prior, modules, self.tau, len(ctx.splits["train"]))
         trained = ctx.fit(model, self.train, params=[*model.parameters(), *prior.parameters()],
                           desc="share: soft weight-sharing", penalty=penalty)
+        make_permanent(model)
         mixture = prior.mixture()
         merged = merge_components(mixture, self.merge_kl)
         tune = self.finetune.epochs > 0

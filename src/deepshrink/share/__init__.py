@@ -13,6 +13,7 @@ from deepshrink.share.kmeans import (
 )
 from deepshrink.share.soft import (
     Mixture,
+    PRIOR_STARTS,
     MixturePrior,
     ShareMethod,
     assign,
@@ -21,5 +22,5 @@ from deepshrink.share.soft import (
     snap,
 )
 
-__all__ = ["KMeansInit", "Mixture", "MixturePrior", "ShareMethod", "SharedWeight", "assign", "centroids_of", "finalize", "is_shared",
+__all__ = ["PRIOR_STARTS", "KMeansInit", "Mixture", "MixturePrior", "ShareMethod", "SharedWeight", "assign", "centroids_of", "finalize", "is_shared",
            "kmeans_1d", "merge_components", "prior_penalty", "round_to_half", "share_module", "snap"]

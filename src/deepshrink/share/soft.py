@@ -80,7 +80,8 @@ class MixturePrior(nn.Module):
     of the zero component and of the others."""
 
     def __init__(self, init: torch.Tensor, components: int = 16, *, zero_mix: float = 0.999,
-                 zero_gamma: Sequence[float] = (5000.0, 2.0), gamma: Sequence[float] = (250.0, 0.1)):
+                 zero_gamma: Sequence[float] = (5000.0, 2.0), gamma: Sequence[float] = (250.0, 0.1),
+                 start: str = "even"):
         super().__init__()
         if not 2 <= components <= 256:
             raise ConfigError(f"components must be in 2..256, got {components}")
@@ -90,14 +91,19 @@ class MixturePrior(nn.Module):
         lo, hi = float(w.min()), float(w.max())
         if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
             raise ConfigError("soft weight-sharing needs finite weights that are not all equal")
+        if start not in PRIOR_STARTS:
+            raise ConfigError(f"prior start must be one of {list(PRIOR_STARTS)}, got {start!r}")
         k = components - 1
-        means = torch.linspace(lo, hi, k, dtype=torch.float64) if k > 1 else torch.tensor([(lo + hi) / 2])
-        spacing = (hi - lo) / max(k, 1)
         self.zero_mix = float(zero_mix)
         self.zero_gamma = tuple(float(g) for g in zero_gamma)
         self.gamma = tuple(float(g) for g in gamma)
+        if start == "even":
+            means = torch.linspace(lo, hi, k, dtype=torch.float64) if k > 1 else torch.tensor([(lo + hi) / 2])
+            spacing = (hi - lo) / max(k, 1)
+            log_prec = torch.full((components,), -2 * math.log(spacing), dtype=torch.float64)
+        else:
+            means, log_prec = _kmeans_start(w.numpy(), k, self.zero_gamma)
         self.mean_param = nn.Parameter((means / MEAN_LR_FACTOR).float())
-        log_prec = torch.full((components,), -2 * math.log(spacing), dtype=torch.float64)
         self.log_prec_param = nn.Parameter((log_prec / LOG_LR_FACTOR).float())
         self.logit_param = nn.Parameter(torch.zeros(k))
 
@@ -144,6 +150,40 @@ class MixturePrior(nn.Module):
     def nll(self, weights: Sequence[torch.Tensor]) -> torch.Tensor:
         """``-log p(w) - log p(lambda)`` of the weight tensors together (the prior's term of the loss)."""
         return -sum(self.log_prob(w) for w in weights) - self.log_hyperprior()
+
+
+#: How the mixture starts: ``even`` (the paper: means evenly over the weights' range, every
+#: standard deviation at their spacing) or ``kmeans`` (see :func:`_kmeans_start`).
+PRIOR_STARTS = ("even", "kmeans")
+
+
+def _kmeans_start(w: np.ndarray, k: int, zero_gamma: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means and log-precisions of a mixture started from the weights' own clusters.
+
+    With the paper's even start, a short retraining snaps weights that have not clustered yet,
+    and the wide zero component (standard deviation the spacing of the means, proportion 0.999)
+    claims nearly all of them (9% validation accuracy after 2 epochs on LeNet-5). Here the non-zero
+    weights (exact zeros are pruned weights, already the zero component's) are clustered by 1-D
+    k-means into ``k + 1`` clusters; the one nearest zero gives way to the zero component, the
+    ``k`` others give the means, each standard deviation its cluster's spread. The zero component
+    starts at the mode of its Gamma hyper-prior, as narrow as the prior will hold it."""
+    from deepshrink.share.kmeans import kmeans_1d
+
+    v = w[w != 0]
+    centroids, labels = kmeans_1d(v, k + 1)
+    keep = np.ones(len(centroids), bool)
+    keep[np.abs(centroids).argmin()] = False
+    std = np.array([v[labels == j].std() if (labels == j).sum() > 1 else 0.0 for j in range(len(centroids))])
+    floor = max(float(np.ptp(v)) / 1000, 1e-6)  # a cluster of one weight, or of equal ones, still has a width
+    std = np.maximum(std, floor)[keep]
+    means = centroids[keep].astype(np.float64)
+    if len(means) < k:  # fewer distinct weights than components: the rest start beyond the largest
+        extra = np.abs(means).max(initial=1e-2) * (1 + np.arange(1, k - len(means) + 1) / k)
+        means, std = np.concatenate([means, extra]), np.concatenate([std, np.full(len(extra), floor)])
+    shape, rate = zero_gamma
+    zero_lp = math.log(max(shape - 1, 1e-3) / rate)
+    log_prec = np.concatenate([[zero_lp], -2 * np.log(std)])
+    return torch.from_numpy(means), torch.from_numpy(log_prec)
 
 
 class _MixtureLogProb(torch.autograd.Function):
