@@ -48,7 +48,7 @@ METHODS: dict[str, dict[str, str | None]] = {
     "int4": dict.fromkeys(NETS, "int4"),
     "binary": dict.fromkeys(NETS, "binary"),
     "ternary": dict.fromkeys(NETS, "ternary"),
-    "soft-sharing": dict.fromkeys(NETS, "soft-sharing"),
+    "soft-sharing": {"lenet-300-100": "soft-sharing", "lenet-5": "soft-sharing-lenet5"},
     "dsd": dict.fromkeys(NETS, "dsd"),
     "dct": dict.fromkeys(NETS, "dct"),
     "hashed": dict.fromkeys(NETS, "hashed"),
