@@ -24,6 +24,15 @@ static inline uint64_t ds_load64(const uint8_t *p) {
            ((uint64_t)p[4] << 32) | ((uint64_t)p[5] << 40) | ((uint64_t)p[6] << 48) | ((uint64_t)p[7] << 56);
 }
 
+/* the codebook of DS_GRID group g: t[k] = scale * (k - offset) for every k of value_bits bits, the
+   weight of q = k exactly (k - offset is exact in float32: one rounding, the multiplication) */
+static inline void ds_grid_table(const ds_weight *w, size_t g, float *t) {
+    const float sc = w->scales[g], off = w->offsets[g];
+    const int32_t n = 1 << w->value_bits;
+    int32_t k;
+    for (k = 0; k < n; k++) t[k] = ((float)k - off) * sc;
+}
+
 static inline uint32_t ds_count(const ds_weight *w, int32_t r) {
     return w->counts16 ? (uint32_t)w->counts16[r] : w->counts32[r];
 }
@@ -82,6 +91,26 @@ static int32_t ds_next(const ds_weight *w, ds_cursor *c, int32_t *cols, float *v
                 float v = w->table[f >> gb];
                 col += (int32_t)(f & gmask) + 1;
                 cols[k] = col;
+                vals[k] = v;
+                k += v != 0.0f;
+            }
+            break;
+        }
+        case DS_GRID: {
+            const uint32_t vb = (uint32_t)w->value_bits, mask = (1u << vb) - 1u;
+            const size_t group = (size_t)w->group;
+            size_t g = e / group, next = (g + 1) * group; /* the element where group g + 1 starts */
+            float sc = w->scales[g], off = w->offsets[g];
+            for (i = 0; i < m; i++) {
+                float v;
+                if (e + i == next) {
+                    g++;
+                    next += group;
+                    sc = w->scales[g];
+                    off = w->offsets[g];
+                }
+                v = ((float)(ds_field(w->bits, (e + i) * vb) & mask) - off) * sc;
+                cols[k] = ++col;
                 vals[k] = v;
                 k += v != 0.0f;
             }
@@ -147,39 +176,55 @@ static inline DS_ALWAYS_INLINE void ds_linear_dense1(const ds_weight *w, const f
 }
 
 /* every element's index: eight at a time from one 64-bit load once the bit position is a whole
-   byte (indices of at most 8 bits), else as many as a 64-bit load holds */
+   byte (indices of at most 8 bits), else as many as a 64-bit load holds. DS_CB_DENSE looks the
+   indices up in its codebook; DS_GRID in the codebook of their group (ds_grid_table, made where
+   a group starts: a row is cut into runs of one group each) */
 static inline DS_ALWAYS_INLINE void ds_linear_cb_dense1(const ds_weight *w, const float *bias,
                                                         const float *restrict x, float *restrict y) {
     const uint8_t *s = w->bits;
-    const float *t = w->table;
+    const int grid = w->kind == DS_GRID;
     const uint32_t vb = (uint32_t)w->value_bits, mask = (1u << vb) - 1u, per = 57u / vb;
     const uint32_t cols = (uint32_t)w->cols;
-    size_t bit = 0;
+    const size_t group = grid ? (size_t)w->group : 0;
+    float tab[256];
+    const float *t = grid ? tab : w->table;
+    size_t bit = 0, next = 0, g = 0; /* DS_GRID: the element where group g starts */
     int32_t r;
     for (r = 0; r < w->rows; r++) {
         float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
         uint32_t i = 0;
-        if (vb <= 8) {
-            for (; i < cols && (bit & 7u); i++, bit += vb) a0 += t[ds_field(s, bit) & mask] * x[i];
-            for (; i + 8 <= cols; i += 8, bit += 8 * vb) {
-                const uint64_t v = ds_load64(s + (bit >> 3));
-                a0 += t[(uint32_t)v & mask] * x[i];
-                a1 += t[(uint32_t)(v >> vb) & mask] * x[i + 1];
-                a2 += t[(uint32_t)(v >> 2 * vb) & mask] * x[i + 2];
-                a3 += t[(uint32_t)(v >> 3 * vb) & mask] * x[i + 3];
-                a0 += t[(uint32_t)(v >> 4 * vb) & mask] * x[i + 4];
-                a1 += t[(uint32_t)(v >> 5 * vb) & mask] * x[i + 5];
-                a2 += t[(uint32_t)(v >> 6 * vb) & mask] * x[i + 6];
-                a3 += t[(uint32_t)(v >> 7 * vb) & mask] * x[i + 7];
+        while (i < cols) {
+            uint32_t end = cols; /* of this run */
+            if (grid) {
+                const size_t e = (size_t)r * cols + i;
+                if (e == next) {
+                    ds_grid_table(w, g++, tab);
+                    next += group;
+                }
+                if (next - e < (size_t)(cols - i)) end = i + (uint32_t)(next - e);
             }
-        }
-        while (i < cols) { /* wider indices, and the row's end */
-            const uint32_t k = cols - i < per ? cols - i : per;
-            uint64_t v = ds_load64(s + (bit >> 3)) >> (bit & 7u);
-            uint32_t j;
-            bit += (size_t)k * vb;
-            for (j = 0; j < k; j++, v >>= vb) a0 += t[(uint32_t)v & mask] * x[i + j];
-            i += k;
+            if (vb <= 8) {
+                for (; i < end && (bit & 7u); i++, bit += vb) a0 += t[ds_field(s, bit) & mask] * x[i];
+                for (; i + 8 <= end; i += 8, bit += 8 * vb) {
+                    const uint64_t v = ds_load64(s + (bit >> 3));
+                    a0 += t[(uint32_t)v & mask] * x[i];
+                    a1 += t[(uint32_t)(v >> vb) & mask] * x[i + 1];
+                    a2 += t[(uint32_t)(v >> 2 * vb) & mask] * x[i + 2];
+                    a3 += t[(uint32_t)(v >> 3 * vb) & mask] * x[i + 3];
+                    a0 += t[(uint32_t)(v >> 4 * vb) & mask] * x[i + 4];
+                    a1 += t[(uint32_t)(v >> 5 * vb) & mask] * x[i + 5];
+                    a2 += t[(uint32_t)(v >> 6 * vb) & mask] * x[i + 6];
+                    a3 += t[(uint32_t)(v >> 7 * vb) & mask] * x[i + 7];
+                }
+            }
+            while (i < end) { /* wider indices, and the run's end */
+                const uint32_t k = end - i < per ? end - i : per;
+                uint64_t v = ds_load64(s + (bit >> 3)) >> (bit & 7u);
+                uint32_t j;
+                bit += (size_t)k * vb;
+                for (j = 0; j < k; j++, v >>= vb) a0 += t[(uint32_t)v & mask] * x[i + j];
+                i += k;
+            }
         }
         y[r] = (bias ? bias[r] : 0.0f) + ((a0 + a1) + (a2 + a3));
     }
@@ -273,7 +318,8 @@ DS_LINEAR_API void ds_linear(const ds_weight *w, const float *bias, const float 
     if (n == 1) {
         switch (w->kind) {
         case DS_DENSE: ds_linear_dense1(w, bias, x, y); return;
-        case DS_CB_DENSE: ds_linear_cb_dense1(w, bias, x, y); return;
+        case DS_CB_DENSE:
+        case DS_GRID: ds_linear_cb_dense1(w, bias, x, y); return;
         case DS_CB_SPARSE: ds_linear_cb_sparse1(w, bias, x, y); return;
         default: ds_linear_f_sparse1(w, bias, x, y); return;
         }

@@ -19,6 +19,10 @@
  *                 index K: weight table[K] == 0).
  *   DS_F_SPARSE   the same with fields of gap_bits bits (gaps only) and values[i] float32 for
  *                 entry i (fillers hold 0).
+ *   DS_GRID       quantised weights: one integer q per element, value_bits (1..8) wide, in the
+ *                 bit stream; element i is in group i / group (group divides cols, or is
+ *                 rows*cols) and its weight is scales[g] * ((float)q - offsets[g]). The kernels
+ *                 read it as DS_CB_DENSE with a codebook per group (scale * (k - offset)).
  * Bit streams are little-endian (bit j is bit j%8 of byte j/8), fields at most 25 bits wide, and
  * end with 8 zero bytes, so a field is read with one 32-bit little-endian load and two with one
  * 64-bit load.
@@ -51,7 +55,7 @@
 #define DS_LINEAR_API DS_API
 #endif
 
-enum { DS_DENSE = 0, DS_CB_DENSE = 1, DS_CB_SPARSE = 2, DS_F_SPARSE = 3 };
+enum { DS_DENSE = 0, DS_CB_DENSE = 1, DS_CB_SPARSE = 2, DS_F_SPARSE = 3, DS_GRID = 4 };
 
 /* unary ops of ds_unary; alpha and beta are their parameters where they have them */
 enum {
@@ -67,16 +71,18 @@ enum {
 enum { DS_ADD = 0, DS_SUB = 1, DS_MUL = 2, DS_DIV = 3 };
 
 typedef struct ds_weight {
-    int32_t kind;               /* DS_DENSE, DS_CB_DENSE, DS_CB_SPARSE or DS_F_SPARSE */
+    int32_t kind;               /* DS_DENSE, DS_CB_DENSE, DS_CB_SPARSE, DS_F_SPARSE or DS_GRID */
     int32_t rows, cols;
     int32_t gap_bits;           /* sparse layouts: bits of a gap field */
-    int32_t value_bits;         /* codebook layouts: bits of an index field */
-    int32_t reserved;
+    int32_t value_bits;         /* codebook layouts: bits of an index field; DS_GRID: bits of q */
+    int32_t group;              /* DS_GRID: elements per scale (contiguous, row-major) */
     const uint8_t *bits;        /* the bit stream (codebook and sparse layouts) */
     const uint16_t *counts16;   /* sparse layouts: entries per row (this or counts32) */
     const uint32_t *counts32;
     const float *table;         /* codebook layouts: K + 1 values, the last 0 */
     const float *values;        /* DS_DENSE: rows*cols weights; DS_F_SPARSE: one per entry */
+    const float *scales;        /* DS_GRID: one scale per group */
+    const float *offsets;       /* DS_GRID: one offset per group */
 } ds_weight;
 
 /* convolution geometry (a 1-D convolution is a 2-D one of height 1); pad_h and pad_w are the

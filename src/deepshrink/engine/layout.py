@@ -9,7 +9,11 @@ channels). Its layout is one of (see ``kernels.h``):
 * ``codebook/sparse``: per row, entries of ``gap | index << gap_bits`` (``gap`` = zeros skipped
   since the previous entry of the row), fillers (gap ``2**gap_bits - 1``, index K: weight 0) where
   a gap overflows, and the entry count of each row;
-* ``float/sparse``: the same gaps alone, with one float32 value per entry (fillers hold 0).
+* ``float/sparse``: the same gaps alone, with one float32 value per entry (fillers hold 0);
+* ``grid/dense``: quantised weights as their integers (:meth:`~deepshrink.storage.tensors.
+  CompressedTensor.grid`): one ``value_bits``-wide ``q`` per element in a bit stream, and per group
+  of ``group`` elements a float32 scale and offset (weight ``scale * (q - offset)``); the kernels
+  read it as a codebook per group, ``scale * (k - offset)`` for ``k < 2**value_bits``.
 
 Bit streams are little-endian with 8 zero bytes at the end; a field is at most 25 bits wide, so
 the kernels read it with one 32-bit load (two fields with one 64-bit load). :func:`pack` chooses the layout of fewest bytes the
@@ -25,12 +29,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deepshrink.storage.tensors import CompressedTensor
+from deepshrink.storage.tensors import CompressedTensor, IntGrid, _rows_cols
 
-KINDS = ("dense", "codebook/dense", "codebook/sparse", "float/sparse")
-"""The layouts, in the order of the kernels' ``DS_DENSE`` ... ``DS_F_SPARSE`` constants."""
+KINDS = ("dense", "codebook/dense", "codebook/sparse", "float/sparse", "grid/dense")
+"""The layouts, in the order of the kernels' ``DS_DENSE`` ... ``DS_GRID`` constants."""
 C_KINDS = {"dense": "DS_DENSE", "codebook/dense": "DS_CB_DENSE", "codebook/sparse": "DS_CB_SPARSE",
-           "float/sparse": "DS_F_SPARSE"}
+           "float/sparse": "DS_F_SPARSE", "grid/dense": "DS_GRID"}
+MAX_GRID_BITS = 8
+"""Widest integer of a ``grid/dense`` layout (the kernels expand a group's grid into a table of
+``2**value_bits`` floats on the stack)."""
 MAX_FIELD_BITS = 25
 """Widest field a kernel reads (with up to 7 bits of offset, a field fits one 32-bit load)."""
 MAX_GAP_BITS = 16
@@ -46,7 +53,8 @@ class PackedWeight:
     ``bits`` is the bit stream (uint8, padded), ``counts`` the entries of each row (uint16 when
     every count fits, else uint32; sparse layouts), ``table`` the codebook with the zero of index K
     appended (float32; codebook layouts), ``values`` float32 weights (``dense``: every element;
-    ``float/sparse``: one per entry). Arrays a layout does not use are None."""
+    ``float/sparse``: one per entry); ``grid/dense``: ``group`` elements per scale, ``scales`` and
+    ``offsets`` float32, one per group. Arrays a layout does not use are None."""
 
     kind: str
     shape: tuple[int, ...]
@@ -56,6 +64,9 @@ class PackedWeight:
     counts: np.ndarray | None = None
     table: np.ndarray | None = None
     values: np.ndarray | None = None
+    group: int = 0
+    scales: np.ndarray | None = None
+    offsets: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -70,14 +81,18 @@ class PackedWeight:
         """Fields in the stream (or values of a dense layout), fillers included."""
         if self.kind == "dense":
             return self.rows * self.cols
-        if self.kind == "codebook/dense":
+        if self.kind in ("codebook/dense", "grid/dense"):
             return self.rows * self.cols
         return int(self.counts.sum(dtype=np.int64))
 
     @property
     def nbytes(self) -> int:
         """Bytes of the const arrays (flash)."""
-        return sum(a.nbytes for a in (self.bits, self.counts, self.table, self.values) if a is not None)
+        return sum(a.nbytes for a in self._arrays().values() if a is not None)
+
+    def _arrays(self) -> dict[str, np.ndarray | None]:
+        return {"bits": self.bits, "counts": self.counts, "table": self.table, "values": self.values,
+                "scales": self.scales, "offsets": self.offsets}
 
     def check(self) -> None:
         """Raise ``ValueError`` unless the kernels can read this layout within its arrays: the
@@ -87,8 +102,9 @@ class PackedWeight:
         if self.kind not in KINDS:
             raise ValueError(f"unknown layout {self.kind!r}; expected one of {list(KINDS)}")
         want = {"dense": {"values"}, "codebook/dense": {"bits", "table"}, "codebook/sparse": {"bits", "counts", "table"},
-                "float/sparse": {"bits", "counts", "values"}}[self.kind]
-        dtypes = {"bits": (np.uint8,), "counts": (np.uint16, np.uint32), "table": (np.float32,), "values": (np.float32,)}
+                "float/sparse": {"bits", "counts", "values"}, "grid/dense": {"bits", "scales", "offsets"}}[self.kind]
+        dtypes = {"bits": (np.uint8,), "counts": (np.uint16, np.uint32), "table": (np.float32,), "values": (np.float32,),
+                  "scales": (np.float32,), "offsets": (np.float32,)}
         for name, ok in dtypes.items():
             a = getattr(self, name)
             if (a is None) == (name in want):
@@ -99,8 +115,23 @@ class PackedWeight:
             if self.values.size != rows * cols:
                 raise ValueError(f"a dense layout of {rows}x{cols} needs {rows * cols} values, got {self.values.size}")
             return
-        width = self.value_bits if self.kind == "codebook/dense" else self.gap_bits + self.value_bits
-        if not 1 <= width <= MAX_FIELD_BITS or (self.kind != "codebook/dense" and not 1 <= self.gap_bits <= MAX_GAP_BITS):
+        if self.kind == "grid/dense":
+            n = rows * cols
+            if not 1 <= self.value_bits <= MAX_GRID_BITS:
+                raise ValueError(f"grid/dense value_bits={self.value_bits} is outside 1..{MAX_GRID_BITS}")
+            if not (self.group >= 1 and (self.group == n or cols % self.group == 0)):
+                raise ValueError(f"grid/dense group {self.group} is neither the {n} elements nor a divisor of the "
+                                 f"{cols} columns")
+            if self.scales.size != n // self.group or self.offsets.size != n // self.group:
+                raise ValueError(f"grid/dense needs {n // self.group} scales and offsets, got {self.scales.size} and "
+                                 f"{self.offsets.size}")
+            if self.bits.size < (n * self.value_bits + 7) // 8 + PAD_BYTES:
+                raise ValueError(f"the stream holds {self.bits.size} bytes, fewer than {n} fields of "
+                                 f"{self.value_bits} bits need")
+            return
+        dense_kind = self.kind == "codebook/dense"
+        width = self.value_bits if dense_kind else self.gap_bits + self.value_bits
+        if not 1 <= width <= MAX_FIELD_BITS or (not dense_kind and not 1 <= self.gap_bits <= MAX_GAP_BITS):
             raise ValueError(f"field widths gap_bits={self.gap_bits}, value_bits={self.value_bits} are out of range")
         if self.counts is not None and self.counts.size != rows:
             raise ValueError(f"counts must have one entry per row ({rows}), got {self.counts.size}")
@@ -130,6 +161,9 @@ class PackedWeight:
         if self.kind == "codebook/dense":
             idx = read_fields(self.bits, rows * cols, self.value_bits)
             return self.table[idx].reshape(self.shape)
+        if self.kind == "grid/dense":
+            q = read_fields(self.bits, rows * cols, self.value_bits).astype(np.uint8)
+            return IntGrid(q, self.value_bits, self.group, self.scales, self.offsets).to_dense().reshape(self.shape)
         n = self.entries
         if self.kind == "codebook/sparse":
             fields = read_fields(self.bits, n, self.gap_bits + self.value_bits)
@@ -237,15 +271,52 @@ def _counts(counts: np.ndarray) -> np.ndarray:
     return counts.astype(np.uint16 if not counts.size or counts.max() <= 0xFFFF else np.uint32)
 
 
+def _grid(t: CompressedTensor) -> IntGrid | None:
+    """The tensor's integer grid if the ``grid/dense`` kernels can run it: at most
+    :data:`MAX_GRID_BITS` bits, groups inside rows (or the whole tensor), and values equal to the
+    tensor's bit for bit (a grid view that does not reproduce it is not used)."""
+    g = t.grid()
+    if g is None or not 1 <= g.bits <= MAX_GRID_BITS or g.q.shape != tuple(t.shape) or g.q.dtype != np.uint8:
+        return None
+    n = g.q.size
+    _, cols = _rows_cols(tuple(t.shape))
+    if n == 0 or not (g.group >= 1 and (g.group == n or (cols and cols % g.group == 0))):
+        return None
+    if g.scale.size != n // g.group or g.offset.size != n // g.group or int(g.q.max()) >= 1 << g.bits:
+        return None
+    want = np.ascontiguousarray(t.to_dense(), np.float32).view(np.uint32)
+    if not np.array_equal(np.ascontiguousarray(g.to_dense(), np.float32).view(np.uint32), want):
+        return None
+    return g
+
+
+def _grid_bytes(g: IntGrid) -> int:
+    return (g.q.size * g.bits + 7) // 8 + PAD_BYTES + 8 * (g.q.size // g.group)
+
+
+def _pack_grid(shape: tuple[int, ...], g: IntGrid) -> PackedWeight:
+    return PackedWeight("grid/dense", shape, 0, g.bits, bits=write_fields(g.q.reshape(-1), g.bits), group=g.group,
+                        scales=np.ascontiguousarray(g.scale, np.float32),
+                        offsets=np.ascontiguousarray(g.offset, np.float32))
+
+
 def pack(t: CompressedTensor, kind: str | None = None) -> PackedWeight:
     """``t`` in the layout ``kind`` (one of :data:`KINDS` the tensor allows: codebook layouts need
-    a codebook tensor), or, with None, the allowed layout of fewest bytes (ties: the dense one,
-    which decodes faster).
+    a codebook tensor, ``grid/dense`` an integer grid), or, with None, the allowed layout of fewest
+    bytes (ties: the dense one, which decodes faster).
 
     Every typed tensor describes itself to the engine through its CSR view
     (:meth:`~deepshrink.storage.tensors.CompressedTensor.csr`): its kept entries by rows, as codebook
-    indices (with the codebook) or float values, so a new tensor type needs no case here."""
+    indices (with the codebook) or float values, and quantised tensors also through their grid
+    view (:meth:`~deepshrink.storage.tensors.CompressedTensor.grid`), so a new tensor type needs no
+    case here."""
     shape = tuple(int(d) for d in t.shape)
+    grid = _grid(t) if kind in (None, "grid/dense") else None
+    if kind == "grid/dense":
+        if grid is None:
+            raise ValueError(f"a {type(t).__name__} without an integer grid of at most {MAX_GRID_BITS} bits "
+                             f"cannot pack as grid/dense")
+        return _pack_grid(shape, grid)
     c = t.csr()
     rows, cols = c.shape
     positions = np.repeat(np.arange(rows, dtype=np.int64), np.diff(c.indptr)) * cols + c.indices.astype(np.int64)
@@ -259,6 +330,8 @@ def pack(t: CompressedTensor, kind: str | None = None) -> PackedWeight:
         dense_bytes = (rows * cols * vb + 7) // 8 + PAD_BYTES
         if kind is None:
             kind = "codebook/sparse" if sparse_bytes is not None and sparse_bytes < dense_bytes else "codebook/dense"
+            if grid is not None and _grid_bytes(grid) < min(dense_bytes, sparse_bytes or dense_bytes):
+                return _pack_grid(shape, grid)
         _check_kind(kind, ("codebook/dense", "codebook/sparse"), t)
         if kind == "codebook/dense":
             idx = np.full(rows * cols, k, np.int64)  # index K: the zero appended to the table
@@ -270,6 +343,8 @@ def pack(t: CompressedTensor, kind: str | None = None) -> PackedWeight:
     sparse_bytes, gb = _sparse_cost(rows, row, gaps, 0, 4)
     if kind is None:
         kind = "float/sparse" if sparse_bytes < 4 * rows * cols else "dense"
+        if grid is not None and _grid_bytes(grid) < min(sparse_bytes, 4 * rows * cols):
+            return _pack_grid(shape, grid)
     _check_kind(kind, ("dense", "float/sparse"), t)
     if kind == "dense":
         flat = np.zeros(rows * cols, np.float32)
@@ -319,7 +394,8 @@ def c_array(ctype: str, name: str, values: np.ndarray, per_line: int = 24) -> st
 def c_arrays(p: PackedWeight, name: str) -> str:
     """The const arrays of ``p`` and the ``static const ds_weight <name>`` describing them."""
     out = []
-    fields = {"bits": "NULL", "counts16": "NULL", "counts32": "NULL", "table": "NULL", "values": "NULL"}
+    fields = {"bits": "NULL", "counts16": "NULL", "counts32": "NULL", "table": "NULL", "values": "NULL",
+              "scales": "NULL", "offsets": "NULL"}
     if p.bits is not None:
         out.append(c_array("uint8_t", f"{name}_bits", p.bits))
         fields["bits"] = f"{name}_bits"
@@ -333,7 +409,11 @@ def c_arrays(p: PackedWeight, name: str) -> str:
     if p.values is not None:
         out.append(c_array("float", f"{name}_values", p.values))
         fields["values"] = f"{name}_values"
+    for key in ("scales", "offsets"):
+        if getattr(p, key) is not None:
+            out.append(c_array("float", f"{name}_{key}", getattr(p, key)))
+            fields[key] = f"{name}_{key}"
     init = ", ".join(f".{k} = {v}" for k, v in fields.items())
     out.append(f"static const ds_weight {name} = {{.kind = {C_KINDS[p.kind]}, .rows = {p.rows}, .cols = {p.cols}, "
-               f".gap_bits = {p.gap_bits}, .value_bits = {p.value_bits}, .reserved = 0, {init}}};\n")
+               f".gap_bits = {p.gap_bits}, .value_bits = {p.value_bits}, .group = {p.group}, {init}}};\n")
     return "".join(out)

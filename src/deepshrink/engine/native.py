@@ -52,8 +52,9 @@ class CWeight(ctypes.Structure):
     """``struct ds_weight``."""
 
     _fields_ = [("kind", _I32), ("rows", _I32), ("cols", _I32), ("gap_bits", _I32), ("value_bits", _I32),
-                ("reserved", _I32), ("bits", ctypes.c_void_p), ("counts16", ctypes.c_void_p),
-                ("counts32", ctypes.c_void_p), ("table", ctypes.c_void_p), ("values", ctypes.c_void_p)]
+                ("group", _I32), ("bits", ctypes.c_void_p), ("counts16", ctypes.c_void_p),
+                ("counts32", ctypes.c_void_p), ("table", ctypes.c_void_p), ("values", ctypes.c_void_p),
+                ("scales", ctypes.c_void_p), ("offsets", ctypes.c_void_p)]
 
 
 class CConv(ctypes.Structure):
@@ -169,11 +170,11 @@ class Kernels:
             if w is None:
                 layout.check()  # the kernels trust the layout: check it once, before C reads it
                 counts = layout.counts
-                w = CWeight(KINDS.index(layout.kind), layout.rows, layout.cols, layout.gap_bits, layout.value_bits, 0,
-                            _ptr(layout.bits),
+                w = CWeight(KINDS.index(layout.kind), layout.rows, layout.cols, layout.gap_bits, layout.value_bits,
+                            layout.group, _ptr(layout.bits),
                             _ptr(counts) if counts is not None and counts.dtype == np.uint16 else None,
                             _ptr(counts) if counts is not None and counts.dtype == np.uint32 else None,
-                            _ptr(layout.table), _ptr(layout.values))
+                            _ptr(layout.table), _ptr(layout.values), _ptr(layout.scales), _ptr(layout.offsets))
                 self._weights[layout] = w
             return w
 

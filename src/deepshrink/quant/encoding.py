@@ -33,7 +33,7 @@ from deepshrink.errors import CorruptStream, InvalidValue
 from deepshrink.storage.encodings import Encoding, _stream_bytes, register_encoding, value_dtype
 from deepshrink.storage.fields import DTYPES, CheckedDescriptor, Context, Field, OneOf, Rule, Section, StreamRule
 from deepshrink.storage.report import EncodedTensor, TensorReport
-from deepshrink.storage.tensors import CompressedTensor, CSRMatrix, _csr, _rows_cols
+from deepshrink.storage.tensors import CompressedTensor, CSRMatrix, IntGrid, _csr, _rows_cols
 
 #: The level sets of :class:`QuantTensor`.
 LEVELS = ("int", "binary", "ternary")
@@ -136,6 +136,27 @@ class QuantTensor(CompressedTensor):
         flat = self.to_dense().reshape(-1)
         positions = np.flatnonzero(flat)
         return _csr(self.shape, positions, flat[positions], None)
+
+    def grid(self) -> IntGrid | None:
+        """The integer grid view: ``scale * (q - offset)`` with the zero point (``2^(bits-1)`` when
+        symmetric) as offset for ``int``, 1 for ternary, and for binary ``s·(2q − 1) = 2s·(q − ½)``
+        (doubling a float32 is exact, so the values are :meth:`to_dense`'s bit for bit). None when
+        a doubled binary scale would overflow float32."""
+        scale = self.scale.astype(np.float32)
+        n = self.n_groups
+        if self.levels == "binary":
+            with np.errstate(over="ignore"):
+                scale = scale * np.float32(2)
+            if not np.isfinite(scale).all():
+                return None
+            offset = np.full(n, 0.5, np.float32)
+        elif self.levels == "ternary":
+            offset = np.ones(n, np.float32)
+        elif self.zero is None:
+            offset = np.full(n, 1 << (self.bits - 1), np.float32)
+        else:
+            offset = self.zero.astype(np.float32)
+        return IntGrid(self.q, self.bits, self.group, scale, offset)
 
     def to_onnx(self, g: Any, name: str) -> str:
         """``DequantizeLinear`` of one byte per element: the signed level as int8 (zero point 0)

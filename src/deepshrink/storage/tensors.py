@@ -204,8 +204,35 @@ def _csr(shape: tuple[int, ...], positions: np.ndarray, values: np.ndarray, code
     return CSRMatrix((rows, cols), indptr, positions - row_of * cols, values, codebook)
 
 
+@dataclass(frozen=True, eq=False)
+class IntGrid:
+    """A tensor as small integers on a uniform grid per group: element ``i`` of group ``g`` (a
+    contiguous run of ``group`` elements in row-major order, inside one row or the whole tensor)
+    is ``scale[g] * (float32(q[i]) - offset[g])``, computed in float32 with one rounding (the
+    subtraction is exact: ``q`` < 256 and ``offset`` a whole or half number).
+
+    The view a C kernel needs to keep quantised weights as their ``bits``-wide integers (Jacob et
+    al. 2018) instead of float32: it covers symmetric and asymmetric integer grids (offset = the
+    zero point), binary ``±s`` (scale ``2s``, offset 0.5) and ternary ``{-s, 0, s}`` (offset 1).
+    ``q`` is uint8 of the tensor's shape, each below ``2**bits`` (``bits`` 1..8); ``scale`` and
+    ``offset`` are float32, one per group."""
+
+    q: np.ndarray
+    bits: int
+    group: int
+    scale: np.ndarray
+    offset: np.ndarray
+
+    def to_dense(self) -> np.ndarray:
+        """The float32 values (the typed tensor's :meth:`~CompressedTensor.to_dense`, bit for bit)."""
+        q = self.q.reshape(-1, self.group).astype(np.float32)
+        return ((q - self.offset.astype(np.float32)[:, None]) * self.scale.astype(np.float32)[:, None]).reshape(
+            self.q.shape)
+
+
 class CompressedTensor:
-    """Base of the typed tensors: a shape, a dense expansion and a CSR view."""
+    """Base of the typed tensors: a shape, a dense expansion, a CSR view and (for integer grids)
+    a grid view."""
 
     tensor_data_names: ClassVar[tuple[str, ...]] = ()
     shape: tuple[int, ...]
@@ -225,6 +252,11 @@ class CompressedTensor:
     def csr(self) -> CSRMatrix:
         """The nonzero weights by rows of the tensor flattened to 2-D."""
         raise NotImplementedError(f"{type(self).__name__} must implement csr()")
+
+    def grid(self) -> IntGrid | None:
+        """The tensor as integers on a per-group uniform grid (:class:`IntGrid`), or None when it is
+        not one (the default). The C engine keeps such a tensor as its bit-packed integers."""
+        return None
 
     def to_onnx(self, g: Any, name: str) -> str:
         """Write the tensor in its compact ONNX form into ``g`` (the writer protocol of
