@@ -347,10 +347,18 @@ def questions(summary: dict) -> list[str]:
             rows.append(f"| Deep Compression after DSD vs on the baseline | {net} | after DSD: {cell(methods[a])} | "
                         f"baseline: {cell(methods[b])} | {_paired(methods, a, b)} |")
         for q in ("binary", "ternary", "binary-first-too", "ternary-first-too"):
-            for ref in ("int8", "int4", "int4-first-too"):
+            for ref in ("int8",):  # the 8-bit grid, which loses nothing, is the reference
                 if q in methods and ref in methods:
                     rows.append(f"| {q} vs {ref} | {net} | {q}: {cell(methods[q])} | {ref}: {cell(methods[ref])} | "
                                 f"{_paired(methods, q, ref)} |")
+        if "dct" in methods and "deep-compression" in methods:
+            a, b = "dct", "deep-compression"
+            rows.append(f"| DCT coding vs pruning + k-means sharing (Deep Compression), about equal bytes | {net} | DCT: "
+                        f"{cell(methods[a])} | Deep Compression: {cell(methods[b])} | {_paired(methods, a, b)} |")
+        if "soft-sharing" in methods and "deep-compression" in methods:
+            a, b = "soft-sharing", "deep-compression"
+            rows.append(f"| soft weight-sharing vs k-means sharing, both after pruning | {net} | soft: {cell(methods[a])} | "
+                        f"Deep Compression: {cell(methods[b])} | {_paired(methods, a, b)} |")
         if "dct" in methods and "kmeans-at-dct-bits" in methods:
             a, b = "dct", "kmeans-at-dct-bits"
             rows.append(f"| DCT coding vs k-means sharing at the same bits | {net} | DCT: {cell(methods[a])} | "
