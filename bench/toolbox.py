@@ -190,7 +190,7 @@ def run_job(net: str, method: str, seed: int) -> dict:
         "seconds": seconds,
         **latency(dense, result.data, tuple(data.input_spec.shape)),
     })
-    if out["dense_test_accuracy"] is None:
+    if out["dense_test_accuracy"] is None:  # (the report takes the original network's from the same seed's runs)
         out["dense_test_accuracy"] = out["baseline_test_accuracy"]
     return out
 
@@ -208,7 +208,10 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 def summarise(jobs: list[dict]) -> dict:
     """Per network and method: means and spreads over seeds."""
     out: dict[str, dict[str, dict]] = {}
+    dense = {(j["net"], j["seed"]): j["dense_test_accuracy"] for j in jobs if j["method"] == "deep-compression"}
     for j in jobs:
+        if j["method"] == "dsd+deep-compression" and (j["net"], j["seed"]) in dense:
+            j = {**j, "dense_test_accuracy": dense[j["net"], j["seed"]]}  # the drop from the original dense network
         out.setdefault(j["net"], {}).setdefault(j["method"], {"runs": []})["runs"].append(j)
     for net, methods in out.items():
         for method, m in methods.items():
@@ -278,7 +281,7 @@ def _pm(ms: tuple[float, float], n: int) -> str:
 
 
 def markdown(summary: dict, command: str) -> str:
-    lines = [f"Command: `{command}`  ", f"Machine: {environment()}; one torch thread per job.  ",
+    lines = [f"Command: {command}  " if "`" in command else f"Command: `{command}`  ", f"Machine: {environment()}; one torch thread per job.  ",
              "Every method runs from its built-in recipe on the same dense baselines (LeNet-300-100: 20 epochs, "
              "LeNet-5: 10 epochs; 5,000 validation samples carved from the training data, where every recipe's "
              "settings were chosen). Accuracy is measured on the network decoded from the file; mean ± standard "
@@ -413,10 +416,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
     parser.add_argument("--force", action="store_true", help="rerun jobs that have a result")
     parser.add_argument("--render", action="store_true", help="only rebuild the report from cached results")
+    parser.add_argument("--command", default=None,
+                        help="with --render: the benchmark command(s) that produced the cached results, for the report")
     args = parser.parse_args()
-    command = "python bench/toolbox.py " + " ".join(sys.argv[1:]).replace("--render", "").strip()
+    command = ("python bench/toolbox.py " + " ".join(sys.argv[1:])).strip()
     if args.render:
-        render(command)
+        render(args.command or command)
         return
     builtin = set(ds.builtin_recipes())
     seeds = {net: (args.seeds_lenet5 if net == "lenet-5" and args.seeds_lenet5 else args.seeds) for net in args.nets}
