@@ -345,27 +345,17 @@ def questions(summary: dict) -> list[str]:
             rows.append(f"| DSD vs the dense baseline | {net} | DSD: {_pm(m['acc'], len(m['seeds']))}% | dense: "
                         f"{_pm(m['dense_acc'], len(m['seeds']))}% | {mean:+.2f}" + (f" ± {sd:.2f}" if len(drops) > 1 else "")
                         + f" pts ({len(drops)} seeds) |")
-        if "dsd+deep-compression" in methods and "deep-compression" in methods:
-            a, b = "dsd+deep-compression", "deep-compression"
-            rows.append(f"| Deep Compression after DSD vs on the baseline | {net} | after DSD: {cell(methods[a])} | "
-                        f"baseline: {cell(methods[b])} | {_paired(methods, a, b)} |")
-        for q in ("binary", "ternary", "binary-first-too", "ternary-first-too"):
-            for ref in ("int8",):  # the 8-bit grid, which loses nothing, is the reference
-                if q in methods and ref in methods:
-                    rows.append(f"| {q} vs {ref} | {net} | {q}: {cell(methods[q])} | {ref}: {cell(methods[ref])} | "
-                                f"{_paired(methods, q, ref)} |")
-        if "dct" in methods and "deep-compression" in methods:
-            a, b = "dct", "deep-compression"
-            rows.append(f"| DCT coding vs pruning + k-means sharing (Deep Compression), about equal bytes | {net} | DCT: "
-                        f"{cell(methods[a])} | Deep Compression: {cell(methods[b])} | {_paired(methods, a, b)} |")
-        if "soft-sharing" in methods and "deep-compression" in methods:
-            a, b = "soft-sharing", "deep-compression"
-            rows.append(f"| soft weight-sharing vs k-means sharing, both after pruning | {net} | soft: {cell(methods[a])} | "
-                        f"Deep Compression: {cell(methods[b])} | {_paired(methods, a, b)} |")
-        if "dct" in methods and "kmeans-at-dct-bits" in methods:
-            a, b = "dct", "kmeans-at-dct-bits"
-            rows.append(f"| DCT coding vs k-means sharing at the same bits | {net} | DCT: {cell(methods[a])} | "
-                        f"k-means: {cell(methods[b])} | {_paired(methods, a, b)} |")
+        pairs = [("Deep Compression after DSD vs on the baseline", "dsd+deep-compression", "deep-compression"),
+                 *((f"{q} vs int8", q, "int8")  # the 8-bit grid, which loses nothing, is the reference
+                   for q in ("binary", "ternary", "binary-first-too", "ternary-first-too")),
+                 ("DCT coding vs pruning + k-means sharing (Deep Compression), about equal bytes", "dct",
+                  "deep-compression"),
+                 ("soft weight-sharing vs k-means sharing, both after pruning", "soft-sharing", "deep-compression"),
+                 ("DCT coding vs k-means sharing at the same bits", "dct", "kmeans-at-dct-bits")]
+        for question, a, b in pairs:
+            if a in methods and b in methods:
+                rows.append(f"| {question} | {net} | {a}: {cell(methods[a])} | {b}: {cell(methods[b])} | "
+                            f"{_paired(methods, a, b)} |")
     return rows + [""]
 
 

@@ -63,3 +63,23 @@ def compress_weights(model, sparsity: float = 0.9, bits: int = 5, skip=()) -> No
             shared = book[(kept[:, None] - book[None]).abs().argmin(1)]
             w.zero_()
             w[keep] = shared
+
+
+def random_quant(shape, levels="int", bits=4, granularity="channel", symmetric=True, seed=0, group_size=8, half=False):
+    """A random QuantTensor of ``shape`` (zeros included): per-tensor, per-channel or per-group
+    scales (rounded to float16 with ``half``), zero points when not ``symmetric``."""
+    import math
+
+    from deepshrink.quant.encoding import QuantTensor, alphabet
+    from deepshrink.storage.tensors import _rows_cols
+
+    rng = np.random.default_rng(seed)
+    numel = math.prod(shape)
+    _, cols = _rows_cols(shape)
+    group = {"tensor": numel, "channel": cols, "group": group_size}[granularity]
+    q = rng.integers(0, alphabet(levels, bits), size=shape).astype(np.uint8)
+    scale = (rng.random(numel // group) * 0.1 + 1e-3).astype(np.float32)
+    if half:
+        scale = scale.astype(np.float16).astype(np.float32)
+    zero = None if symmetric else rng.integers(0, 1 << bits, size=numel // group).astype(np.uint8)
+    return QuantTensor(q, bits, levels, group, scale, zero)

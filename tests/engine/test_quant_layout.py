@@ -5,7 +5,6 @@ PyTorch, and files whose engine flash is close to the file's size."""
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -18,12 +17,12 @@ import deepshrink as ds
 from deepshrink.engine.export import export_c
 from deepshrink.engine.layout import pack
 from deepshrink.pipeline.pack import default_coding
-from deepshrink.quant.encoding import QuantTensor, alphabet
+from deepshrink.quant.encoding import QuantTensor
 from deepshrink.storage import TensorCoding
 from deepshrink.storage.tensors import DenseTensor, _rows_cols
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import need_cc  # noqa: E402
+from helpers import need_cc, random_quant  # noqa: E402
 
 # (levels, bits, granularity, symmetric)
 CASES = [("int", 8, "channel", True), ("int", 4, "group", False), ("int", 2, "tensor", True),
@@ -32,17 +31,6 @@ CASES = [("int", 8, "channel", True), ("int", 4, "group", False), ("int", 2, "te
 
 def _bits(a):
     return np.ascontiguousarray(a, np.float32).view(np.uint32)
-
-
-def random_quant(shape, levels, bits, granularity, symmetric, seed=0, group_size=8):
-    rng = np.random.default_rng(seed)
-    numel = math.prod(shape)
-    _, cols = _rows_cols(shape)
-    group = {"tensor": numel, "channel": cols, "group": group_size}[granularity]
-    q = rng.integers(0, alphabet(levels, bits), size=shape).astype(np.uint8)
-    scale = (rng.random(numel // group) * 0.1 + 1e-3).astype(np.float32)
-    zero = None if symmetric else rng.integers(0, 1 << bits, size=numel // group).astype(np.uint8)
-    return QuantTensor(q, bits, levels, group, scale, zero)
 
 
 def quantise(w: np.ndarray, levels: str, bits: int) -> QuantTensor:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import copy
 import math
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,10 +17,9 @@ from hypothesis import strategies as st
 
 from deepshrink.coding import Coder
 from deepshrink.errors import FormatError, InvalidHeader, InvalidValue, LimitExceeded
-from deepshrink.quant.encoding import QuantTensor, alphabet
+from deepshrink.quant.encoding import QuantTensor
 from deepshrink.storage import ENCODINGS, TensorCoding, check_descriptor, decode_tensor, decode_typed, encode_tensor
 from deepshrink.storage.tensor_codec import StaleForm
-from deepshrink.storage.tensors import _rows_cols
 from deepshrink.util.limits import Limits
 
 QUANT = ENCODINGS["quant"]
@@ -26,23 +28,17 @@ QUANT = ENCODINGS["quant"]
 def _views(sections):
     return {k: memoryview(v) for k, v in sections.items()}
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
+from helpers import random_quant  # noqa: E402
+
 
 def _bits(a):
     return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
 
 
 def make(shape, levels="int", bits=4, granularity="channel", symmetric=True, group_size=None, seed=0, half=True):
-    """A random QuantTensor (zeros included) of ``shape``."""
-    rng = np.random.default_rng(seed)
-    numel = math.prod(shape)
-    _, cols = _rows_cols(shape)
-    group = {"tensor": numel, "channel": cols, "group": group_size}[granularity]
-    q = rng.integers(0, alphabet(levels, bits), size=shape).astype(np.uint8)
-    scale = (rng.random(numel // group) * 0.1 + 1e-3).astype(np.float32)
-    if half:
-        scale = scale.astype(np.float16).astype(np.float32)
-    zero = None if symmetric else rng.integers(0, 1 << bits, size=numel // group).astype(np.uint8)
-    return QuantTensor(q, bits, levels, group, scale, zero)
+    """A random QuantTensor (zeros included) of ``shape``, float16-exact scales by default."""
+    return random_quant(shape, levels, bits, granularity, symmetric, seed=seed, group_size=group_size, half=half)
 
 
 def encode(t, coder=Coder.FIXED):
