@@ -253,3 +253,19 @@ def test_every_layer_kind_of_the_op_registry_has_a_default_gap_width():
             assert coding.compress and coding.gap_bits == DEFAULT_GAP_BITS[op.layer_kind]
             assert CodeStage().gap_bits("x", op.layer_kind, ["x"]) == DEFAULT_GAP_BITS[op.layer_kind]
     assert not default_coding("b", np.zeros(4, np.float32), "linear", "bias").compress
+
+
+def test_a_stage_that_would_throw_away_an_earlier_stages_work_on_a_layer_is_refused():
+    """Hashing or DCT-coding a layer replaces its pruned zeros and shared values: refused by name
+    before any training; the same stages on different layers compose."""
+    from deepshrink.pipeline.compress import check_recipe
+
+    model = ds.build_model("lenet-300-100")
+    share = {"kind": "share", "layers": {"fc1": {"bits": 5}}}
+    for later in ({"kind": "hash", "layers": {"fc1": {"buckets": 0.1}}},
+                  {"kind": "dct", "layers": {"fc1": {"keep": 0.1}}}):
+        bad = Recipe.from_dict({"name": "r", "stages": [share, later]})
+        with pytest.raises(ConfigError, match=r"layer 'fc1' was changed by the 'share' stage; the '(hash|dct)' stage"):
+            check_recipe(model, bad)
+        fine = {**later, "layers": {"fc2": dict(later["layers"]["fc1"])}}
+        check_recipe(model, Recipe.from_dict({"name": "r", "stages": [share, fine]}))

@@ -83,4 +83,5 @@ def test_stage_settings_and_check():
         stage.check(layers, has_val=True)
     recipe = load_recipe("structured")
     assert recipe.stages[0].kind == "structured" and recipe.stages[0].order == 10
-    assert recipe.stages[0].check(layers, has_val=True) == layers
+    after = recipe.stages[0].check(layers, has_val=True)
+    assert {n: (a.kind, a.module, a.fixed_by) for n, a in after.items()} == {n: (a.kind, a.module, None) for n, a in layers.items()}

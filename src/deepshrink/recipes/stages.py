@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -76,6 +76,8 @@ class Layer:
     fixed_by: str | None = None
     """The stage that stored this layer's weight in a form of its own (integer levels, hashed
     buckets, DCT coefficients): no later stage may change the weight (see :meth:`Stage.touch`)."""
+    changed_by: tuple[str, ...] = ()
+    """The kinds of the earlier stages that changed this layer's weight."""
 
 
 def _train(raw: Any, where: str, default: TrainConfig) -> TrainConfig:
@@ -117,6 +119,9 @@ class Stage:
     stores_form: ClassVar[bool] = False
     """Whether the stage stores the weights it changes in a form of its own (a typed tensor in
     ``ctx.forms`` that the file's encoding writes as it is): later stages may not change them."""
+    discards: ClassVar[frozenset[str]] = frozenset()
+    """Kinds of earlier stages whose work on a layer this stage would throw away (hashing a layer
+    replaces its pruned zeros and shared values by buckets): such a layer is refused."""
     layers: LayerRules
 
     # recipes ----------------------------------------------------------------------------------
@@ -175,8 +180,13 @@ class Stage:
                     f"layer {name!r} is stored by the {layer.fixed_by!r} stage in a form of its own; the {self.kind!r} "
                     f"stage cannot change it afterwards (the two cannot compose on one layer). Leave the layer out "
                     f"of one of the two stages' rules")
-            if self.stores_form:
-                out[name] = Layer(layer.kind, layer.module, self.kind)
+            lost = [k for k in layer.changed_by if k in self.discards]
+            if lost:
+                raise ConfigError(
+                    f"layer {name!r} was changed by the {lost[0]!r} stage; the {self.kind!r} stage would throw that "
+                    f"work away (its stored form does not keep it). Leave the layer out of one of the two stages' rules")
+            out[name] = replace(layer, fixed_by=self.kind if self.stores_form else None,
+                                changed_by=(*layer.changed_by, self.kind))
         return out
 
     # running ----------------------------------------------------------------------------------

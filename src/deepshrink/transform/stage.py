@@ -159,6 +159,7 @@ class DCTStage(Stage):
     kind: ClassVar[str] = "dct"
     order: ClassVar[int] = 70
     stores_form: ClassVar[bool] = True
+    discards: ClassVar[frozenset[str]] = frozenset({"prune", "share"})  # the coded form keeps neither zeros nor shared values
     settings: ClassVar[Mapping[str, Any]] = {"keep": NUM, "threshold": NUM, "bits": int, "block": (int, list)}
     trainings: ClassVar[tuple[str, ...]] = ("retrain", "finetune")
 
@@ -283,6 +284,7 @@ class HashStage(Stage):
     kind: ClassVar[str] = "hash"
     order: ClassVar[int] = 65
     stores_form: ClassVar[bool] = True
+    discards: ClassVar[frozenset[str]] = frozenset({"prune", "share"})  # the coded form keeps neither zeros nor shared values
     settings: ClassVar[Mapping[str, Any]] = {"buckets": NUM, "domain": str, "block": (int, list), "sign": bool}
     trainings: ClassVar[tuple[str, ...]] = ("train",)
 
