@@ -236,6 +236,12 @@ def summarise(jobs: list[dict]) -> dict:
     return out
 
 
+def plotted(method: str) -> bool:
+    """Whether a method is a point of the plot and the Pareto front: every compressed file, not the
+    students trained on labels alone (the distillation question's control)."""
+    return not method.startswith("direct-")
+
+
 def pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
     """The points no other point beats on both bytes (fewer) and accuracy (higher), by bytes."""
     front, best = [], -math.inf
@@ -255,7 +261,7 @@ def plot(summary: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(summary), figsize=(7 * len(summary), 5.5))
     axes = [axes] if len(summary) == 1 else list(axes)
     for ax, (net, methods) in zip(axes, summary.items()):
-        pts = [(m["bytes"], m["acc"][0], name) for name, m in methods.items() if name in METHODS]
+        pts = [(m["bytes"], m["acc"][0], name) for name, m in methods.items() if plotted(name)]
         for b, a, name in pts:
             ax.scatter(b, a, s=30)
             ax.annotate(name, (b, a), textcoords="offset points", xytext=(4, 3), fontsize=7)
@@ -303,7 +309,7 @@ def markdown(summary: dict, command: str) -> str:
                 f"{_pm(m['drop'], n)} | {m['bytes']:,.0f} | {m['ratio']:.1f}× | {m['fixed_bytes']:,.0f} | "
                 f"{m['fixed_ratio']:.1f}× | {m['latency_us']:.1f} µs | {m['speed']:.2f}× | {m['compressed_speed']:.2f}× | "
                 f"{m['seconds']:.0f} s |")
-        front = pareto([(m["bytes"], m["acc"][0], k) for k, m in methods.items() if k in METHODS])
+        front = pareto([(m["bytes"], m["acc"][0], k) for k, m in methods.items() if plotted(k)])
         lines += ["", "Pareto front (fewest bytes for the accuracy): " + " → ".join(
             f"{k} ({b:,.0f} B, {a:.2f}%)" for b, a, k in front) + ".", ""]
     lines += [f"![accuracy against file bytes](img/{PLOT.name})", ""]
