@@ -87,6 +87,16 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def _val_size(text: str) -> int | float:
     try:
         v = float(text)
@@ -276,6 +286,7 @@ def _data_record(data: str) -> str:
 
 
 def cmd_compress(run: Run) -> dict[str, Any]:
+    from deepshrink.analysis.budget import Target, auto_compress, knobs
     from deepshrink.pipeline import compress
     from deepshrink.recipes import load_recipe
     from deepshrink.util.atomic import write_bytes_atomic
@@ -285,6 +296,16 @@ def cmd_compress(run: Run) -> dict[str, Any]:
     recipe = load_recipe(args.recipe)
     if args.coder:
         recipe = recipe.with_coder(args.coder)
+    target = None
+    given = [f for f in ("target_bytes", "target_ratio", "max_drop") if getattr(args, f) is not None]
+    if len(given) > 1:
+        raise ConfigError("give one of --target-bytes, --target-ratio and --max-drop, not "
+                          + " and ".join("--" + g.replace("_", "-") for g in given))
+    if given:
+        target = Target(bytes=args.target_bytes, ratio=args.target_ratio, max_drop=args.max_drop)
+        knobs(recipe)  # a recipe with nothing to vary is refused before any work
+        if args.write_recipe is not None:
+            check_target(args.write_recipe)
     pretrained = _pretrained(args.model)
     if args.data is None:  # the pretrained network's own data, else the default benchmark data
         args.data = pretrained.data if pretrained is not None else DEFAULT_DATA
@@ -294,14 +315,68 @@ def cmd_compress(run: Run) -> dict[str, Any]:
     objective = args.objective or (pretrained.objective if pretrained is not None else "classify")
     model = _model(args, getattr(data, "num_classes", None))
     start = time.perf_counter()
-    result = compress(model, data, recipe, progress=_progress(args), measure=args.measure, objective=objective,
-                      meta={"model": args.model, "data": _data_record(args.data), "seed": args.seed})
+    budget = None
+    if target is not None:
+        budget = auto_compress(model, data, recipe, target, objective=objective, progress=_progress(args),
+                               log=None if args.json else lambda msg: run.console.print(Text(f"budget: {msg}")))
+        result = budget.result
+        recipe_path = args.write_recipe or args.output.with_suffix(".recipe.toml")
+        write_bytes_atomic(recipe_path, budget.recipe.to_toml().encode())
+    else:
+        result = compress(model, data, recipe, progress=_progress(args), measure=args.measure, objective=objective,
+                          meta={"model": args.model, "data": _data_record(args.data), "seed": args.seed})
     write_bytes_atomic(args.output, result.data)
     out = {"command": "compress", "output": str(args.output), "data": str(args.data),
            "seconds": time.perf_counter() - start, **result.to_dict()}  # with the split sizes
+    if budget is not None:
+        out["budget"] = {**budget.to_dict(), "recipe_file": str(recipe_path)}
     if not args.json:
         print_compress(run.console, out)
     return out
+
+
+def cmd_analyze(run: Run) -> dict[str, Any]:
+    from deepshrink.analysis.analyze import analyze
+
+    args = run.args
+    check_target(args.output)  # before any work
+    html_path = args.html or args.output.with_suffix(".html")
+    check_target(html_path)
+    techniques = [t.strip() for t in args.techniques.split(",") if t.strip()]
+    pretrained = _pretrained(args.model)
+    if args.data is None:
+        args.data = pretrained.data if pretrained is not None else DEFAULT_DATA
+    data = _load_data(args, args.data, args.val_size, args.seed)
+    if not args.json:
+        run.console.print(Text(_describe_data(str(args.data), data.split_sizes())))
+    objective = args.objective or (pretrained.objective if pretrained is not None else "classify")
+    model = _model(args, getattr(data, "num_classes", None))
+    result = analyze(model, data, objective=objective, techniques=techniques, coder=args.coder,
+                     fisher_samples=args.fisher_samples, val_limit=args.val_limit, progress=_progress(args),
+                     name=args.model, data_name=str(args.data))
+    result.write_json(args.output)
+    result.write_html(html_path)
+    doc = result.to_dict()
+    out = {"command": "analyze", "output": str(args.output), "html": str(html_path), "seconds": doc["seconds"],
+           "seconds_by_part": doc["seconds_by_part"], "baseline_val": doc["baseline"]["val"],
+           "layers": len(doc["layers"]), "curves": len(doc["curves"])}
+    if not args.json:
+        print_analyze(run.console, doc)
+        run.console.print(Text(f"analysis of {len(doc['layers'])} layers in {doc['seconds']:.0f} s → "
+                               f"{args.output} and {html_path}"))
+    return out
+
+
+def print_analyze(console: Console, doc: dict[str, Any]) -> None:
+    """Per layer: the validation drop at a few settings of each technique, with the bytes."""
+    base = doc["baseline"]["val"]
+    rows = []
+    for c in doc["curves"]:
+        cells = [f"{p['value']:g}: {100 * (base - p['val']):+.1f} pt / {_kb(p['bytes'])}" for p in c["points"]]
+        rows.append((c["layer"], c["technique"], c["setting"], "; ".join(cells[::max(1, len(cells) // 4)])))
+    print_table(console, f"sensitivity (validation drop without retraining; baseline {_pct(base)})",
+                ("layer", "technique", "setting", "drop / bytes at a few settings"), rows,
+                left=("layer", "technique", "setting", "drop / bytes at a few settings"))
 
 
 def print_compress(console: Console, out: dict[str, Any]) -> None:
@@ -679,11 +754,13 @@ def objective_names() -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from deepshrink.analysis.analyze import DEFAULT_TECHNIQUES, FISHER_SAMPLES
+
     parser = _Parser(prog="deepshrink", description=__doc__.split("\n\n")[0], formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"deepshrink {__version__}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                help="train, compress, eval, info, export, recipes or models")
+                                help="train, analyze, compress, eval, info, export, recipes or models")
 
     def command(name: str, func, help: str, epilog: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, epilog=epilog, formatter_class=_Formatter)
@@ -723,7 +800,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", choices=["estimate", "exact"], default="estimate",
                    help="accuracy after each stage: on the in-memory model (estimate, default) or on the network "
                         "decoded from that stage's bytes (exact, slower); the final accuracy is always the file's")
+    p.add_argument("--target-bytes", type=_int_at_least(1), default=None,
+                   help="automatic budget: the most accurate file of at most this many bytes; the recipe's prune, "
+                        "share and quantize settings are chosen per layer from measured sensitivity")
+    p.add_argument("--target-ratio", type=_positive_float, default=None,
+                   help="automatic budget: the most accurate file at least this many times smaller than the dense model")
+    p.add_argument("--max-drop", type=_non_negative_float, default=None,
+                   help="automatic budget: the smallest file within this many points of the dense model's "
+                        "validation score (several compress runs)")
+    p.add_argument("--write-recipe", type=Path, default=None,
+                   help="with a target: where to write the recipe the budget chose (default: the output with "
+                        "suffix .recipe.toml)")
     _output(p, ".dsz file")
+    _common(p)
+
+    p = command("analyze", cmd_analyze, "measure each layer's sensitivity to pruning, sharing, quantisation and "
+                                         "low rank (with real coded bytes), its robustness and its singular values; "
+                                         "write JSON and a self-contained HTML report")
+    p.add_argument("--model", required=True,
+                   help="zoo name (see `deepshrink models`) or package.module:factory")
+    p.add_argument("--weights", default=None, type=Path, help="safetensors weights of the trained model")
+    _add_data(p, for_compress=True)
+    p.add_argument("--objective", choices=objective_names(), default=None,
+                   help="what the scores measure (default: a pretrained network's own, else classify)")
+    p.add_argument("--techniques", default=",".join(DEFAULT_TECHNIQUES),
+                   help=f"comma-separated techniques to measure ({', '.join(DEFAULT_TECHNIQUES)})")
+    p.add_argument("--coder", choices=["huffman", "ans", "fixed"], default="ans",
+                   help="entropy coder the layers' bytes are measured with")
+    p.add_argument("--fisher-samples", type=_int_at_least(0), default=FISHER_SAMPLES,
+                   help="training samples of the Fisher information (0 skips it)")
+    p.add_argument("--val-limit", type=_int_at_least(1), default=None,
+                   help="score on the first N validation samples only (faster; default: all)")
+    p.add_argument("--html", type=Path, default=None,
+                   help="the HTML report to write (default: the output with suffix .html)")
+    _output(p, "JSON analysis")
     _common(p)
 
     p = command("eval", cmd_eval, "score a .dsz file: accuracy, or fidelity to the dense pretrained network it was "

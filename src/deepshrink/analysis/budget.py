@@ -1,0 +1,410 @@
+"""The automatic per-layer budget: a target size or accuracy in, the recipe that meets it out.
+
+1. **Measure.** For every layer, each joint setting of the techniques the recipe allows (the
+   per-layer settings of its ``prune``, ``share`` and ``quantize`` stages; the grids of
+   :mod:`deepshrink.analysis.sweep`) is applied to that layer alone, composed in stage order, and
+   measured: the validation score, and the layer's real coded bytes with the recipe's coder.
+2. **Allocate.** Assuming the layers' losses add up, the allocations that minimise
+   ``bytes + λ · drop`` for some λ ≥ 0 (a Lagrangian relaxation of the multiple-choice knapsack,
+   as in Shoham & Gersho 1988 for bit allocation) form the frontier: each layer picks its own
+   best option for the shared λ, so the frontier is found per layer, not by search over
+   combinations. Its points run from the smallest file to the most accurate.
+3. **Retrain and check.** The measured drops come without retraining, which recovers most of
+   them, so they order the frontier but do not predict the final score. ``max_drop``: a
+   bisection along the frontier, each probe a run of the recipe at that allocation with its
+   training shortened by ``search_scale`` (less retraining only loses accuracy, so a probe that
+   meets the target is safe), then the full recipe on the smallest allocation that met it, and
+   one step back towards accuracy each time the full run misses it. ``target_bytes``: the most
+   accurate allocation whose predicted file fits, then smaller ones while the real file is too large.
+
+The chosen settings are an ordinary recipe (:attr:`Budgeted.recipe`): the base recipe with one
+exact-name rule per layer, which ``to_toml`` writes out for the user to read, edit and rerun.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from deepshrink.errors import ConfigError, DeepshrinkError
+from deepshrink.analysis.sweep import Point, combos, measure, technique
+from deepshrink.recipes.config import Recipe
+
+
+def progress_bar(total: int, desc: str, progress: bool | None) -> tqdm:
+    """A progress bar as the trainer draws them (``progress=None``: only on a terminal)."""
+    return tqdm(total=total, desc=desc, unit="run", disable=(not progress) if progress is not None else None,
+                leave=False, dynamic_ncols=True)
+
+#: The stage kinds whose per-layer setting the budget chooses, and the technique that measures it.
+KNOBS = {"prune": "prune", "share": "share", "quantize": "quantize"}
+#: Training epochs of a search probe, as a fraction of the recipe's (at least one epoch each): 1, full
+#: runs, by default. Shorter probes are cheaper but lose accuracy the full run would keep, so the
+#: search settles on a larger file (measured on LeNet-300-100: 0.25 put a 24 KB point 1.8 points
+#: down, where the full recipe loses 0.65).
+SEARCH_SCALE = 1.0
+#: Full runs tried after the search before giving up (each one step towards accuracy or size).
+MAX_FULL_RUNS = 3
+
+
+class TargetUnreachable(DeepshrinkError, ValueError):
+    """No allocation of the recipe meets the target; the message names the closest point."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the budget aims for: a file of at most ``bytes`` bytes (or ``ratio`` times smaller
+    than the dense model), the most accurate such; or the smallest file within ``max_drop``
+    points of the dense model's validation score."""
+
+    bytes: int | None = None
+    ratio: float | None = None
+    max_drop: float | None = None
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("bytes", "ratio", "max_drop") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ConfigError(f"give exactly one target of bytes, ratio or max_drop; got {given or 'none'}")
+        if self.bytes is not None and (isinstance(self.bytes, bool) or not isinstance(self.bytes, int)
+                                       or self.bytes <= 0):
+            raise ConfigError(f"target bytes must be a positive integer, got {self.bytes!r}")
+        if self.ratio is not None and (not isinstance(self.ratio, (int, float)) or isinstance(self.ratio, bool)
+                                       or not math.isfinite(self.ratio) or self.ratio < 1):
+            raise ConfigError(f"target ratio must be a finite number >= 1 (dense bytes / file bytes), "
+                              f"got {self.ratio!r}")
+        if self.max_drop is not None and (not isinstance(self.max_drop, (int, float)) or isinstance(self.max_drop, bool)
+                                          or not math.isfinite(self.max_drop) or not 0 <= self.max_drop <= 100):
+            raise ConfigError(f"max_drop (points of the validation score the file may lose) must be in [0, 100], "
+                              f"got {self.max_drop!r}")
+
+    def max_bytes(self, dense_bytes: int) -> int | None:
+        """The byte budget, or None for an accuracy target."""
+        if self.bytes is not None:
+            return self.bytes
+        if self.ratio is not None:
+            return int(dense_bytes / self.ratio)
+        return None
+
+    def describe(self) -> str:
+        if self.bytes is not None:
+            return f"at most {self.bytes:,} bytes"
+        if self.ratio is not None:
+            return f"at least {self.ratio:g}x smaller"
+        return f"within {self.max_drop:g} points of the dense model on validation"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One joint setting of one layer (technique -> value), its bytes and measured drop (points)."""
+
+    setting: Mapping[str, float]
+    bytes: int
+    drop: float
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """One setting per layer; ``bytes`` of the layers' weights, ``drop`` the sum of their
+    measured drops (points, without retraining)."""
+
+    choice: Mapping[str, Option]
+    bytes: int
+    drop: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bytes": self.bytes, "predicted_drop": self.drop,
+                "layers": {n: {**o.setting, "bytes": o.bytes, "drop": o.drop} for n, o in self.choice.items()}}
+
+
+def knobs(recipe: Recipe) -> list[str]:
+    """The techniques the budget varies for ``recipe``, in stage order; a :class:`ConfigError`
+    when it has none (or a share stage that is not k-means)."""
+    out = []
+    for stage in recipe.stages:
+        if stage.kind in KNOBS:
+            if stage.kind == "share" and getattr(stage, "method", "kmeans") != "kmeans":
+                raise ConfigError("the budget chooses k-means bits per layer; a share stage with method "
+                                  f"{stage.method.value!r} has no per-layer setting it can vary")
+            out.append(KNOBS[stage.kind])
+    if not out:
+        raise ConfigError(f"recipe {recipe.name!r} has no stage whose per-layer setting the budget can choose "
+                          f"(it varies {', '.join(f'{k} {technique(t).key}' for k, t in KNOBS.items())})")
+    return out
+
+
+def options(points: Sequence[Point], base_val: float) -> list[Option]:
+    """Measured points as options: drop in points of the validation score, never below zero
+    (a setting that scores above the dense model is noise, not a gain)."""
+    return [Option({k.split(".")[0]: v for k, v in p.setting.items()}, p.bytes, max(0.0, 100 * (base_val - p.val)))
+            for p in points]
+
+
+def frontier(layer_options: Mapping[str, Sequence[Option]], lambdas: int = 400) -> list[Allocation]:
+    """The Lagrangian frontier: for each λ on a geometric grid (bytes per point of drop, from
+    λ = 0, the smallest file, to above any layer's largest trade-off, the most accurate) every
+    layer takes its option minimising ``bytes + λ · drop`` (ties: fewer bytes). Returns the
+    distinct allocations, smallest first."""
+    if not layer_options or any(not opts for opts in layer_options.values()):
+        raise ConfigError("the budget needs at least one measured option for every layer")
+    spans = [max(o.bytes for o in opts) for opts in layer_options.values()]
+    grid = np.concatenate([[0.0], np.geomspace(1e-3, 1e3 * max(spans), lambdas)])
+    seen: dict[tuple, Allocation] = {}
+    for lam in grid:
+        choice = {n: min(opts, key=lambda o: (o.bytes + lam * o.drop, o.bytes)) for n, opts in layer_options.items()}
+        key = tuple(sorted((n, tuple(sorted(o.setting.items()))) for n, o in choice.items()))
+        if key not in seen:
+            seen[key] = Allocation(choice, sum(o.bytes for o in choice.values()), sum(o.drop for o in choice.values()))
+    out = sorted(seen.values(), key=lambda a: (a.bytes, a.drop))
+    # keep the points that trade bytes for accuracy: each larger one must lose less
+    pareto: list[Allocation] = []
+    for a in out:
+        if not pareto or a.drop < pareto[-1].drop:
+            pareto.append(a)
+    return pareto
+
+
+def budget_recipe(recipe: Recipe, allocation: Allocation, kinds: Mapping[str, str], name: str | None = None) -> Recipe:
+    """``recipe`` with its varied stages' layer rules replaced by one exact-name rule per layer of
+    ``allocation`` (other settings a layer's rules gave are kept; layers the allocation does not
+    cover keep their rules only through the new table's lack of them: they are left unchanged)."""
+    order = list(kinds)
+    stages = []
+    for stage in recipe.stages:
+        tech = KNOBS.get(stage.kind)
+        if tech is None or not any(tech in o.setting for o in allocation.choice.values()):
+            stages.append(stage)
+            continue
+        key = technique(tech).key
+        rules: dict[str, dict[str, Any]] = {}
+        for layer, opt in allocation.choice.items():
+            if tech not in opt.setting:
+                continue
+            kept = stage.layers.resolve(layer, kinds[layer], order)
+            if stage.kind == "prune":
+                kept.pop("quality", None)
+            value = opt.setting[tech]
+            rules[layer] = {**kept, key: int(value) if key == "bits" else float(value)}
+        raw = stage.to_dict()
+        raw["layers"] = rules
+        stages.append(type(stage).parse(raw, f"budget ({stage.kind})"))
+    return Recipe(name or f"{recipe.name}-budget", tuple(stages),
+                  f"{recipe.description} Per-layer settings chosen by deepshrink's automatic budget.".strip())
+
+
+def scaled(recipe: Recipe, factor: float) -> Recipe:
+    """``recipe`` with every training run's epochs times ``factor`` (at least one epoch; a run of
+    zero epochs stays zero): the cheap probes of the search."""
+    stages = []
+    for stage in recipe.stages:
+        changes = {}
+        for t in stage.trainings:
+            cfg = getattr(stage, t)
+            if cfg.epochs > 0:
+                changes[t] = replace(cfg, epochs=max(1, int(round(cfg.epochs * factor))))
+        if stage.kind == "prune":
+            changes["steps"] = max(1, int(round(stage.steps * max(factor, 0.5))))
+        stages.append(replace(stage, **changes) if changes else stage)
+    return Recipe(recipe.name, tuple(stages), recipe.description)
+
+
+@dataclass
+class Probe:
+    """One run of the recipe at a frontier point: its index, the allocation's bytes, the file's
+    bytes and validation drop (points), and whether it was a shortened search run."""
+
+    index: int
+    predicted_bytes: int
+    file_bytes: int
+    val_drop: float
+    search: bool
+    met: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Budgeted:
+    """What :func:`auto_compress` chose and ran: the final compression result, the recipe it
+    wrote, the frontier, the runs it made and the measured options per layer."""
+
+    result: Any  # CompressionResult
+    recipe: Recipe
+    target: Target
+    allocation: Allocation
+    frontier: list[Allocation]
+    probes: list[Probe] = field(default_factory=list)
+    options: dict[str, list[Option]] = field(default_factory=dict)
+    overhead_bytes: int = 0
+    base_val: float = 0.0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": {k: v for k, v in self.target.__dict__.items() if v is not None},
+                "allocation": self.allocation.to_dict(), "overhead_bytes": self.overhead_bytes,
+                "baseline_val": self.base_val, "frontier": [{"bytes": a.bytes, "predicted_drop": a.drop}
+                                                            for a in self.frontier],
+                "runs": [p.to_dict() for p in self.probes], "seconds": self.seconds,
+                "recipe": self.recipe.to_dict()}
+
+
+def overhead_bytes(model: nn.Module, data: Any, recipe: Recipe, layers: Sequence[str]) -> int:
+    """Bytes of the file besides the budgeted layers' weights (header, biases, other layers):
+    the model packed with those weights zeroed, minus what the zeroed weights cost. Biases are
+    rounded to float16 first when the recipe's share stage does so."""
+    from deepshrink.pipeline.compress import coding_rule
+    from deepshrink.pipeline.context import layer_table
+    from deepshrink.pipeline.pack import pack_model
+    from deepshrink.share.kmeans import round_to_half
+
+    m = copy.deepcopy(model)
+    mods, kinds = layer_table(m)
+    with torch.no_grad():
+        for n in layers:
+            mods[n].weight.zero_()
+    if any(s.kind == "share" and getattr(s, "float16", False) for s in recipe.stages):
+        round_to_half(m)
+    code = recipe.code_stage
+    _, report = pack_model(m, data.input_spec, coding=coding_rule(code, code.coder, list(mods), kinds, {}), verify=False)
+    zeroed = sum(t.total_bytes for t in report.tensors if t.name in {f"{n}.weight" for n in layers})
+    return report.file_bytes - zeroed
+
+
+def measure_options(model: nn.Module, ctx: Any, techs: Sequence[str], *, grids: Mapping[str, Sequence[float]] | None,
+                    coder: Any, context: Mapping[str, Any], progress: bool | None,
+                    tick_total: Callable[[int], Any] | None = None) -> tuple[dict[str, list[Point]], float]:
+    """Every joint setting of ``techs`` on every layer they apply to, measured (see
+    :func:`~deepshrink.analysis.sweep.measure`); returns the points per layer and the dense
+    model's validation score."""
+    settings = combos(techs, grids)
+    layers = [n for n, k in ctx.kinds.items() if all(k in technique(t).kinds for t in techs)]
+    if not layers:
+        raise ConfigError(f"no layer of the model takes {', '.join(techs)}")
+    base = ctx.evaluate(model, "val")
+    out: dict[str, list[Point]] = {}
+    with progress_bar(len(layers) * len(settings), "measure layers", progress) as pbar:
+        for n in layers:
+            out[n] = measure(model, n, settings, lambda m: ctx.evaluate(m, "val"), coder=coder, context=context,
+                             tick=lambda: pbar.update(1))
+    return out, base
+
+
+def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *, objective: str = "classify",
+                  search_scale: float = SEARCH_SCALE, grids: Mapping[str, Sequence[float]] | None = None,
+                  progress: bool | None = None, log: Callable[[str], None] | None = None) -> Budgeted:
+    """Compress ``model`` on ``data`` with ``recipe``'s stages, their per-layer settings chosen to
+    meet ``target`` (see the module docstring). Raises :class:`TargetUnreachable`, naming the
+    closest point, when no allocation meets it; a :class:`ConfigError` for a recipe with nothing
+    to vary or data without a validation split."""
+    import time
+
+    from deepshrink.graph import fold_batchnorm_modules
+    from deepshrink.pipeline.compress import check_recipe, compress, dense_bytes
+    from deepshrink.pipeline.context import CompressContext, load_splits
+    from deepshrink.train import get_objective
+
+    say = log or (lambda _msg: None)
+    if not 0 < search_scale <= 1:
+        raise ConfigError(f"search_scale must be in (0, 1], got {search_scale!r}")
+    techs = knobs(recipe)
+    if data.split_sizes().get("val", 0) <= 0:
+        raise ConfigError("the budget measures and checks on the validation split, and the data has none "
+                          "(val_size=0): give a validation split")
+    obj = get_objective(objective)
+    model = copy.deepcopy(model).eval()
+    check_recipe(model, recipe, has_val=True)
+    splits = load_splits(data, obj)
+    fold_batchnorm_modules(model, splits["train"].take(slice(0, 4)).inputs)
+    ctx = CompressContext.create(model, data, obj, progress=progress, splits=splits)
+    dense = dense_bytes(model, ctx.graph)
+    limit = target.max_bytes(dense)
+    share = next((s for s in recipe.stages if s.kind == "share"), None)
+    context = {"init": getattr(share, "init", "linear"), "float16": bool(getattr(share, "float16", False))}
+    t0 = time.perf_counter()
+    points, base = measure_options(model, ctx, techs, grids=grids, coder=recipe.code_stage.coder, context=context,
+                                   progress=progress)
+    opts = {n: options(p, base) for n, p in points.items()}
+    front = frontier(opts)
+    overhead = overhead_bytes(model, data, recipe, list(opts))
+    seconds = {"measure": time.perf_counter() - t0}
+    say(f"measured {sum(len(p) for p in points.values())} settings on {len(points)} layers in "
+        f"{seconds['measure']:.0f} s; {len(front)} allocations on the frontier, "
+        f"{overhead + front[0].bytes:,}..{overhead + front[-1].bytes:,} bytes")
+    probes: list[Probe] = []
+    cache: dict[tuple[int, bool], Any] = {}
+
+    def run(i: int, search: bool) -> Any:
+        search = search and search_scale < 1  # a probe at full scale is the full run
+        if (i, search) in cache:
+            return cache[(i, search)]
+        r = budget_recipe(recipe, front[i], ctx.kinds)
+        res = compress(model, data, scaled(r, search_scale) if search else r, progress=progress, objective=obj)
+        drop = 100 * (res.baseline.val_accuracy - res.final.val_accuracy)
+        met = res.file_bytes <= limit if limit is not None else drop <= target.max_drop + 1e-9
+        probes.append(Probe(i, overhead + front[i].bytes, res.file_bytes, drop, search, met))
+        say(f"{'search' if search else 'full'} run at frontier point {i + 1}/{len(front)}: "
+            f"{res.file_bytes:,} bytes ({dense / res.file_bytes:.1f}x), validation drop {drop:.2f} points"
+            f" -> {'meets' if met else 'misses'} the target")
+        cache[(i, search)] = (res, met)
+        return res, met
+
+    t1 = time.perf_counter()
+    if limit is not None:
+        fits = [i for i, a in enumerate(front) if overhead + a.bytes <= limit]
+        if limit <= overhead:
+            raise TargetUnreachable(
+                f"a target of {limit:,} bytes is smaller than the part of the file the budget cannot shrink: "
+                f"{overhead:,} bytes of header, biases and unbudgeted tensors; the smallest file recipe "
+                f"{recipe.name!r} reaches is about {overhead + front[0].bytes:,} bytes")
+        if not fits:
+            raise TargetUnreachable(
+                f"no allocation of recipe {recipe.name!r} fits in {limit:,} bytes: the smallest it reaches is "
+                f"about {overhead + front[0].bytes:,} bytes ({dense / (overhead + front[0].bytes):.1f}x; "
+                f"{overhead:,} of them header, biases and unbudgeted tensors), at the most aggressive setting of "
+                f"every layer")
+        i = fits[-1]
+        for _ in range(MAX_FULL_RUNS):
+            res, met = run(i, False)
+            if met:
+                break
+            # the real file was larger than predicted: scale the budget by the miss and step down
+            want = limit - (res.file_bytes - (overhead + front[i].bytes))
+            smaller = [j for j in range(i) if overhead + front[j].bytes <= want] or ([i - 1] if i > 0 else [])
+            if not smaller:
+                break
+            i = smaller[-1]
+        if not met:
+            raise TargetUnreachable(f"the files of recipe {recipe.name!r} stayed above {limit:,} bytes after "
+                                    f"{MAX_FULL_RUNS} runs; the closest was {min(p.file_bytes for p in probes):,} bytes")
+    else:
+        lo, hi = 0, len(front) - 1  # the most accurate point is assumed to meet it until a run says not
+        while lo < hi:  # the smallest point whose search run meets the target
+            mid = (lo + hi) // 2
+            _, ok = run(mid, True)
+            if ok:
+                hi = mid
+            else:
+                lo = mid + 1
+        i, last = hi, len(front) - 1
+        for step in range(MAX_FULL_RUNS):  # one step towards accuracy per miss; the last try is the most accurate
+            res, met = run(i, False)
+            if met or i == last:
+                break
+            i = i + 1 if step < MAX_FULL_RUNS - 2 else last
+        if not met:
+            best = min((p for p in probes if not p.search), key=lambda p: p.val_drop)
+            raise TargetUnreachable(
+                f"no run of recipe {recipe.name!r} kept within {target.max_drop:g} points on validation; the "
+                f"closest lost {best.val_drop:.2f} points at {best.file_bytes:,} bytes "
+                f"({dense / best.file_bytes:.1f}x; frontier point {best.index + 1} of {len(front)})")
+    seconds["runs"] = time.perf_counter() - t1
+    chosen = budget_recipe(recipe, front[i], ctx.kinds)
+    return Budgeted(res, chosen, target, front[i], front, probes, opts, overhead, base, seconds)

@@ -1,0 +1,117 @@
+"""The automatic budget: targets, the Lagrangian frontier, the recipe it writes, and real runs."""
+
+import itertools
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import deepshrink as ds
+from deepshrink.analysis.budget import (
+    Allocation,
+    Option,
+    Target,
+    TargetUnreachable,
+    auto_compress,
+    budget_recipe,
+    frontier,
+    knobs,
+    scaled,
+)
+from deepshrink.errors import ConfigError
+
+GRIDS = {"prune": (0.0, 0.8, 0.95), "share": (3, 6)}
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({}, "exactly one"),
+    ({"bytes": 0}, "positive integer"),
+    ({"bytes": -5}, "positive integer"),
+    ({"ratio": 0.5}, ">= 1"),
+    ({"ratio": math.inf}, "finite"),
+    ({"max_drop": -0.1}, r"\[0, 100\]"),
+    ({"max_drop": math.nan}, r"\[0, 100\]"),
+    ({"bytes": 100, "max_drop": 1.0}, "exactly one"),
+])
+def test_bad_targets_are_refused_with_the_reason(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        Target(**kwargs)
+
+
+def test_a_ratio_is_a_byte_budget_of_the_dense_size():
+    assert Target(ratio=40).max_bytes(1_066_440) == 26_661
+    assert Target(max_drop=0.5).max_bytes(1_000) is None
+
+
+options_st = st.lists(st.tuples(st.integers(1, 10_000), st.floats(0, 50)), min_size=1, max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(options_st, min_size=1, max_size=3))
+def test_every_frontier_point_is_pareto_optimal_among_all_combinations(layers):
+    opts = {f"l{i}": [Option({"prune": float(j)}, b, d) for j, (b, d) in enumerate(o)] for i, o in enumerate(layers)}
+    front = frontier(opts)
+    every = [(sum(o.bytes for o in c), sum(o.drop for o in c)) for c in itertools.product(*opts.values())]
+    assert front[0].bytes == min(b for b, _ in every)  # λ = 0: the smallest file
+    assert front[-1].drop == pytest.approx(min(d for _, d in every))  # the most accurate
+    for a in front:
+        assert not any(b < a.bytes and d < a.drop - 1e-9 for b, d in every)
+    assert [a.bytes for a in front] == sorted(a.bytes for a in front)
+    assert all(x.drop > y.drop for x, y in zip(front, front[1:]))
+
+
+def test_the_chosen_settings_are_an_ordinary_recipe(quick_recipe, ctx, tmp_path):
+    alloc = Allocation({"fc1": Option({"prune": 0.95, "share": 3}, 1, 0.0),
+                        "fc2": Option({"prune": 0.5, "share": 6}, 1, 0.0),
+                        "fc3": Option({"prune": 0.0, "share": 8}, 1, 0.0)}, 3, 0.0)
+    r = budget_recipe(quick_recipe, alloc, ctx.kinds)
+    prune = r.stages[0].targets(ctx.kinds)
+    assert prune == {"fc1": {"sparsity": 0.95}, "fc2": {"sparsity": 0.5}, "fc3": {"sparsity": 0.0}}
+    assert r.stages[1].bits(ctx.kinds) == {"fc1": 3, "fc2": 6, "fc3": 8}
+    assert r.stages[2] == quick_recipe.stages[2]  # the code stage is left alone
+    path = tmp_path / "chosen.toml"
+    path.write_text(r.to_toml())
+    assert ds.load_recipe(path) == r
+
+
+def test_probes_scale_the_training_and_a_recipe_without_settings_is_refused(quick_recipe):
+    s = scaled(ds.load_recipe("deep-compression"), 0.25)
+    assert s.stages[0].retrain.epochs == 2 and s.stages[0].steps == 2 and s.stages[1].finetune.epochs == 1
+    assert knobs(quick_recipe) == ["prune", "share"]
+    with pytest.raises(ConfigError, match="no stage whose per-layer setting"):
+        knobs(ds.load_recipe("svd"))
+    with pytest.raises(ConfigError, match="method 'soft'"):
+        knobs(ds.load_recipe("soft-sharing"))
+
+
+def test_target_bytes_gives_a_file_within_the_budget(trained, fashion_small, quick_recipe):
+    b = auto_compress(trained, fashion_small, quick_recipe, Target(bytes=40_000), grids=GRIDS, progress=False)
+    assert b.result.file_bytes <= 40_000
+    assert b.overhead_bytes + b.allocation.bytes <= 40_000
+    # the most accurate allocation that fits: the next frontier point would not
+    i = b.frontier.index(b.allocation)
+    assert i == len(b.frontier) - 1 or b.overhead_bytes + b.frontier[i + 1].bytes > 40_000
+    assert ds.load(b.result.data) is not None
+    assert b.recipe.stages[0].targets({"fc1": "linear", "fc2": "linear", "fc3": "linear"}).keys() == {"fc1", "fc2", "fc3"}
+
+
+def test_max_drop_gives_the_smallest_file_its_runs_found_within_the_drop(trained, fashion_small, quick_recipe):
+    b = auto_compress(trained, fashion_small, quick_recipe, Target(max_drop=2.0), grids=GRIDS, progress=False)
+    i = b.frontier.index(b.allocation)
+    (chosen,) = [p for p in b.probes if p.index == i and not p.search]
+    assert chosen.met and chosen.val_drop <= 2.0 and chosen.file_bytes == b.result.file_bytes
+    drop = 100 * (b.result.baseline.val_accuracy - b.result.final.val_accuracy)
+    assert drop == pytest.approx(chosen.val_drop) and drop <= 2.0
+    # every smaller point that was run missed the target
+    assert all(not p.met for p in b.probes if p.index < i)
+
+
+def test_unreachable_targets_name_the_closest_point(trained, fashion_small, quick_recipe):
+    with pytest.raises(TargetUnreachable, match="header, biases"):
+        auto_compress(trained, fashion_small, quick_recipe, Target(bytes=500), grids=GRIDS, progress=False)
+    with pytest.raises(TargetUnreachable, match="smallest it reaches is about"):
+        auto_compress(trained, fashion_small, quick_recipe, Target(bytes=3_000), grids=GRIDS, progress=False)
+    with pytest.raises(TargetUnreachable, match="closest lost"):
+        auto_compress(trained, fashion_small, quick_recipe, Target(max_drop=0.5),
+                      grids={"prune": (0.99,), "share": (1,)}, progress=False)
