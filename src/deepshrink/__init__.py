@@ -13,6 +13,8 @@ The public API::
 """
 
 from deepshrink._version import __version__
+from deepshrink.analysis.analyze import Analysis, analyze
+from deepshrink.analysis.budget import Budgeted, Target, TargetUnreachable, auto_compress
 from deepshrink.data import Dataset, InputSpec, load_dataset
 from deepshrink.errors import DeepshrinkError, FormatError
 from deepshrink.export import export, to_onnx
@@ -26,6 +28,12 @@ from deepshrink.runtime import CompressedModel, load
 from deepshrink.train import TrainConfig, evaluate, fit
 
 __all__ = [
+    "Analysis",
+    "Budgeted",
+    "Target",
+    "TargetUnreachable",
+    "analyze",
+    "auto_compress",
     "CompressedModel",
     "CompressionResult",
     "Dataset",

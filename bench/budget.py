@@ -1,0 +1,194 @@
+"""The automatic budget on Fashion-MNIST: ``compress --max-drop`` (and ``--target-bytes``) on
+LeNet-300-100 and LeNet-5, against the hand-written Deep Compression recipes and uniform
+per-layer settings at equal bytes.
+
+Every (network, job, seed) is one job, written to ``runs/bench-budget/`` when it finishes (the
+file, the recipe the budget chose, and a JSON record), so an interrupted run resumes. The dense
+baselines are bench/toolbox.py's (trained once per network and seed, cached as safetensors).
+
+Jobs:
+- ``max-drop``: ``auto_compress`` with ``Target(max_drop=--drop)`` on the recipe
+  ``deep-compression`` with coder ``--coder``: no per-network settings at all.
+- ``uniform``: the same recipe with ONE sparsity and ONE bit width for every layer, chosen (by the
+  same measured layer table, no retraining) as the uniform setting whose predicted bytes are
+  closest to the max-drop file's without exceeding them; then the full recipe. Equal bytes,
+  different allocation.
+- the hand-written recipes: bench/toolbox.py's Deep Compression jobs (read from its cache).
+
+Every setting is chosen on the validation split carved from the training data; the test split
+is only reported. ``--render`` rebuilds the doc section from the cached results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import ROOT, environment, update_section  # noqa: E402
+from toolbox import NETS, RUNS as TOOLBOX_RUNS, data_for, load_dense, train_dense  # noqa: E402
+
+RUNS = ROOT / "runs" / "bench-budget"
+RESULTS = ROOT / "bench" / "results" / "budget.json"
+JOBS = ("max-drop", "uniform")
+
+
+def job_path(net: str, job: str, seed: int, tag: str) -> Path:
+    return RUNS / f"{net}__{job}__{tag}__seed{seed}.json"
+
+
+def _record(res, net: str, seed: int) -> dict:
+    return {"net": net, "seed": seed, "file_bytes": res.file_bytes, "ratio": res.ratio,
+            "dense_bytes": res.dense_bytes, "test_accuracy": res.file_accuracy,
+            "baseline_test_accuracy": res.baseline.test_accuracy, "val_accuracy": res.final.val_accuracy,
+            "baseline_val_accuracy": res.baseline.val_accuracy,
+            "test_drop": 100 * (res.baseline.test_accuracy - res.file_accuracy),
+            "val_drop": 100 * (res.baseline.val_accuracy - res.final.val_accuracy),
+            "layers": [{"name": r.name, "kept": r.kept, "bits": r.bits, "bytes": r.index_bytes + r.weight_bytes}
+                       for r in res.layers]}
+
+
+def run_max_drop(net: str, seed: int, drop: float, coder: str, tag: str) -> dict:
+    import deepshrink as ds
+    from deepshrink.analysis.budget import Target, auto_compress
+
+    train_dense(net, seed)
+    data = data_for(seed)
+    model = load_dense(net, seed, data.num_classes)
+    recipe = ds.load_recipe("deep-compression").with_coder(coder)
+    t0 = time.perf_counter()
+    b = auto_compress(model, data, recipe, Target(max_drop=drop), progress=False,
+                      log=lambda m: print(f"[{net} seed {seed}] {m}", flush=True))
+    stem = job_path(net, "max-drop", seed, tag).with_suffix("")
+    stem.with_suffix(".dsz").write_bytes(b.result.data)
+    stem.with_suffix(".recipe.toml").write_text(b.recipe.to_toml())
+    return {**_record(b.result, net, seed), "job": "max-drop", "tag": tag, "drop": drop, "coder": coder,
+            "seconds": time.perf_counter() - t0, "budget": b.to_dict(),
+            "options": {n: [{**o.setting, "bytes": o.bytes, "drop": o.drop} for o in opts]
+                        for n, opts in b.options.items()}}
+
+
+def run_uniform(net: str, seed: int, tag: str) -> dict:
+    """One sparsity and one bit width for every layer, at the max-drop file's predicted bytes."""
+    import deepshrink as ds
+    from deepshrink.analysis.budget import Allocation, Option, budget_recipe
+    from deepshrink.pipeline import compress
+    from deepshrink.pipeline.context import layer_table
+
+    ref = json.loads(job_path(net, "max-drop", seed, tag).read_text())
+    budget_bytes = ref["budget"]["allocation"]["bytes"]
+    opts = ref["options"]
+    settings = {(o["prune"], o["share"]) for o in next(iter(opts.values()))}
+    best = None
+    for s in settings:
+        total = sum(next(o["bytes"] for o in layer if (o["prune"], o["share"]) == s) for layer in opts.values())
+        drop = sum(next(o["drop"] for o in layer if (o["prune"], o["share"]) == s) for layer in opts.values())
+        if total <= budget_bytes and (best is None or (total, -drop) > (best[1], -best[2])):
+            best = (s, total, drop)
+    if best is None:
+        raise SystemExit(f"{net} seed {seed}: no uniform setting fits in {budget_bytes} bytes")
+    data = data_for(seed)
+    model = load_dense(net, seed, data.num_classes)
+    _, kinds = layer_table(model)
+    alloc = Allocation({n: Option({"prune": best[0][0], "share": best[0][1]}, 0, 0.0) for n in opts}, best[1], best[2])
+    recipe = budget_recipe(ds.load_recipe("deep-compression").with_coder(ref["coder"]), alloc, kinds, "uniform")
+    t0 = time.perf_counter()
+    res = compress(model, data, recipe, progress=False)
+    return {**_record(res, net, seed), "job": "uniform", "tag": tag, "sparsity": best[0][0], "bits": best[0][1],
+            "predicted_bytes": best[1], "seconds": time.perf_counter() - t0}
+
+
+def hand(net: str) -> list[dict]:
+    """bench/toolbox.py's Deep Compression runs of ``net`` (the hand-written recipe)."""
+    out = []
+    for p in sorted((TOOLBOX_RUNS / "jobs").glob(f"{net}__deep-compression__seed*.json")):
+        out.append(json.loads(p.read_text()))
+    return out
+
+
+def _mean(xs):
+    return statistics.mean(xs) if xs else float("nan")
+
+
+def _sd(xs):
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def render(command: str, tag: str) -> None:
+    rows = []
+    records = {}
+    for p in sorted(RUNS.glob(f"*__{tag}__seed*.json")):
+        r = json.loads(p.read_text())
+        records.setdefault((r["net"], r["job"]), []).append(r)
+    lines = [f"Command: `{command}`", "", environment(), "",
+             "| network | method | seeds | test drop (points) | val drop | bytes | ratio |",
+             "|---|---|---|---|---|---|---|"]
+    for net in NETS:
+        for job, label in (("max-drop", "budget, `--max-drop 0.5`"), ("uniform", "uniform per-layer, equal bytes")):
+            rs = records.get((net, job), [])
+            if not rs:
+                continue
+            rows.append((net, job, rs))
+            lines.append(f"| {net} | {label} | {', '.join(str(r['seed']) for r in rs)} | "
+                         f"{_mean([r['test_drop'] for r in rs]):.2f} ± {_sd([r['test_drop'] for r in rs]):.2f} | "
+                         f"{_mean([r['val_drop'] for r in rs]):.2f} | {_mean([r['file_bytes'] for r in rs]):,.0f} | "
+                         f"{_mean([r['ratio'] for r in rs]):.1f}× |")
+        hs = hand(net)
+        if hs:
+            lines.append(f"| {net} | hand-written Deep Compression (bench/toolbox.py) | "
+                         f"{', '.join(str(h.get('seed')) for h in hs)} | "
+                         f"{_mean([100 * (h['baseline_test_accuracy'] - h['test_accuracy']) for h in hs]):.2f} | | "
+                         f"{_mean([h['file_bytes'] for h in hs]):,.0f} | {_mean([h['ratio'] for h in hs]):.1f}× |")
+    lines += ["", "Per-layer choices of the budget (seed 0):", ""]
+    for net in NETS:
+        for r in records.get((net, "max-drop"), [])[:1]:
+            lines.append(f"- {net}: " + ", ".join(
+                f"{n} sparsity {v['prune']:g}, {int(v['share'])} bits ({v['bytes']:,} B)"
+                for n, v in r["budget"]["allocation"]["layers"].items())
+                + f"; {len(r['budget']['runs'])} compress runs, {r['seconds'] / 60:.0f} min")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({f"{n}/{j}": rs for (n, j), rs in records.items()}, indent=1))
+    update_section("budget", "\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nets", nargs="+", default=list(NETS), choices=NETS)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--jobs", nargs="+", default=list(JOBS), choices=JOBS)
+    ap.add_argument("--drop", type=float, default=0.5)
+    ap.add_argument("--coder", default="ans")
+    ap.add_argument("--tag", default="ans", help="names this configuration's results")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--force", action="store_true")
+    ap.add_argument("--render", action="store_true")
+    ap.add_argument("--command", default="python bench/budget.py")
+    args = ap.parse_args()
+    if args.render:
+        render(args.command, args.tag)
+        return
+    torch.set_num_threads(args.threads)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    for net in args.nets:
+        for seed in args.seeds:
+            for job in args.jobs:
+                path = job_path(net, job, seed, args.tag)
+                if path.exists() and not args.force:
+                    continue
+                rec = (run_max_drop(net, seed, args.drop, args.coder, args.tag) if job == "max-drop"
+                       else run_uniform(net, seed, args.tag))
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(rec, indent=1))
+                tmp.replace(path)
+                print(f"{net} {job} seed {seed}: {rec['file_bytes']:,} B ({rec['ratio']:.1f}x), test drop "
+                      f"{rec['test_drop']:.2f}, val drop {rec['val_drop']:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
