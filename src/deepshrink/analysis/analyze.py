@@ -7,8 +7,9 @@ how robust its weights are, and how pruning changes its singular values.
   setting of each technique of :data:`~deepshrink.analysis.sweep.TECHNIQUES` (pruning rate,
   k-means bits, integer bits, SVD and SLR rank), without retraining;
 - **robustness**: the validation score under Gaussian noise of several scales relative to the
-  weights' spread, and the diagonal Fisher information (a second-order estimate of how much the
-  loss rises when a weight moves; :mod:`deepshrink.analysis.robustness`);
+  weights' spread, and two second-order estimates of how much the loss rises when a weight moves:
+  the diagonal Fisher information and Hutchinson's Hessian trace
+  (:mod:`deepshrink.analysis.robustness`);
 - **spectra**: the singular values before and after magnitude pruning
   (:mod:`deepshrink.analysis.spectra`): is a pruned layer closer to low rank, or farther?
 
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from deepshrink.analysis.robustness import NOISE_SCALES
 from deepshrink.analysis.sweep import TECHNIQUES, Curve, combos, measure, technique
 from deepshrink.coding import Coder
 from deepshrink.errors import ConfigError
@@ -36,9 +38,7 @@ from deepshrink.util.atomic import write_bytes_atomic
 
 #: The techniques :func:`analyze` measures by default (every registered one).
 DEFAULT_TECHNIQUES = tuple(TECHNIQUES)
-#: Noise scales (sigma / std of the layer's weights) of the robustness curves.
-NOISE_SCALES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
-#: Training samples the Fisher information averages over.
+#: Training samples the Fisher information (and the Hessian trace) average over.
 FISHER_SAMPLES = 1000
 #: The pruning rate the spectra compare against the dense layer.
 SPECTRA_SPARSITY = 0.9
@@ -92,7 +92,7 @@ def analyze(model: nn.Module, data: Any, *, objective: str = "classify",
     operations deepshrink does not support is refused, naming them, before any measurement."""
     from tqdm.auto import tqdm
 
-    from deepshrink.analysis.robustness import fisher_information, noise_sensitivity
+    from deepshrink.analysis.robustness import fisher_information, hessian_trace, noise_sensitivity
     from deepshrink.analysis.spectra import spectra_before_after
     from deepshrink.graph import fold_batchnorm_modules
     from deepshrink.pipeline.compress import dense_bytes
@@ -151,7 +151,9 @@ def analyze(model: nn.Module, data: Any, *, objective: str = "classify",
     if fisher_samples:
         batches, loss = ctx.calibration(fisher_samples)
         info = fisher_information(model, ctx.layers, batches, loss)
-        fisher = [{"layer": n, "trace": float(v["trace"]), "per_weight": float(v["per_weight"])}
+        hess = hessian_trace(model, ctx.layers, batches, loss)
+        fisher = [{"layer": n, "trace": float(v["trace"]), "per_weight": float(v["per_weight"]),
+                   "hessian_trace": float(hess[n]["trace"]), "hessian_trace_std": float(hess[n]["std"])}
                   for n, v in info.items()]
     seconds["fisher"] = time.perf_counter() - t0
 
@@ -159,8 +161,7 @@ def analyze(model: nn.Module, data: Any, *, objective: str = "classify",
     spectra = []
     for n, k in ctx.kinds.items():
         if k in ("linear", "conv"):
-            s = spectra_before_after(current_weight(ctx.layers[n]).detach(), spectra_sparsity)
-            spectra.append({"layer": n, **{key: v for key, v in s.items() if key != "layer"}})
+            spectra.append(spectra_before_after(current_weight(ctx.layers[n]).detach(), spectra_sparsity, layer=n))
     seconds["spectra"] = time.perf_counter() - t0
     with torch.no_grad():
         dense = dense_bytes(model, ctx.graph)
