@@ -49,14 +49,20 @@ options_st = st.lists(st.tuples(st.integers(1, 10_000), st.floats(0, 50)), min_s
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(options_st, min_size=1, max_size=3))
-def test_every_frontier_point_is_pareto_optimal_among_all_combinations(layers):
+def test_the_frontier_is_the_pareto_set_of_all_combinations(layers):
     opts = {f"l{i}": [Option({"prune": float(j)}, b, d) for j, (b, d) in enumerate(o)] for i, o in enumerate(layers)}
     front = frontier(opts)
     every = [(sum(o.bytes for o in c), sum(o.drop for o in c)) for c in itertools.product(*opts.values())]
     assert front[0].bytes == min(b for b, _ in every)  # λ = 0: the smallest file
     assert front[-1].drop == pytest.approx(min(d for _, d in every))  # the most accurate
     for a in front:
-        assert not any(b < a.bytes and d < a.drop - 1e-9 for b, d in every)
+        assert not any(b <= a.bytes and d < a.drop - 1e-9 for b, d in every)
+    # and it is the whole Pareto set: every undominated combination is on it
+    def dominated(b, d):
+        return any(b2 <= b and d2 <= d + 1e-9 and (b2 < b or d2 < d - 1e-9) for b2, d2 in every)
+
+    pareto = {(b, round(d, 6)) for b, d in every if not dominated(b, d)}
+    assert {(a.bytes, round(a.drop, 6)) for a in front} == pareto
     assert [a.bytes for a in front] == sorted(a.bytes for a in front)
     assert all(x.drop > y.drop for x, y in zip(front, front[1:]))
 
@@ -115,3 +121,12 @@ def test_unreachable_targets_name_the_closest_point(trained, fashion_small, quic
     with pytest.raises(TargetUnreachable, match="closest lost"):
         auto_compress(trained, fashion_small, quick_recipe, Target(max_drop=0.5),
                       grids={"prune": (0.99,), "share": (1,)}, progress=False)
+
+
+def test_a_large_frontier_is_thinned_evenly_in_log_bytes_keeping_both_ends():
+    opts = {f"l{i}": [Option({"prune": float(j)}, 10 + 7 * j + i, 100.0 / (1 + j)) for j in range(40)]
+            for i in range(3)}
+    full = frontier(opts, max_points=100_000)
+    thin = frontier(opts, max_points=30)
+    assert len(thin) <= 32 < len(full)
+    assert (thin[0].bytes, thin[-1].bytes) == (full[0].bytes, full[-1].bytes)

@@ -4,17 +4,18 @@
    per-layer settings of its ``prune``, ``share`` and ``quantize`` stages; the grids of
    :mod:`deepshrink.analysis.sweep`) is applied to that layer alone, composed in stage order, and
    measured: the validation score, and the layer's real coded bytes with the recipe's coder.
-2. **Allocate.** Assuming the layers' losses add up, the allocations that minimise
-   ``bytes + λ · drop`` for some λ ≥ 0 (a Lagrangian relaxation of the multiple-choice knapsack,
-   as in Shoham & Gersho 1988 for bit allocation) form the frontier: each layer picks its own
-   best option for the shared λ, so the frontier is found per layer, not by search over
-   combinations. Its points run from the smallest file to the most accurate.
+2. **Allocate.** Assuming the layers' losses add up, the frontier is the Pareto set of the
+   multiple-choice knapsack: the allocations (one option per layer) that no other beats on both
+   total bytes and total drop (:func:`frontier`, exact, built layer by layer). It contains the
+   points a Lagrangian sweep of ``bytes + λ · drop`` finds (Shoham & Gersho 1988, for bit
+   allocation), and the points between them. It runs from the smallest file to the most accurate.
 3. **Retrain and check.** The measured drops come without retraining, which recovers most of
    them, so they order the frontier but do not predict the final score. ``max_drop``: a
-   bisection along the frontier, each probe a run of the recipe at that allocation with its
-   training shortened by ``search_scale`` (less retraining only loses accuracy, so a probe that
-   meets the target is safe), then the full recipe on the smallest allocation that met it, and
-   one step back towards accuracy each time the full run misses it. ``target_bytes``: the most
+   bisection along the frontier in log-bytes, each probe a full run of the recipe at that
+   allocation (``search_scale`` < 1 shortens the probes' training: cheaper, but it loses accuracy
+   the full run keeps, so it settles on larger files), until the smallest point known to meet the
+   target is within ``search_tolerance`` of the largest known to miss it; then one step back
+   towards accuracy each time a full run of the chosen point misses it. ``target_bytes``: the most
    accurate allocation whose predicted file fits, then smaller ones while the real file is too large.
 
 The chosen settings are an ordinary recipe (:attr:`Budgeted.recipe`): the base recipe with one
@@ -51,6 +52,11 @@ KNOBS = {"prune": "prune", "share": "share", "quantize": "quantize"}
 #: search settles on a larger file (measured on LeNet-300-100: 0.25 put a 24 KB point 1.8 points
 #: down, where the full recipe loses 0.65).
 SEARCH_SCALE = 1.0
+#: Most allocations kept on the frontier (spread evenly in log-bytes).
+MAX_FRONTIER = 2000
+#: The search stops when the smallest allocation known to meet the drop is at most this much
+#: larger than the largest known to miss it (relative bytes).
+SEARCH_TOLERANCE = 0.08
 #: Full runs tried after the search before giving up (each one step towards accuracy or size).
 MAX_FULL_RUNS = 3
 
@@ -147,28 +153,42 @@ def options(points: Sequence[Point], base_val: float) -> list[Option]:
             for p in points]
 
 
-def frontier(layer_options: Mapping[str, Sequence[Option]], lambdas: int = 400) -> list[Allocation]:
-    """The Lagrangian frontier: for each λ on a geometric grid (bytes per point of drop, from
-    λ = 0, the smallest file, to above any layer's largest trade-off, the most accurate) every
-    layer takes its option minimising ``bytes + λ · drop`` (ties: fewer bytes). Returns the
-    distinct allocations, smallest first."""
+def _pareto(items: Sequence[tuple[int, float, Any]]) -> list[tuple[int, float, Any]]:
+    """The items no other item beats on both bytes and drop, smallest first (ties: fewer bytes)."""
+    out: list[tuple[int, float, Any]] = []
+    for item in sorted(items, key=lambda t: (t[0], t[1])):
+        if not out or item[1] < out[-1][1] - 1e-12:
+            out.append(item)
+    return out
+
+
+def _thin(front: list[tuple[int, float, Any]], max_points: int) -> list[tuple[int, float, Any]]:
+    """At most ``max_points`` of a Pareto front, evenly spread in log-bytes, both ends kept."""
+    if len(front) <= max_points:
+        return front
+    logs = np.log([max(1, b) for b, _, _ in front])
+    targets = np.linspace(logs[0], logs[-1], max_points)
+    keep = sorted({int(np.argmin(np.abs(logs - t))) for t in targets} | {0, len(front) - 1})
+    return [front[i] for i in keep]
+
+
+def frontier(layer_options: Mapping[str, Sequence[Option]], max_points: int = MAX_FRONTIER) -> list[Allocation]:
+    """The Pareto frontier of whole-network allocations (multiple-choice knapsack): every
+    combination of one option per layer that no other combination beats on both total bytes and
+    total drop, smallest file first. Built layer by layer, merging each layer's own Pareto options
+    into the running front and dropping what is dominated (exact: a dominated partial allocation
+    stays dominated whatever the remaining layers add), thinned to ``max_points`` spread evenly in
+    log-bytes when it grows larger. Unlike a Lagrangian sweep, which finds only the points on the
+    front's convex hull, this keeps the points between them, so the search can stop near any byte
+    budget."""
     if not layer_options or any(not opts for opts in layer_options.values()):
         raise ConfigError("the budget needs at least one measured option for every layer")
-    spans = [max(o.bytes for o in opts) for opts in layer_options.values()]
-    grid = np.concatenate([[0.0], np.geomspace(1e-3, 1e3 * max(spans), lambdas)])
-    seen: dict[tuple, Allocation] = {}
-    for lam in grid:
-        choice = {n: min(opts, key=lambda o: (o.bytes + lam * o.drop, o.bytes)) for n, opts in layer_options.items()}
-        key = tuple(sorted((n, tuple(sorted(o.setting.items()))) for n, o in choice.items()))
-        if key not in seen:
-            seen[key] = Allocation(choice, sum(o.bytes for o in choice.values()), sum(o.drop for o in choice.values()))
-    out = sorted(seen.values(), key=lambda a: (a.bytes, a.drop))
-    # keep the points that trade bytes for accuracy: each larger one must lose less
-    pareto: list[Allocation] = []
-    for a in out:
-        if not pareto or a.drop < pareto[-1].drop:
-            pareto.append(a)
-    return pareto
+    front: list[tuple[int, float, Any]] = [(0, 0.0, ())]
+    for name, opts in layer_options.items():
+        mine = _pareto([(o.bytes, o.drop, o) for o in opts])
+        front = _thin(_pareto([(b + o.bytes, d + o.drop, (*c, (name, o))) for b, d, c in front
+                               for _, _, o in mine]), max_points)
+    return [Allocation(dict(c), b, d) for b, d, c in front]
 
 
 def budget_recipe(recipe: Recipe, allocation: Allocation, kinds: Mapping[str, str], name: str | None = None) -> Recipe:
@@ -246,6 +266,8 @@ class Budgeted:
     overhead_bytes: int = 0
     base_val: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
+    points: dict[str, list[Point]] = field(default_factory=dict)
+    """The measured points per layer (give them back as ``measured=(points, base_val)``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": {k: v for k, v in self.target.__dict__.items() if v is not None},
@@ -298,10 +320,13 @@ def measure_options(model: nn.Module, ctx: Any, techs: Sequence[str], *, grids: 
 
 
 def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *, objective: str = "classify",
-                  search_scale: float = SEARCH_SCALE, grids: Mapping[str, Sequence[float]] | None = None,
-                  progress: bool | None = None, log: Callable[[str], None] | None = None) -> Budgeted:
+                  search_scale: float = SEARCH_SCALE, search_tolerance: float = SEARCH_TOLERANCE, grids: Mapping[str, Sequence[float]] | None = None,
+                  progress: bool | None = None, log: Callable[[str], None] | None = None,
+                  measured: tuple[Mapping[str, list[Point]], float] | None = None) -> Budgeted:
     """Compress ``model`` on ``data`` with ``recipe``'s stages, their per-layer settings chosen to
-    meet ``target`` (see the module docstring). Raises :class:`TargetUnreachable`, naming the
+    meet ``target`` (see the module docstring). ``measured``: the per-layer points and the dense
+    validation score of an earlier call on the same model, data and recipe (:attr:`Budgeted.points`),
+    to skip measuring again. Raises :class:`TargetUnreachable`, naming the
     closest point, when no allocation meets it; a :class:`ConfigError` for a recipe with nothing
     to vary or data without a validation split."""
     import time
@@ -329,8 +354,13 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
     share = next((s for s in recipe.stages if s.kind == "share"), None)
     context = {"init": getattr(share, "init", "linear"), "float16": bool(getattr(share, "float16", False))}
     t0 = time.perf_counter()
-    points, base = measure_options(model, ctx, techs, grids=grids, coder=recipe.code_stage.coder, context=context,
-                                   progress=progress)
+    if measured is None:
+        points, base = measure_options(model, ctx, techs, grids=grids, coder=recipe.code_stage.coder,
+                                       context=context, progress=progress)
+    else:
+        points, base = dict(measured[0]), float(measured[1])
+        if set(points) != {n for n, k in ctx.kinds.items() if all(k in technique(t).kinds for t in techs)}:
+            raise ConfigError("the measured points given do not cover this model's layers")
     opts = {n: options(p, base) for n, p in points.items()}
     front = frontier(opts)
     overhead = overhead_bytes(model, data, recipe, list(opts))
@@ -385,20 +415,25 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
             raise TargetUnreachable(f"the files of recipe {recipe.name!r} stayed above {limit:,} bytes after "
                                     f"{MAX_FULL_RUNS} runs; the closest was {min(p.file_bytes for p in probes):,} bytes")
     else:
-        lo, hi = 0, len(front) - 1  # the most accurate point is assumed to meet it until a run says not
-        while lo < hi:  # the smallest point whose search run meets the target
-            mid = (lo + hi) // 2
+        # bisection in log-bytes: ``lo`` is the largest point known to miss (-1: none yet), ``hi`` the
+        # smallest known (or, for the most accurate point, assumed) to meet the target
+        lo, hi = -1, len(front) - 1
+        while hi - lo > 1 and (lo < 0 or front[hi].bytes > (1 + search_tolerance) * front[lo].bytes):
+            floor = front[lo].bytes if lo >= 0 else front[0].bytes
+            middle = math.sqrt(floor * front[hi].bytes)
+            mid = min(range(lo + 1, hi), key=lambda j: abs(math.log(front[j].bytes / middle)))
             _, ok = run(mid, True)
             if ok:
                 hi = mid
             else:
-                lo = mid + 1
+                lo = mid
         i, last = hi, len(front) - 1
         for step in range(MAX_FULL_RUNS):  # one step towards accuracy per miss; the last try is the most accurate
             res, met = run(i, False)
             if met or i == last:
                 break
-            i = i + 1 if step < MAX_FULL_RUNS - 2 else last
+            larger = [j for j in range(i + 1, last) if front[j].bytes >= (1 + search_tolerance) * front[i].bytes]
+            i = larger[0] if larger and step < MAX_FULL_RUNS - 2 else last
         if not met:
             best = min((p for p in probes if not p.search), key=lambda p: p.val_drop)
             raise TargetUnreachable(
@@ -407,4 +442,4 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
                 f"({dense / best.file_bytes:.1f}x; frontier point {best.index + 1} of {len(front)})")
     seconds["runs"] = time.perf_counter() - t1
     chosen = budget_recipe(recipe, front[i], ctx.kinds)
-    return Budgeted(res, chosen, target, front[i], front, probes, opts, overhead, base, seconds)
+    return Budgeted(res, chosen, target, front[i], front, probes, opts, overhead, base, seconds, points)
