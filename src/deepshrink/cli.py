@@ -790,7 +790,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "decoded from that stage's bytes (exact, slower); the final accuracy is always the file's")
     _output(p, ".dsz file")
     p.add_argument("--report", type=Path, default=None,
-                   help="also write a self-contained HTML report of the run to this file (as `deepshrink report`)")
+                   help="also write a self-contained HTML report of the run to this file, as `deepshrink report` "
+                        "does (default: none)")
     _common(p)
 
     p = command("eval", cmd_eval, "score a .dsz file: accuracy, or fidelity to the dense pretrained network it was "
@@ -841,8 +842,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the output of `compress --json` that made the file, for its stages and scores (default: "
                         "the page is built from the file alone)")
     p.add_argument("--data", default=None,
-                   help="also score the file on this data set's test split, as `deepshrink eval` does "
-                        "('fashion-mnist', 'mnist', a folder of IDX files or an .npz file) (default: no scoring)")
+                   help="also score the file on this data set's test split, as `deepshrink eval` does (a folder "
+                        "of IDX files, an .npz file or a name such as fashion-mnist) (default: no scoring)")
     p.add_argument("--limit", type=_int_at_least(1), default=None,
                    help="with --data: score on the cut-down test split `deepshrink eval --limit` uses (default: "
                         "the whole test split)")

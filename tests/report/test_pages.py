@@ -104,3 +104,11 @@ def test_run_page_survives_a_hostile_run_dict(compressed):
     d["final_test_metrics"] = {HOSTILE: "1"}
     parsed = check_page(run_page(d))
     assert HOSTILE in parsed.joined
+
+
+def test_run_page_shows_fidelity_scores_as_the_command_line_does(compressed):
+    """A match-embeddings run's mean cosine is a number, not a percentage."""
+    d = {**compressed.to_dict(), "objective": "match-embeddings", "metric": "mean_cosine",
+         "baseline_test_accuracy": 1.0, "final_test_accuracy": 0.98765, "final_test_metrics": {"mean_cosine": 0.98765}}
+    text = check_page(run_page(d)).joined
+    assert "0.9877" in text and "98.77%" not in text and "mean_cosine" in text

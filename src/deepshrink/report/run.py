@@ -39,6 +39,14 @@ def _list(d: Mapping[str, Any] | None, key: str) -> list[Mapping[str, Any]]:
     return [x for x in v if isinstance(x, Mapping)] if isinstance(v, list) else []
 
 
+def _score(metric: str, x: Any) -> str:
+    """A score as the command line shows it: rates in percent, a mean cosine or KL as a number."""
+    if metric in ("mean_kl", "mean_cosine"):
+        v = number(x)
+        return "–" if v is None else f"{v:.4f}"
+    return fmt_pct(x)
+
+
 def _shape(x: Any) -> str:
     return "×".join(map(str, x)) if isinstance(x, (list, tuple)) else "–"
 
@@ -108,13 +116,13 @@ def _summary(page: Page, run: Mapping[str, Any] | None, inf: Mapping[str, Any] |
         ("compression ratio", fmt_ratio(inf["ratio"] if inf else pick("ratio"))),
     ]
     if run:
-        pairs += [(f"baseline test {metric}", fmt_pct(pick("baseline_test_accuracy"))),
-                  (f"file's test {metric}", fmt_pct(pick("final_test_accuracy"))),
+        pairs += [(f"baseline test {metric}", _score(metric, pick("baseline_test_accuracy"))),
+                  (f"file's test {metric}", _score(metric, pick("final_test_accuracy"))),
                   ("drop", "–" if number(pick("accuracy_drop_points")) is None
                    else f"{number(pick('accuracy_drop_points')):+.2f} points")]
         stages = _list(run, "stages")
         if stages:
-            pairs.append((f"final validation {metric}", fmt_pct(stages[-1].get("val_accuracy"))))
+            pairs.append((f"final validation {metric}", _score(metric, stages[-1].get("val_accuracy"))))
         sizes = pick("split_sizes")
         if isinstance(sizes, Mapping):
             pairs.append(("samples (train / val / test)", " / ".join(_text(sizes.get(k)) for k in ("train", "val", "test"))))
@@ -146,20 +154,19 @@ def _accuracy(page: Page, run: Mapping[str, Any] | None, inf: Mapping[str, Any] 
         metric = _text(run.get("metric") or "accuracy")
         sizes = run.get("split_sizes") if isinstance(run.get("split_sizes"), Mapping) else {}
         rows.append(["compress run: dense baseline", "test", sizes.get("test"), metric,
-                     fmt_pct(run.get("baseline_test_accuracy"))])
+                     _score(metric, run.get("baseline_test_accuracy"))])
         rows.append(["compress run: decoded file", "test", sizes.get("test"), metric,
-                     fmt_pct(run.get("final_test_accuracy"))])
+                     _score(metric, run.get("final_test_accuracy"))])
         tm = run.get("final_test_metrics")
         if isinstance(tm, Mapping):
             for k, v in tm.items():
                 if k != metric:
-                    rows.append(["compress run: decoded file", "test", sizes.get("test"), _text(k), number(v)])
+                    rows.append(["compress run: decoded file", "test", sizes.get("test"), _text(k), _score(k, v)])
     if evaluation:
         metrics = evaluation.get("metrics") if isinstance(evaluation.get("metrics"), Mapping) else {}
         where = f"this file on {_text(evaluation.get('data'))}"
         for k, v in metrics.items():
-            shown = fmt_pct(v) if k in ("accuracy", "top1_agreement") else number(v)
-            rows.append([where, _text(evaluation.get("split")), evaluation.get("samples"), _text(k), shown])
+            rows.append([where, _text(evaluation.get("split")), evaluation.get("samples"), _text(k), _score(k, v)])
     page.table(["measured", "split", "samples", "metric", "score"], rows, align="llrlr")
 
 
@@ -170,7 +177,7 @@ def _stages(page: Page, run: Mapping[str, Any] | None) -> None:
     metric = _text(run.get("metric") or "accuracy")
     page.heading("Stages")
     page.table(["stage", f"val {metric}", f"test {metric}", "file bytes", "ratio", "time"],
-               [[_text(s.get("stage")), fmt_pct(s.get("val_accuracy")), fmt_pct(s.get("test_accuracy")),
+               [[_text(s.get("stage")), _score(metric, s.get("val_accuracy")), _score(metric, s.get("test_accuracy")),
                  fmt_bytes(s.get("file_bytes")), fmt_ratio(s.get("ratio")),
                  "–" if number(s.get("seconds")) is None else f"{number(s.get('seconds')):.1f} s"] for s in stages],
                align="lrrrrr")
@@ -179,22 +186,23 @@ def _stages(page: Page, run: Mapping[str, Any] | None) -> None:
     pts = [p for p in pts if p[0] is not None and p[0] > 0]
     if not pts:
         return
+    scale = 1 if metric in ("mean_kl", "mean_cosine") else 100  # rates in percent
     fig = new_figure(9, 4.2)
     ax = fig.subplots()
     for col, label, style in ((1, f"validation {plot_text(metric)}", "o-"), (2, f"test {plot_text(metric)}", "s--")):
-        xy = [(p[0], 100 * p[col]) for p in pts if p[col] is not None]
+        xy = [(p[0], scale * p[col]) for p in pts if p[col] is not None]
         if xy:
             ax.plot([x for x, _ in xy], [y for _, y in xy], style, label=label, ms=5)
     for i, (b, v, t, name) in enumerate(pts):
         y = v if v is not None else t
         if y is not None:  # alternately above and below: the last stages often share a point
-            ax.annotate(plot_text(name, 24), (b, 100 * y), textcoords="offset points",
+            ax.annotate(plot_text(name, 24), (b, scale * y), textcoords="offset points",
                         xytext=(6, 7 if i % 2 == 0 else -13), fontsize=8)
     ax.set_xscale("log")
     ax.margins(x=0.12, y=0.15)
     ax.invert_xaxis()  # the run goes from the dense model (right) to the small file (left)
     ax.set_xlabel("file bytes after the stage (log; smaller to the right)")
-    ax.set_ylabel(f"{plot_text(metric)} (%)")
+    ax.set_ylabel(plot_text(metric) + (" (%)" if scale == 100 else ""))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     page.figure(fig, f"Bytes against {metric} after each stage: each stage's file bytes are exact (the model is "
