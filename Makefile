@@ -25,6 +25,7 @@ $(STAMP): requirements.lock requirements-models.txt pyproject.toml setup.py src/
 
 data:
 	@bash scripts/ensure-data.sh
+	@bash scripts/ensure-chromium.sh
 
 test: $(STAMP) data
 	$(PY) -m pytest -q

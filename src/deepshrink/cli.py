@@ -293,6 +293,8 @@ def cmd_compress(run: Run) -> dict[str, Any]:
 
     args = run.args
     check_target(args.output)  # before any work
+    if args.report is not None:
+        _check_report_target(args.report, args.output)
     recipe = load_recipe(args.recipe)
     if args.coder:
         recipe = recipe.with_coder(args.coder)
@@ -330,8 +332,71 @@ def cmd_compress(run: Run) -> dict[str, Any]:
            "seconds": time.perf_counter() - start, **result.to_dict()}  # with the split sizes
     if budget is not None:
         out["budget"] = {**budget.to_dict(), "recipe_file": str(recipe_path)}
+    if args.report is not None:
+        from deepshrink.report import run_page, write_page
+
+        out["report"] = {"path": str(args.report),
+                         "bytes": write_page(args.report, run_page(out, result.data, source=str(args.output)))}
     if not args.json:
         print_compress(run.console, out)
+        if "report" in out:
+            run.console.print(Text(f"report ({_kb(out['report']['bytes'])}) → {args.report}"))
+    return out
+
+
+def _check_report_target(report: Path, output: Path) -> None:
+    check_target(report)
+    if report.resolve() == output.resolve():
+        raise ConfigError(f"the report {str(report)!r} would overwrite the output file; give it another name")
+
+
+MAX_RUN_JSON = 64 << 20
+"""Bytes of a ``report --run`` file read at most (a compress run's JSON is a few KB)."""
+
+
+def _read_run(path: Path) -> dict[str, Any]:
+    """The ``compress --json`` output in ``path``: a JSON object with the run's stages."""
+    where = f"--run {str(path)!r}"
+    if path.stat().st_size > MAX_RUN_JSON:
+        raise ConfigError(f"{where} is larger than {MAX_RUN_JSON >> 20} MB: not the output of compress --json")
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{where} is not JSON ({str(exc)[:200]}); expected the output of compress --json") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("stages"), list):
+        if isinstance(doc, dict) and "error" in doc:
+            raise ConfigError(f"{where} is the output of a command that failed: {str(doc['error'])[:200]}")
+        raise ConfigError(f"{where} is JSON but not the output of compress --json (an object with \"stages\")")
+    return doc
+
+
+def cmd_report(run: Run) -> dict[str, Any]:
+    from deepshrink.report import run_page, write_page
+
+    args = run.args
+    check_target(args.output)  # before any work
+    if not args.file.exists():
+        raise FileNotFoundError(2, "no such file", str(args.file))
+    if args.file.resolve() == args.output.resolve():
+        raise ConfigError(f"the report {str(args.output)!r} would overwrite the .dsz file; give it another name")
+    result = _read_run(args.run) if args.run is not None else None
+    evaluation = None
+    if args.data is not None:  # score the file as `deepshrink eval` does
+        sub = Run(argparse.Namespace(**{**vars(args), "json": True, "split": "test", "runtime": "dense",
+                                        "prefer": "speed", "val_size": None, "seed": None}), run.console)
+        evaluation = cmd_eval(sub)
+        run.warnings += [w for w in sub.warnings if w not in run.warnings]
+    size = write_page(args.output, run_page(result, args.file, evaluation=evaluation, source=str(args.file)))
+    out = {"command": "report", "file": str(args.file), "output": str(args.output), "bytes": size,
+           "file_bytes": args.file.stat().st_size, "run": None if args.run is None else str(args.run),
+           "evaluated": evaluation is not None}
+    if evaluation is not None:
+        out["score"] = evaluation["score"]
+        out["metric"] = evaluation["metric"]
+    if not args.json:
+        what = "the file" + (" and its compress run" if result is not None else "") + (
+            f", scored on {evaluation['samples']:,} test samples of {evaluation['data']}" if evaluation else "")
+        run.console.print(Text(f"report of {what} ({_kb(size)}) → {args.output}"))
     return out
 
 
@@ -760,7 +825,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deepshrink {__version__}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                help="train, analyze, compress, eval, info, export, recipes or models")
+                                help="train, analyze, compress, eval, info, export, report, recipes or models")
 
     def command(name: str, func, help: str, epilog: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, epilog=epilog, formatter_class=_Formatter)
@@ -812,6 +877,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with a target: where to write the recipe the budget chose (default: the output with "
                         "suffix .recipe.toml)")
     _output(p, ".dsz file")
+    p.add_argument("--report", type=Path, default=None,
+                   help="also write a self-contained HTML report of the run to this file, as `deepshrink report` "
+                        "does (default: none)")
     _common(p)
 
     p = command("analyze", cmd_analyze, "measure each layer's sensitivity to pruning, sharing, quantisation and "
@@ -874,6 +942,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX only: keep the stored form (byte codebook indices with Gather, pruned weights as byte "
                         "gaps and ScatterElements) instead of dense float32 weights: a few times the .dsz, not 40x; "
                         "onnxruntime expands the weights when it loads the model")
+    _common(p)
+
+    p = command("report", cmd_report, "write a self-contained HTML report of a .dsz file: bytes per tensor, coded "
+                                      "streams against their entropy, and with --run the compress run's stages")
+    p.add_argument("file", type=Path, help="the .dsz file")
+    _output(p, ".html report")
+    p.add_argument("--run", type=Path, default=None,
+                   help="the output of `compress --json` that made the file, for its stages and scores (default: "
+                        "the page is built from the file alone)")
+    p.add_argument("--data", default=None,
+                   help="also score the file on this data set's test split, as `deepshrink eval` does (a folder "
+                        "of IDX files, an .npz file or a name such as fashion-mnist) (default: no scoring)")
+    p.add_argument("--limit", type=_int_at_least(1), default=None,
+                   help="with --data: score on the cut-down test split `deepshrink eval --limit` uses (default: "
+                        "the whole test split)")
     _common(p)
 
     p = command("recipes", cmd_recipes, "list the built-in compression recipes")

@@ -75,8 +75,11 @@ class Analysis:
 
         return analysis_page(self.to_dict())
 
-    def write_html(self, path: str | os.PathLike) -> None:
-        write_bytes_atomic(path, self.html().encode())
+    def write_html(self, path: str | os.PathLike) -> int:
+        """Write the HTML report (atomically); returns its size in bytes."""
+        from deepshrink.report import write_page
+
+        return write_page(path, self.html())
 
 
 def analyze(model: nn.Module, data: Any, *, objective: str = "classify",
