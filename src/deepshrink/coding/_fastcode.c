@@ -1,8 +1,8 @@
 /*
- * Compiled coders of deepshrink.coding (optional; the numpy code is the fallback and the
- * reference). Both functions work on untrusted data: every read is bounds-checked, the work is
+ * Compiled coders of deepshrink.coding (optional; the numpy/Python code is the fallback and the
+ * reference). The decoders work on untrusted data: every read is bounds-checked, the work is
  * O(count + table size), and a malformed stream yields a status code that the Python wrapper
- * turns into the same CorruptStream as the numpy decoder.
+ * turns into the same CorruptStream as the reference decoder.
  *
  * prefix_decode(buf, start, stop, count, sym_table, len_table, width, out) -> (status, end)
  *     Decode `count` code words of a prefix code from bits [start, stop) of `buf` (MSB-first),

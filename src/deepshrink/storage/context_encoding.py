@@ -122,7 +122,8 @@ class ContextCodebook(_Codebook):
         """Code ``t`` with every grid of :func:`candidate_grids` and keep the smallest mask
         (``coder`` and ``gap_bits`` are not used: both streams are context-coded)."""
         rows, cols = _rows_cols(t.shape)
-        shared = _needs_shared(t, self) if t.flat.size else SharedValues(np.zeros(0, np.float32), b"", np.zeros(0, np.int64))
+        empty = SharedValues(np.zeros(0, np.float32), b"", np.zeros(0, np.int64))
+        shared = _needs_shared(t, self) if t.flat.size else empty
         mask = (t.flat != 0).reshape(rows, cols)
         z = int(np.count_nonzero(shared.values < 0))
         best = None
