@@ -111,8 +111,9 @@ def test_grids_tried():
     assert candidate_grids((10,), None) == [None]
     with pytest.raises(ConfigError):
         candidate_grids((500, 800), (3, 3))
-    with pytest.raises(ConfigError, match="grid"):
-        TensorCoding(coder="context", grid=(0, 4))
+    for bad in ((0, 4), (4,), 16, (2.0, 8)):
+        with pytest.raises(ConfigError, match="grid"):
+            TensorCoding(coder="context", grid=bad)
     enc = _context(_shared((20, 800), 0.1), grid=(4, 4))
     assert enc.descriptor["grid"] in ([1, 800], [4, 4])
 

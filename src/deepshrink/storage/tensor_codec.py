@@ -71,7 +71,8 @@ class TensorCoding:
     def __post_init__(self) -> None:
         object.__setattr__(self, "coder", Coder(self.coder))
         if self.grid is not None:
-            if len(self.grid) != 2 or any(isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in self.grid):
+            if not isinstance(self.grid, (tuple, list)) or len(self.grid) != 2 or any(
+                    isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in self.grid):
                 raise ConfigError(f"grid must be two positive integers (h, w), got {self.grid!r}")
             object.__setattr__(self, "grid", tuple(self.grid))
         if self.gap_bits is not None and not 1 <= self.gap_bits <= MAX_GAP_BITS:
