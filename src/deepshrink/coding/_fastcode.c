@@ -1,8 +1,8 @@
 /*
- * Compiled decoders of deepshrink.coding (optional; the numpy code is the fallback and the
- * reference). Both functions work on untrusted data: every read is bounds-checked, the work is
+ * Compiled coders of deepshrink.coding (optional; the numpy/Python code is the fallback and the
+ * reference). The decoders work on untrusted data: every read is bounds-checked, the work is
  * O(count + table size), and a malformed stream yields a status code that the Python wrapper
- * turns into the same CorruptStream as the numpy decoder.
+ * turns into the same CorruptStream as the reference decoder.
  *
  * prefix_decode(buf, start, stop, count, sym_table, len_table, width, out) -> (status, end)
  *     Decode `count` code words of a prefix code from bits [start, stop) of `buf` (MSB-first),
@@ -275,9 +275,460 @@ done:
     return result;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Context-adaptive binary range coding of a pruned, shared weight matrix (deepshrink.coding.context
+ * holds the specification and the pure-Python reference; both must give the same bytes).
+ *
+ * ctx_encode(mask, vals, rows, cols, h, w, k, z) -> (mask_bytes, val_bytes)
+ *     `mask` holds rows*cols bytes (0/1, row-major), `vals` the uint16 codebook index of every kept
+ *     weight in row-major order. Arguments are validated by the Python wrapper.
+ * ctx_decode(mask_bytes, val_bytes, rows, cols, h, w, k, z, nnz, out_mask, out_vals) -> status
+ *     Decodes into `out_mask` (rows*cols bytes) and `out_vals` (nnz uint16). Status: 0 ok; for the
+ *     mask stream 5, 6, 7, 8 and for the value stream 9, 10, 11, 12: it ends early, holds bytes it
+ *     never reads, ends in an impossible coder state, fails its check value; 13 the mask keeps a
+ *     number of weights other than nnz. Work is O(rows*cols + nnz*log2 k), whatever the input.
+ */
+
+#define CTX_PROB_BITS 16
+#define CTX_ONE (1u << CTX_PROB_BITS)
+#define CTX_P_MIN 32u
+#define CTX_RATE_MAX 8
+#define CTX_WARM 64
+#define CTX_TOP (1u << 24)
+#define CTX_PAD 3
+#define CTX_MASK_CONTEXTS 112
+#define CTX_CHECK_BITS 16
+/* The check value of a stream: h = (31 h + bit) mod 2^16 over its coded bits. */
+#define CTX_HASH(h, bit) (((h) * 31u + (uint32_t)(bit)) & 0xFFFFu)
+
+static const uint32_t TH_COL[6] = {5, 13, 26, 51, 90, 154};
+static const uint32_t TH_ROW[3] = {13, 26, 51};
+
+typedef struct {
+    uint16_t p, n; /* P(1) in 1/65536; bits seen, saturating at CTX_WARM */
+} Prob;
+
+static inline uint32_t prob_one(const Prob *p)
+{
+    uint32_t q = p->p;
+    return q < CTX_P_MIN ? CTX_P_MIN : q > CTX_ONE - CTX_P_MIN ? CTX_ONE - CTX_P_MIN : q;
+}
+
+/* Adapt at rate 2^-r, r = min(1 + bit length of the bits seen, CTX_RATE_MAX). */
+static inline void prob_update(Prob *p, int bit)
+{
+    int r = 1;
+    for (uint32_t c = p->n; c; c >>= 1)
+        r++;
+    if (r > CTX_RATE_MAX)
+        r = CTX_RATE_MAX;
+    if (bit)
+        p->p += (uint16_t)((CTX_ONE - p->p) >> r);
+    else
+        p->p -= p->p >> r;
+    if (p->n < CTX_WARM)
+        p->n++;
+}
+
+static Prob *new_probs(size_t n)
+{
+    Prob *p = (Prob *)malloc(sizeof(Prob) * (n ? n : 1));
+    if (p)
+        for (size_t i = 0; i < n; i++)
+            p[i].p = (uint16_t)(CTX_ONE >> 1), p[i].n = 0;
+    return p;
+}
+
+/* LZMA-style range encoder: 64-bit low with a pending byte and a run of 0xFF for carries. */
+typedef struct {
+    uint64_t low;
+    uint32_t range;
+    uint8_t cache;
+    uint64_t pending; /* bytes owed: the cache and pending - 1 bytes of 0xFF */
+    uint8_t *buf;
+    size_t len, cap;
+    int oom;
+    uint32_t hash; /* CTX_HASH of the coded bits */
+} RangeEnc;
+
+static void enc_put(RangeEnc *e, uint8_t byte)
+{
+    if (e->len == e->cap) {
+        size_t cap = e->cap ? 2 * e->cap : 256;
+        uint8_t *b = (uint8_t *)realloc(e->buf, cap);
+        if (!b) {
+            e->oom = 1;
+            return;
+        }
+        e->buf = b;
+        e->cap = cap;
+    }
+    e->buf[e->len++] = byte;
+}
+
+static void enc_shift(RangeEnc *e)
+{
+    if ((uint32_t)e->low < 0xFF000000u || (e->low >> 32) != 0) {
+        uint8_t carry = (uint8_t)(e->low >> 32);
+        uint8_t temp = e->cache;
+        do {
+            enc_put(e, (uint8_t)(temp + carry));
+            temp = 0xFF;
+        } while (--e->pending != 0);
+        e->cache = (uint8_t)(e->low >> 24);
+    }
+    e->pending++;
+    e->low = (e->low & 0x00FFFFFFu) << 8;
+}
+
+static inline void enc_bit(RangeEnc *e, Prob *p, int bit)
+{
+    uint32_t bound = (e->range >> CTX_PROB_BITS) * (CTX_ONE - prob_one(p));
+    if (bit) {
+        e->low += bound;
+        e->range -= bound;
+    } else {
+        e->range = bound;
+    }
+    prob_update(p, bit);
+    e->hash = CTX_HASH(e->hash, bit);
+    while (e->range < CTX_TOP) {
+        e->range <<= 8;
+        enc_shift(e);
+    }
+}
+
+/* A bit at probability 1/2, not adapted and not hashed (the check value). */
+static inline void enc_even(RangeEnc *e, int bit)
+{
+    uint32_t bound = e->range >> 1;
+    if (bit) {
+        e->low += bound;
+        e->range -= bound;
+    } else {
+        e->range = bound;
+    }
+    while (e->range < CTX_TOP) {
+        e->range <<= 8;
+        enc_shift(e);
+    }
+}
+
+/* Ends the stream at the value of [low, low + range) whose low 24 bits are zero, writes it, and
+   drops the first byte (always 0) and the last CTX_PAD (zero) bytes, which the decoder reads
+   back as zeros. Returns a new bytes object or NULL. */
+static PyObject *enc_finish(RangeEnc *e)
+{
+    uint32_t check = e->hash;
+    for (int b = CTX_CHECK_BITS - 1; b >= 0; b--)
+        enc_even(e, (int)((check >> b) & 1));
+    e->low = (e->low + (CTX_TOP - 1)) & ~(uint64_t)(CTX_TOP - 1);
+    for (int i = 0; i < 5; i++)
+        enc_shift(e);
+    if (e->oom)
+        return PyErr_NoMemory();
+    return PyBytes_FromStringAndSize((const char *)e->buf + 1, (Py_ssize_t)(e->len - 1 - CTX_PAD));
+}
+
+typedef struct {
+    const uint8_t *b;
+    Py_ssize_t n, pos; /* pos may pass n: bytes past the end read as zero */
+    uint32_t range, code, hash;
+} RangeDec;
+
+static inline uint32_t dec_byte(RangeDec *d)
+{
+    uint32_t v = d->pos < d->n ? d->b[d->pos] : 0;
+    d->pos++;
+    return v;
+}
+
+static void dec_init(RangeDec *d, const uint8_t *b, Py_ssize_t n)
+{
+    d->b = b;
+    d->n = n;
+    d->pos = 0;
+    d->range = 0xFFFFFFFFu;
+    d->code = 0;
+    d->hash = 0;
+    for (int i = 0; i < 4; i++)
+        d->code = (d->code << 8) | dec_byte(d);
+}
+
+static inline int dec_bit(RangeDec *d, Prob *p)
+{
+    uint32_t bound = (d->range >> CTX_PROB_BITS) * (CTX_ONE - prob_one(p));
+    int bit;
+    if (d->code < bound) {
+        d->range = bound;
+        bit = 0;
+    } else {
+        d->code -= bound;
+        d->range -= bound;
+        bit = 1;
+    }
+    prob_update(p, bit);
+    d->hash = CTX_HASH(d->hash, bit);
+    while (d->range < CTX_TOP) {
+        d->range <<= 8;
+        d->code = (d->code << 8) | dec_byte(d);
+    }
+    return bit;
+}
+
+static inline int dec_even(RangeDec *d)
+{
+    uint32_t bound = d->range >> 1;
+    int bit;
+    if (d->code < bound) {
+        d->range = bound;
+        bit = 0;
+    } else {
+        d->code -= bound;
+        d->range -= bound;
+        bit = 1;
+    }
+    while (d->range < CTX_TOP) {
+        d->range <<= 8;
+        d->code = (d->code << 8) | dec_byte(d);
+    }
+    return bit;
+}
+
+/* Reads the check value; 0 if the decoder ended exactly where a valid stream ends with the check
+   value of the bits it decoded, else the status offset 1..4. */
+static int dec_check(RangeDec *d)
+{
+    uint32_t check = 0;
+    for (int b = 0; b < CTX_CHECK_BITS; b++)
+        check = (check << 1) | (uint32_t)dec_even(d);
+    if (d->pos > d->n + CTX_PAD)
+        return 1;
+    if (d->pos < d->n + CTX_PAD)
+        return 2;
+    if (d->code >= d->range)
+        return 3;
+    return check != d->hash ? 4 : 0;
+}
+
+static inline int ctx_bucket(uint64_t count, uint64_t seen, const uint32_t *th, int n)
+{
+    int b = 0;
+    for (int k = 0; k < n; k++)
+        b += (2 * count + 1) * 128 >= (uint64_t)th[k] * (seen + 1);
+    return b;
+}
+
+/* The tree depth of the magnitudes: bits of max(z, k - z) - 1 (0 when each side has <= 1 value). */
+static int ctx_depth(long long k, long long z)
+{
+    long long top = (z > k - z ? z : k - z) - 1;
+    int d = 0;
+    while (top > 0) {
+        d++;
+        top >>= 1;
+    }
+    return d;
+}
+
+/* One pass over the mask, encoding (enc != NULL) or decoding into mask. */
+static void mask_pass(RangeEnc *enc, RangeDec *dec, uint8_t *mask, long long rows, long long cols, long long h,
+                      long long w, Prob *probs, uint32_t *colcount)
+{
+    for (long long i = 0; i < rows; i++) {
+        uint64_t rowcount = 0;
+        long long x = 0, y = 0;
+        uint8_t *m = mask + i * cols;
+        for (long long j = 0; j < cols; j++) {
+            int left = x > 0 ? m[j - 1] : 0;
+            int up = y > 0 ? m[j - w] : 0;
+            int ctx = left + 2 * up + 4 * ctx_bucket(colcount[j], (uint64_t)i, TH_COL, 6) +
+                      28 * ctx_bucket(rowcount, (uint64_t)j, TH_ROW, 3);
+            int bit;
+            if (enc) {
+                bit = m[j] != 0;
+                enc_bit(enc, &probs[ctx], bit);
+            } else {
+                bit = dec_bit(dec, &probs[ctx]);
+                m[j] = (uint8_t)bit;
+            }
+            colcount[j] += (uint32_t)bit;
+            rowcount += (uint64_t)bit;
+            if (++x == w) {
+                x = 0;
+                if (++y == h)
+                    y = 0;
+            }
+        }
+    }
+}
+
+/* One pass over the kept values in row-major order (the rows from the mask). */
+static void value_pass(RangeEnc *enc, RangeDec *dec, const uint8_t *mask, uint16_t *vals, long long rows,
+                       long long cols, long long k, long long z, Prob *probs, int depth)
+{
+    long long n = 0;
+    for (long long i = 0; i < rows; i++) {
+        int prev = -1;
+        const uint8_t *m = mask + i * cols;
+        for (long long j = 0; j < cols; j++) {
+            if (!m[j])
+                continue;
+            long long v = enc ? vals[n] : 0;
+            int s;
+            if (z == 0)
+                s = 1;
+            else if (z == k)
+                s = 0;
+            else if (enc) {
+                s = v >= z;
+                enc_bit(enc, &probs[prev + 1], s);
+            } else
+                s = dec_bit(dec, &probs[prev + 1]);
+            long long side = s ? k - z : z, mag = enc ? (s ? v - z : z - 1 - v) : 0, got = 0;
+            long long node = 1;
+            Prob *tree = probs + 3 + ((size_t)s << depth);
+            for (int b = depth - 1; b >= 0; b--) {
+                int bit = 0;
+                if ((got | (1LL << b)) < side) {
+                    if (enc) {
+                        bit = (int)((mag >> b) & 1);
+                        enc_bit(enc, &tree[node], bit);
+                    } else
+                        bit = dec_bit(dec, &tree[node]);
+                }
+                got |= (long long)bit << b;
+                node = 2 * node + bit;
+            }
+            if (!enc)
+                vals[n] = (uint16_t)(s ? z + got : z - 1 - got);
+            prev = s;
+            n++;
+        }
+    }
+}
+
+static PyObject *ctx_encode(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer maskb, valsb;
+    long long rows, cols, h, w, k, z;
+    if (!PyArg_ParseTuple(args, "y*y*LLLLLL", &maskb, &valsb, &rows, &cols, &h, &w, &k, &z))
+        return NULL;
+    PyObject *result = NULL, *a = NULL, *b = NULL;
+    Prob *mp = NULL, *vp = NULL;
+    uint32_t *colcount = NULL;
+    RangeEnc me = {0, 0xFFFFFFFFu, 0, 1, NULL, 0, 0, 0, 0}, ve = {0, 0xFFFFFFFFu, 0, 1, NULL, 0, 0, 0, 0};
+    if (rows < 0 || cols < 0 || h < 1 || w < 1 || (cols && cols % (h * w)) || k < 0 || k > 65535 || z < 0 ||
+        z > k || maskb.len != rows * cols || valsb.len % 2) {
+        PyErr_SetString(PyExc_ValueError, "ctx_encode: invalid shape, grid, codebook or buffers");
+        goto done;
+    }
+    int depth = ctx_depth(k, z);
+    mp = new_probs(CTX_MASK_CONTEXTS);
+    vp = new_probs(3 + ((size_t)2 << depth));
+    colcount = (uint32_t *)calloc((size_t)(cols ? cols : 1), sizeof(uint32_t));
+    if (!mp || !vp || !colcount) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    long long nnz = 0;
+    const uint8_t *mask = (const uint8_t *)maskb.buf;
+    const uint16_t *vals = (const uint16_t *)valsb.buf;
+    for (Py_ssize_t i = 0; i < maskb.len; i++)
+        nnz += mask[i] != 0;
+    if (nnz != valsb.len / 2) {
+        PyErr_SetString(PyExc_ValueError, "ctx_encode: one value per kept weight expected");
+        goto done;
+    }
+    for (long long i = 0; i < nnz; i++)
+        if (vals[i] >= k) {
+            PyErr_SetString(PyExc_ValueError, "ctx_encode: a value is not below k");
+            goto done;
+        }
+    Py_BEGIN_ALLOW_THREADS
+    mask_pass(&me, NULL, (uint8_t *)mask, rows, cols, h, w, mp, colcount);
+    value_pass(&ve, NULL, mask, (uint16_t *)vals, rows, cols, k, z, vp, depth);
+    Py_END_ALLOW_THREADS
+    a = enc_finish(&me);
+    b = a ? enc_finish(&ve) : NULL;
+    if (a && b)
+        result = PyTuple_Pack(2, a, b);
+done:
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    free(me.buf);
+    free(ve.buf);
+    free(mp);
+    free(vp);
+    free(colcount);
+    PyBuffer_Release(&maskb);
+    PyBuffer_Release(&valsb);
+    return result;
+}
+
+static PyObject *ctx_decode(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer mb, vb, outm, outv;
+    long long rows, cols, h, w, k, z, nnz;
+    if (!PyArg_ParseTuple(args, "y*y*LLLLLLLw*w*", &mb, &vb, &rows, &cols, &h, &w, &k, &z, &nnz, &outm, &outv))
+        return NULL;
+    PyObject *result = NULL;
+    Prob *mp = NULL, *vp = NULL;
+    uint32_t *colcount = NULL;
+    if (rows < 0 || cols < 0 || h < 1 || w < 1 || (cols && cols % (h * w)) || k < 0 || k > 65535 || z < 0 ||
+        z > k || nnz < 0 || outm.len != rows * cols || outv.len != 2 * nnz || (nnz && !k)) {
+        PyErr_SetString(PyExc_ValueError, "ctx_decode: invalid shape, grid, codebook, count or buffers");
+        goto done;
+    }
+    int depth = ctx_depth(k, z);
+    mp = new_probs(CTX_MASK_CONTEXTS);
+    vp = new_probs(3 + ((size_t)2 << depth));
+    colcount = (uint32_t *)calloc((size_t)(cols ? cols : 1), sizeof(uint32_t));
+    if (!mp || !vp || !colcount) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int status = 0;
+    uint8_t *mask = (uint8_t *)outm.buf;
+    Py_BEGIN_ALLOW_THREADS
+    RangeDec d;
+    dec_init(&d, (const uint8_t *)mb.buf, mb.len);
+    mask_pass(NULL, &d, mask, rows, cols, h, w, mp, colcount);
+    int bad = dec_check(&d);
+    if (bad)
+        status = 4 + bad;
+    else {
+        long long kept = 0;
+        for (Py_ssize_t i = 0; i < outm.len; i++)
+            kept += mask[i];
+        if (kept != nnz)
+            status = 13;
+    }
+    if (!status) {
+        dec_init(&d, (const uint8_t *)vb.buf, vb.len);
+        value_pass(NULL, &d, mask, (uint16_t *)outv.buf, rows, cols, k, z, vp, depth);
+        bad = dec_check(&d);
+        if (bad)
+            status = 8 + bad;
+    }
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromLong(status);
+done:
+    free(mp);
+    free(vp);
+    free(colcount);
+    PyBuffer_Release(&mb);
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&outm);
+    PyBuffer_Release(&outv);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"prefix_decode", prefix_decode, METH_VARARGS, "Table decoding of a prefix code (see the module source)."},
     {"ans_decode", ans_decode, METH_VARARGS, "Decode a constriction ANS stream (see the module source)."},
+    {"ctx_encode", ctx_encode, METH_VARARGS, "Context-adaptive coding of a mask and its values (see the module source)."},
+    {"ctx_decode", ctx_decode, METH_VARARGS, "Decode what ctx_encode wrote (see the module source)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -13,24 +13,38 @@ from deepshrink.coding import ans, fixed, huffman
 from deepshrink.coding._util import as_int, check_alphabet, check_count, check_symbols
 from deepshrink.errors import ConfigError, CorruptStream
 
-__all__ = ["Coder", "encode_stream", "decode_stream", "fixed_bits", "stream_size"]
+__all__ = ["Coder", "STREAM_CODERS", "encode_stream", "decode_stream", "fixed_bits", "stream_size"]
 
 
 class Coder(enum.StrEnum):
-    """Entropy coder of a symbol stream."""
+    """Entropy coder of a symbol stream, or of a whole tensor.
+
+    ``context`` is not a stream coder: it selects the context-adaptive coding of a pruned,
+    shared tensor's mask and values together (:mod:`deepshrink.coding.context`, the
+    ``codebook/context`` encoding), chosen per tensor when smaller; every other stream of a file
+    written with it is coded with ``ans``."""
 
     FIXED = "fixed"
     HUFFMAN = "huffman"
     ANS = "ans"
+    CONTEXT = "context"
+
+
+#: The coders :func:`encode_stream` and :func:`decode_stream` code a stream with on its own.
+STREAM_CODERS = (Coder.FIXED, Coder.HUFFMAN, Coder.ANS)
 
 
 def _coder(coder: object) -> Coder:
     try:
-        return Coder(coder)
+        c = Coder(coder)
     except ValueError:
         raise ConfigError(
             f"coder must be one of {[c.value for c in Coder]}, got {coder!r}"
         ) from None
+    if c not in STREAM_CODERS:
+        raise ConfigError(f"coder {c.value!r} codes whole tensors, not a stream on its own; "
+                          f"a stream's coder is one of {[s.value for s in STREAM_CODERS]}")
+    return c
 
 
 def fixed_bits(alphabet_size: int, bits: int | None = None) -> int:
@@ -91,8 +105,13 @@ def decode_stream(
     """Decode ``count`` symbols (int64) written by :func:`encode_stream` with the same arguments.
 
     :class:`CorruptStream` if the payload is malformed or decodes to a symbol outside
-    ``[0, alphabet_size)``; :class:`ConfigError` for invalid arguments.
+    ``[0, alphabet_size)``, or if ``coder`` is ``context`` (a file's stream descriptor may name
+    it only where the tensor's encoding decodes the stream itself); :class:`ConfigError` for
+    invalid arguments.
     """
+    if coder == Coder.CONTEXT:
+        raise CorruptStream("a stream coded with 'context' is decoded by its tensor's encoding "
+                            "(codebook/context), not on its own")
     c = _coder(coder)
     a = check_alphabet(alphabet_size)
     n = check_count(count)

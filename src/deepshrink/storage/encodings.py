@@ -608,4 +608,5 @@ def format_tables() -> str:
 
 # the encodings of the other techniques register from their packages (after the base classes)
 import deepshrink.quant.encoding  # noqa: E402,F401
+import deepshrink.storage.context_encoding  # noqa: E402,F401
 import deepshrink.transform.encoding  # noqa: E402,F401

@@ -8,7 +8,7 @@ the chosen one is coded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -63,9 +63,18 @@ class TensorCoding:
     """A typed tensor a stage left for this tensor (``ctx.forms``): stored as it is by the
     encoding that writes its class (:func:`~deepshrink.storage.encodings.form_encoding`); the
     tensor's values must equal ``form.to_dense()`` bit for bit."""
+    grid: tuple[int, int] | None = None
+    """With ``coder="context"``: the ``(h, w)`` images a row's columns form (e.g. ``(28, 28)``
+    for a layer fed a flattened 28x28 picture), tried besides the grids the encoding infers
+    (:func:`~deepshrink.storage.context_encoding.candidate_grids`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "coder", Coder(self.coder))
+        if self.grid is not None:
+            if not isinstance(self.grid, (tuple, list)) or len(self.grid) != 2 or any(
+                    isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in self.grid):
+                raise ConfigError(f"grid must be two positive integers (h, w), got {self.grid!r}")
+            object.__setattr__(self, "grid", tuple(self.grid))
         if self.gap_bits is not None and not 1 <= self.gap_bits <= MAX_GAP_BITS:
             raise ConfigError(f"gap_bits must be in 1..{MAX_GAP_BITS}, got {self.gap_bits}")
         if not 1 <= self.max_codebook < MAX_CODEBOOK:
@@ -139,7 +148,14 @@ def encode_tensor(name: str, array: np.ndarray, coding: TensorCoding) -> Encoded
     :data:`SYMBOL_COST_BITS` bits per extra symbol it makes the decoder decode. A sparse tensor
     with too many distinct values for ``max_codebook`` keeps its values as floats
     (``float/sparse``).
+
+    With ``coder="context"`` the classic layouts are coded with ANS, and a tensor with a
+    codebook (``layout="auto"``) is also coded with ``codebook/context``
+    (:mod:`deepshrink.coding.context`); the smaller of the two, by exact bytes, is kept. Typed
+    forms are stored by their encoding with ANS.
     """
+    if coding.coder is Coder.CONTEXT:
+        return _encode_context(name, array, coding)
     if coding.form is not None:
         dense = np.asarray(coding.form.to_dense(), dtype=np.float32)
         values = np.ascontiguousarray(array, dtype=np.float32)
@@ -158,3 +174,16 @@ def encode_tensor(name: str, array: np.ndarray, coding: TensorCoding) -> Encoded
     else:
         encoding = ENCODINGS["raw"]
     return encoding.encode(name, t, coding.coder, best.gap_bits)
+
+
+def _encode_context(name: str, array: np.ndarray, coding: TensorCoding) -> EncodedTensor:
+    """:func:`encode_tensor` under ``coder="context"``: the best classic layout coded with ANS
+    against ``codebook/context``, the smaller kept (the classic one on a tie)."""
+    classic = encode_tensor(name, array, replace(coding, coder=Coder.ANS))
+    if coding.form is not None or not coding.compress or coding.layout != "auto":
+        return classic
+    t = Prepared.of(array, coding.max_codebook)
+    if t.shared is None or not t.flat.size:
+        return classic
+    ctx = ENCODINGS["codebook/context"].encode(name, t, Coder.CONTEXT, 0, grid=coding.grid)
+    return ctx if ctx.nbytes < classic.nbytes else classic
