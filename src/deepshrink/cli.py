@@ -860,7 +860,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what retraining follows and the scores measure: classify (labels, accuracy), match-logits "
                         "(the dense network's class scores: top-1 agreement) or match-embeddings (its embeddings: "
                         "cosine) (default: a pretrained network's own, else classify)")
-    p.add_argument("--coder", choices=["huffman", "ans", "fixed"], default=None,
+    p.add_argument("--coder", choices=["huffman", "ans", "fixed", "context"], default=None,
                    help="entropy coder for every coded stream (default: the recipe's)")
     p.add_argument("--measure", choices=["estimate", "exact"], default="estimate",
                    help="accuracy after each stage: on the in-memory model (estimate, default) or on the network "
@@ -893,7 +893,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the scores measure (default: a pretrained network's own, else classify)")
     p.add_argument("--techniques", default=",".join(DEFAULT_TECHNIQUES),
                    help=f"comma-separated techniques to measure ({', '.join(DEFAULT_TECHNIQUES)})")
-    p.add_argument("--coder", choices=["huffman", "ans", "fixed"], default="ans",
+    p.add_argument("--coder", choices=["huffman", "ans", "fixed", "context"], default="ans",
                    help="entropy coder the layers' bytes are measured with")
     p.add_argument("--fisher-samples", type=_int_at_least(0), default=FISHER_SAMPLES,
                    help="training samples of the Fisher information (0 skips it)")
