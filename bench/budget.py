@@ -61,21 +61,18 @@ def run_max_drop(net: str, seed: int, drop: float, coder: str, tag: str) -> dict
     train_dense(net, seed)
     data = data_for(seed)
     model = load_dense(net, seed, data.num_classes)
-    from deepshrink.analysis.sweep import Point
+    from deepshrink.analysis.budget import Measured
 
     recipe = ds.load_recipe("deep-compression").with_coder(coder)
     cache = RUNS / f"{net}__points__{coder}__seed{seed}.json"  # the measured layer table, reused on reruns
     measured = None
     if cache.exists():
-        raw = json.loads(cache.read_text())
-        measured = ({n: [Point(p["setting"], p["bytes"], p["val"]) for p in pts] for n, pts in raw["points"].items()},
-                    raw["base"])
+        measured = Measured.from_dict(json.loads(cache.read_text()))
     t0 = time.perf_counter()
     b = auto_compress(model, data, recipe, Target(max_drop=drop), progress=False, measured=measured,
                       log=lambda m: print(f"[{net} seed {seed}] {m}", flush=True))
     if measured is None:
-        cache.write_text(json.dumps({"base": b.base_val, "seconds": b.seconds["measure"],
-                                     "points": {n: [p.to_dict() for p in pts] for n, pts in b.points.items()}}))
+        cache.write_text(json.dumps({**b.measured.to_dict(), "seconds": b.seconds["measure"]}))
     stem = job_path(net, "max-drop", seed, tag).with_suffix("")
     stem.with_suffix(".dsz").write_bytes(b.result.data)
     stem.with_suffix(".recipe.toml").write_text(b.recipe.to_toml())
