@@ -130,3 +130,37 @@ def test_a_large_frontier_is_thinned_evenly_in_log_bytes_keeping_both_ends():
     thin = frontier(opts, max_points=30)
     assert len(thin) <= 32 < len(full)
     assert (thin[0].bytes, thin[-1].bytes) == (full[0].bytes, full[-1].bytes)
+
+
+def test_noisy_drops_are_made_monotone_in_sparsity_and_bits():
+    from deepshrink.analysis.budget import options
+    from deepshrink.analysis.sweep import Point
+
+    vals = {(0.5, 3): 0.88, (0.5, 5): 0.90, (0.8, 3): 0.89, (0.8, 5): 0.87, (0.9, 3): 0.85, (0.9, 5): 0.86}
+    pts = [Point({"prune.sparsity": s, "share.bits": b}, 100, v) for (s, b), v in vals.items()]
+    raw = {(o.setting["prune"], o.setting["share"]): o.drop for o in options(pts, 0.90, monotone=False)}
+    fit = {(o.setting["prune"], o.setting["share"]): o.drop for o in options(pts, 0.90)}
+    assert raw[(0.8, 3)] == pytest.approx(1.0) and raw[(0.5, 3)] == pytest.approx(2.0)
+    for b in (3, 5):
+        assert fit[(0.5, b)] <= fit[(0.8, b)] + 1e-9 <= fit[(0.9, b)] + 2e-9
+    for s in (0.5, 0.8, 0.9):
+        assert fit[(s, 3)] >= fit[(s, 5)] - 1e-9
+    assert fit[(0.5, 3)] == pytest.approx(1.5)  # pooled with its neighbour, not raised to the worst
+
+
+def test_recovery_measures_each_sparsity_after_retraining_and_leaves_the_model(trained, ctx, quick_recipe):
+    import torch
+
+    from deepshrink.analysis.budget import measure_recovery
+
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    pts = measure_recovery(trained, ctx, ["prune", "share"], quick_recipe.stages[0].retrain,
+                           grids={"prune": (0.0, 0.9, 0.98), "share": (2, 6)}, samples=512)
+    assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
+    fc1 = {(p.setting["prune.sparsity"], p.setting["share.bits"]): p for p in pts["fc1"]}
+    assert set(fc1) == {(s, b) for s in (0.0, 0.9, 0.98) for b in (2, 6)}
+    assert fc1[(0.98, 6)].bytes < fc1[(0.9, 6)].bytes < fc1[(0.0, 6)].bytes
+    assert fc1[(0.9, 2)].bytes < fc1[(0.9, 6)].bytes
+    base = ctx.evaluate(trained, "val")
+    # one epoch of retraining keeps a 90 %-pruned first layer close to the dense score
+    assert fc1[(0.9, 6)].val > base - 0.1
