@@ -1,20 +1,14 @@
-"""A small trained LeNet-300-100 and a quick recipe for the analysis and budget tests."""
+"""The analysis and budget tests share the root conftest's trained LeNet-300-100 and quick recipe."""
 
 import pytest
-import torch
 
-import deepshrink as ds
 from deepshrink.pipeline.context import CompressContext
 from deepshrink.train import get_objective
 
 
 @pytest.fixture(scope="module")
-def trained(fashion_small):
-    torch.manual_seed(0)
-    model = ds.build_model("lenet-300-100")
-    ds.fit(model, fashion_small.tensors("train"), fashion_small.tensors("val"),
-           ds.TrainConfig(epochs=3, seed=0), progress=False)
-    return model.eval()
+def trained(trained_mlp):
+    return trained_mlp
 
 
 @pytest.fixture(scope="module")
@@ -22,29 +16,6 @@ def ctx(trained, fashion_small):
     return CompressContext.create(trained, fashion_small, get_objective("classify"), progress=False)
 
 
-QUICK = """
-name = "quick"
-[[stages]]
-kind = "prune"
-steps = 1
-[stages.retrain]
-epochs = 1
-[stages.layers]
-_linear = { sparsity = 0.9 }
-[[stages]]
-kind = "share"
-[stages.finetune]
-epochs = 1
-[stages.layers]
-_default = { bits = 5 }
-[[stages]]
-kind = "code"
-coder = "ans"
-"""
-
-
 @pytest.fixture(scope="module")
-def quick_recipe(tmp_path_factory):
-    p = tmp_path_factory.mktemp("r") / "quick.toml"
-    p.write_text(QUICK)
-    return ds.load_recipe(p)
+def quick_recipe(make_recipe):
+    return make_recipe(coder="ans")

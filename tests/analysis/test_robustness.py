@@ -20,12 +20,8 @@ def _ce_sum(out, y):
 
 
 @pytest.fixture(scope="module")
-def trained(fashion_small):
-    torch.manual_seed(0)
-    model = ds.build_model("lenet-300-100")
-    ds.fit(model, fashion_small.tensors("train"), fashion_small.tensors("val"),
-           ds.TrainConfig(epochs=2, seed=0), progress=False)
-    return model.eval()
+def trained(trained_mlp):
+    return trained_mlp
 
 
 @pytest.fixture(scope="module")

@@ -189,32 +189,12 @@ def test_a_classic_stream_claiming_the_context_coder_is_corrupt():
 # a real compressed file
 
 
-def test_compress_with_the_context_coder_and_load(fashion_small, tmp_path):
+def test_compress_with_the_context_coder_and_load(fashion_small, tmp_path, make_recipe):
     torch.manual_seed(0)
     model = ds.build_model("lenet-300-100")
     ds.fit(model, fashion_small.tensors("train"), fashion_small.tensors("val"), ds.TrainConfig(epochs=1, seed=0),
            progress=False)
-    recipe = tmp_path / "ctx.toml"
-    recipe.write_text("""
-name = "ctx"
-[[stages]]
-kind = "prune"
-steps = 1
-[stages.retrain]
-epochs = 1
-[stages.layers]
-_default = { sparsity = 0.9 }
-[[stages]]
-kind = "share"
-[stages.finetune]
-epochs = 0
-[stages.layers]
-_default = { bits = 5 }
-[[stages]]
-kind = "code"
-coder = "context"
-""")
-    result = ds.compress(model, fashion_small, ds.load_recipe(recipe), progress=False)
+    result = ds.compress(model, fashion_small, make_recipe(finetune=0, coder="context", name="ctx"), progress=False)
     path = tmp_path / "m.dsz"
     path.write_bytes(result.data)
     encodings = {n: d.get("layout") for n, d in read_model_file(path).tensors_desc.items() if n.endswith("weight")}
