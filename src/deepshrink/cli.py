@@ -193,8 +193,8 @@ def _model(args: argparse.Namespace, num_classes: int | None):
     if _pretrained(args.model) is not None:
         model = create(args.model, num_classes=None, pretrained=weights is None)
     else:
-        if weights is None and args.command == "compress":
-            raise ModelError(f"compress --model {args.model} needs --weights (a safetensors file from "
+        if weights is None and args.command in ("compress", "analyze"):
+            raise ModelError(f"{args.command} --model {args.model} needs --weights (a safetensors file from "
                              "`deepshrink train`); only the zoo's pretrained networks come with weights "
                              "(see `deepshrink models`)")
         model = build_model(args.model, num_classes=num_classes)
@@ -285,6 +285,20 @@ def _data_record(data: str) -> str:
     return data if data in source_names() else str(Path(data).expanduser().resolve())
 
 
+def _data_and_model(run: Run) -> tuple[Any, str, Any]:
+    """The data (a pretrained network's own by default, else the benchmark data; its split sizes
+    printed), the objective and the model of a compress or analyze command."""
+    args = run.args
+    pretrained = _pretrained(args.model)
+    if args.data is None:  # the pretrained network's own data, else the default benchmark data
+        args.data = pretrained.data if pretrained is not None else DEFAULT_DATA
+    data = _load_data(args, args.data, args.val_size, args.seed)
+    if not args.json:
+        run.console.print(Text(_describe_data(str(args.data), data.split_sizes())))
+    objective = args.objective or (pretrained.objective if pretrained is not None else "classify")
+    return data, objective, _model(args, getattr(data, "num_classes", None))
+
+
 def cmd_compress(run: Run) -> dict[str, Any]:
     from deepshrink.analysis.budget import Target, auto_compress, knobs
     from deepshrink.pipeline import compress
@@ -308,14 +322,7 @@ def cmd_compress(run: Run) -> dict[str, Any]:
         knobs(recipe)  # a recipe with nothing to vary is refused before any work
         if args.write_recipe is not None:
             check_target(args.write_recipe)
-    pretrained = _pretrained(args.model)
-    if args.data is None:  # the pretrained network's own data, else the default benchmark data
-        args.data = pretrained.data if pretrained is not None else DEFAULT_DATA
-    data = _load_data(args, args.data, args.val_size, args.seed)
-    if not args.json:
-        run.console.print(Text(_describe_data(str(args.data), data.split_sizes())))
-    objective = args.objective or (pretrained.objective if pretrained is not None else "classify")
-    model = _model(args, getattr(data, "num_classes", None))
+    data, objective, model = _data_and_model(run)
     start = time.perf_counter()
     budget = None
     if target is not None:
@@ -408,14 +415,7 @@ def cmd_analyze(run: Run) -> dict[str, Any]:
     html_path = args.html or args.output.with_suffix(".html")
     check_target(html_path)
     techniques = [t.strip() for t in args.techniques.split(",") if t.strip()]
-    pretrained = _pretrained(args.model)
-    if args.data is None:
-        args.data = pretrained.data if pretrained is not None else DEFAULT_DATA
-    data = _load_data(args, args.data, args.val_size, args.seed)
-    if not args.json:
-        run.console.print(Text(_describe_data(str(args.data), data.split_sizes())))
-    objective = args.objective or (pretrained.objective if pretrained is not None else "classify")
-    model = _model(args, getattr(data, "num_classes", None))
+    data, objective, model = _data_and_model(run)
     result = analyze(model, data, objective=objective, techniques=techniques, coder=args.coder,
                      fisher_samples=args.fisher_samples, val_limit=args.val_limit, progress=_progress(args),
                      name=args.model, data_name=str(args.data))
@@ -867,12 +867,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "decoded from that stage's bytes (exact, slower); the final accuracy is always the file's")
     p.add_argument("--target-bytes", type=_int_at_least(1), default=None,
                    help="automatic budget: the most accurate file of at most this many bytes; the recipe's prune, "
-                        "share and quantize settings are chosen per layer from measured sensitivity")
+                        "share and quantize settings are chosen per layer from measured sensitivity (default: none, "
+                        "the recipe's own settings)")
     p.add_argument("--target-ratio", type=_positive_float, default=None,
-                   help="automatic budget: the most accurate file at least this many times smaller than the dense model")
+                   help="automatic budget: the most accurate file at least this many times smaller than the dense model "
+                        "(default: none)")
     p.add_argument("--max-drop", type=_non_negative_float, default=None,
                    help="automatic budget: the smallest file within this many points of the dense model's "
-                        "validation score (several compress runs)")
+                        "validation score (several compress runs; default: none)")
     p.add_argument("--write-recipe", type=Path, default=None,
                    help="with a target: where to write the recipe the budget chose (default: the output with "
                         "suffix .recipe.toml)")
@@ -887,7 +889,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "write JSON and a self-contained HTML report")
     p.add_argument("--model", required=True,
                    help="zoo name (see `deepshrink models`) or package.module:factory")
-    p.add_argument("--weights", default=None, type=Path, help="safetensors weights of the trained model")
+    p.add_argument("--weights", default=None, type=Path,
+                   help="safetensors weights of the trained model (default: none, which only the zoo's pretrained "
+                        "networks allow)")
     _add_data(p, for_compress=True)
     p.add_argument("--objective", choices=objective_names(), default=None,
                    help="what the scores measure (default: a pretrained network's own, else classify)")
