@@ -18,6 +18,7 @@ from deepshrink.analysis.budget import (
     frontier,
     knobs,
     scaled,
+    split_check,
 )
 from deepshrink.errors import ConfigError
 
@@ -107,8 +108,16 @@ def test_max_drop_gives_the_smallest_file_its_runs_found_within_the_drop(trained
     i = b.frontier.index(b.allocation)
     (chosen,) = [p for p in b.probes if p.index == i and not p.search]
     assert chosen.met and chosen.val_drop <= 2.0 and chosen.file_bytes == b.result.file_bytes
-    drop = 100 * (b.result.baseline.val_accuracy - b.result.final.val_accuracy)
-    assert drop == pytest.approx(chosen.val_drop) and drop <= 2.0
+    # judged on the held-out half of the validation split, which the runs never selected epochs on
+    search, held = split_check(fashion_small)
+    assert b.check_samples == len(held.y_val) == 500 and len(search.y_val) == 500
+    assert b.result.split_sizes["val"] == 500
+    from deepshrink.pipeline.context import CompressContext
+    from deepshrink.train import get_objective
+
+    judge = CompressContext.create(trained, held, get_objective("classify"), progress=False)
+    drop = 100 * (judge.evaluate(trained, "val") - judge.evaluate(ds.load(b.result.data), "val"))
+    assert drop == pytest.approx(chosen.val_drop, abs=1e-6) and drop <= 2.0
     # every smaller point that was run missed the target
     assert all(not p.met for p in b.probes if p.index < i)
 
@@ -164,3 +173,11 @@ def test_recovery_measures_each_sparsity_after_retraining_and_leaves_the_model(t
     base = ctx.evaluate(trained, "val")
     # one epoch of retraining keeps a 90 %-pruned first layer close to the dense score
     assert fc1[(0.9, 6)].val > base - 0.1
+
+
+def test_the_check_samples_are_disjoint_from_the_search_samples(fashion_small):
+    search, held = split_check(fashion_small)
+    a = {x.tobytes() for x in search.x_val}
+    b = {x.tobytes() for x in held.x_val}
+    assert len(search.y_val) + len(held.y_val) == len(fashion_small.y_val) and not (a & b)
+    assert len(search.y_train) == len(fashion_small.y_train) and len(search.y_test) == len(fashion_small.y_test)

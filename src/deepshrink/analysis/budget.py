@@ -14,7 +14,9 @@
    points a Lagrangian sweep of ``bytes + λ · drop`` finds (Shoham & Gersho 1988, for bit
    allocation), and the points between them. It runs from the smallest file to the most accurate.
 3. **Retrain and check.** The drops are measured one layer at a time and with less retraining
-   than the recipe's, so they order the frontier but do not predict the final score. ``max_drop``: a
+   than the recipe's, so they order the frontier but do not predict the final score. Each run's
+   drop is judged on half of the validation split held out from the runs (:func:`split_check`):
+   their retraining picks its best epoch on the other half. ``max_drop``: a
    bisection along the frontier in log-bytes, each probe a full run of the recipe at that
    allocation (``search_scale`` < 1 shortens the probes' training: cheaper, but it loses accuracy
    the full run keeps, so it settles on larger files), until the smallest point known to meet the
@@ -58,6 +60,11 @@ KNOBS = {"prune": "prune", "share": "share", "quantize": "quantize"}
 SEARCH_SCALE = 1.0
 #: Training samples of each short retraining of :func:`measure_recovery` (one epoch over them).
 RECOVERY_SAMPLES = 8192
+#: Share of the validation split held out to judge the runs (:func:`split_check`), and its seed.
+#: Judged on the samples their retraining chose epochs on, runs look better than they are: on
+#: LeNet-300-100 a run 0.04 points down on those samples was 0.86 points down on the test split.
+CHECK_SHARE = 0.5
+CHECK_SEED = 0
 #: Most allocations kept on the frontier (spread evenly in log-bytes).
 MAX_FRONTIER = 2000
 #: The search stops when the smallest allocation known to meet the drop is at most this much
@@ -275,7 +282,8 @@ def scaled(recipe: Recipe, factor: float) -> Recipe:
 @dataclass
 class Probe:
     """One run of the recipe at a frontier point: its index, the allocation's bytes, the file's
-    bytes and validation drop (points), and whether it was a shortened search run."""
+    bytes and its drop (points) on the held-out validation samples, and whether it was a shortened
+    search run."""
 
     index: int
     predicted_bytes: int
@@ -305,11 +313,15 @@ class Budgeted:
     seconds: dict[str, float] = field(default_factory=dict)
     measured: Measured | None = None
     """What was measured (give it back as ``measured=`` to skip measuring again)."""
+    check_val: float = 0.0
+    """The dense model's score on the held-out validation samples the runs were judged on."""
+    check_samples: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": {k: v for k, v in self.target.__dict__.items() if v is not None},
                 "allocation": self.allocation.to_dict(), "overhead_bytes": self.overhead_bytes,
-                "baseline_val": self.base_val, "frontier": [{"bytes": a.bytes, "predicted_drop": a.drop}
+                "baseline_val": self.base_val, "check_val": self.check_val, "check_samples": self.check_samples,
+                "frontier": [{"bytes": a.bytes, "predicted_drop": a.drop}
                                                             for a in self.frontier],
                 "runs": [p.to_dict() for p in self.probes], "seconds": self.seconds,
                 "recipe": self.recipe.to_dict()}
@@ -439,6 +451,24 @@ def measure_recovery(model: nn.Module, ctx: Any, techs: Sequence[str], retrain: 
     return out
 
 
+def split_check(data: Any, share: float = CHECK_SHARE, seed: int = CHECK_SEED) -> tuple[Any, Any]:
+    """``data`` with part of its validation split held out, and the held-out part as data of its
+    own (its validation split): ``(search data, check data)``. The runs retrain and choose their
+    epochs on the search data's validation samples; the budget judges each run's drop on the check
+    samples, which nothing trained or selected on. ``(data, None)`` when ``data`` is not a
+    :class:`~deepshrink.data.Dataset` or its validation split has fewer than two samples."""
+    from deepshrink.data import Dataset
+
+    n = data.split_sizes().get("val", 0)
+    if not isinstance(data, Dataset) or n < 2:
+        return data, None
+    order = np.random.default_rng(seed).permutation(n)
+    cut = min(n - 1, max(1, int(round(n * share))))
+    held, kept = np.sort(order[:cut]), np.sort(order[cut:])
+    return (replace(data, x_val=data.x_val[kept], y_val=data.y_val[kept]),
+            replace(data, x_val=data.x_val[held], y_val=data.y_val[held]))
+
+
 def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *, objective: str = "classify",
                   search_scale: float = SEARCH_SCALE, search_tolerance: float = SEARCH_TOLERANCE, grids: Mapping[str, Sequence[float]] | None = None,
                   progress: bool | None = None, log: Callable[[str], None] | None = None,
@@ -453,6 +483,7 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
     from deepshrink.graph import fold_batchnorm_modules
     from deepshrink.pipeline.compress import check_recipe, compress, dense_bytes
     from deepshrink.pipeline.context import CompressContext, load_splits
+    from deepshrink.runtime import load
     from deepshrink.train import get_objective
 
     say = log or (lambda _msg: None)
@@ -465,9 +496,16 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
     obj = get_objective(objective)
     model = copy.deepcopy(model).eval()
     check_recipe(model, recipe, has_val=True)
+    data, held = split_check(data)
+    if held is None:
+        say("the data cannot be split (not a Dataset, or a validation split of one sample): runs are judged on "
+            "the validation split their retraining chose epochs on, which flatters them")
     splits = load_splits(data, obj)
     fold_batchnorm_modules(model, splits["train"].take(slice(0, 4)).inputs)
     ctx = CompressContext.create(model, data, obj, progress=progress, splits=splits, teach_train=recipe.distills)
+    judge = ctx if held is None else CompressContext.create(model, held, obj, progress=False,
+                                                            splits=load_splits(held, obj))
+    judge_base = float(judge.evaluate(model, "val"))
     dense = dense_bytes(model, ctx.graph)
     limit = target.max_bytes(dense)
     share = next((s for s in recipe.stages if s.kind == "share"), None)
@@ -502,7 +540,7 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
             return cache[(i, search)]
         r = budget_recipe(recipe, front[i], ctx.kinds)
         res = compress(model, data, scaled(r, search_scale) if search else r, progress=progress, objective=obj)
-        drop = 100 * (res.baseline.val_accuracy - res.final.val_accuracy)
+        drop = 100 * (judge_base - float(judge.evaluate(load(res.data), "val")))
         met = res.file_bytes <= limit if limit is not None else drop <= target.max_drop + 1e-9
         probes.append(Probe(i, overhead + front[i].bytes, res.file_bytes, drop, search, met))
         say(f"{'search' if search else 'full'} run at frontier point {i + 1}/{len(front)}: "
@@ -567,4 +605,5 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
                 f"({dense / best.file_bytes:.1f}x; frontier point {best.index + 1} of {len(front)})")
     seconds["runs"] = time.perf_counter() - t1
     chosen = budget_recipe(recipe, front[i], ctx.kinds)
-    return Budgeted(res, chosen, target, front[i], front, probes, opts, overhead, base, seconds, measured)
+    return Budgeted(res, chosen, target, front[i], front, probes, opts, overhead, base, seconds, measured,
+                    judge_base, len(judge.splits["val"]))
