@@ -97,7 +97,7 @@ def spectra_after_retraining(net: str) -> list[dict]:
         return []
     model = ds.build_model(net)
     model.load_state_dict(load_file(str(base / dense_name)))
-    state = ds.load(base / dsz).state_dict()
+    state = ds.load(base / dsz).net.named_graph_tensors()
     out = []
     for name, layer in prunable_layers(model).items():
         key = next((k for k in state if k.endswith(f"{name}.weight")), None)
@@ -138,11 +138,11 @@ def plots(results: dict) -> None:
     # 2. spectra: cumulative energy dense vs pruned (90 %, no retraining)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for ax, net in zip(axes, NETS):
-        for s in results[net]["doc"]["spectra"]:
+        for i, s in enumerate(results[net]["doc"]["spectra"]):
             for key, style in (("dense", "-"), ("pruned", "--")):
                 v = np.asarray(s[key]) ** 2
                 e = np.cumsum(v) / v.sum()
-                ax.plot(np.arange(1, len(e) + 1) / len(e), e, style, label=f"{s['layer']} {key}")
+                ax.plot(np.arange(1, len(e) + 1) / len(e), e, style, color=f"C{i}", label=f"{s['layer']} {key}")
         ax.axhline(0.9, color="grey", lw=0.5)
         ax.set_xlabel("rank / full rank")
         ax.set_ylabel("share of squared singular values")
