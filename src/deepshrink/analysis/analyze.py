@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from deepshrink.analysis.robustness import NOISE_SCALES
-from deepshrink.analysis.sweep import TECHNIQUES, Curve, combos, measure, technique
+from deepshrink.analysis.sweep import TECHNIQUES, Curve, combos, measure, progress_bar, technique
 from deepshrink.coding import Coder
 from deepshrink.errors import ConfigError
 from deepshrink.util.atomic import write_bytes_atomic
@@ -93,8 +93,6 @@ def analyze(model: nn.Module, data: Any, *, objective: str = "classify",
     Scores are the objective's primary metric on the validation split (its first ``val_limit``
     samples when given), which must not be empty. The model is traced first, so a model with
     operations deepshrink does not support is refused, naming them, before any measurement."""
-    from tqdm.auto import tqdm
-
     from deepshrink.analysis.robustness import fisher_information, hessian_trace, noise_sensitivity
     from deepshrink.analysis.spectra import spectra_before_after
     from deepshrink.graph import fold_batchnorm_modules
@@ -131,9 +129,7 @@ def analyze(model: nn.Module, data: Any, *, objective: str = "classify",
     seconds: dict[str, float] = {}
     curves = []
     t0 = time.perf_counter()
-    bar = tqdm(total=sum(len(settings[t]) for _, t in jobs), desc="analyze: sensitivity", unit="setting",
-               disable=(not progress) if progress is not None else None, leave=False, dynamic_ncols=True)
-    with bar:
+    with progress_bar(sum(len(settings[t]) for _, t in jobs), "analyze: sensitivity", progress) as bar:
         for n, t in jobs:
             try:
                 pts = measure(model, n, settings[t], evaluate, coder=coder, tick=lambda: bar.update(1))

@@ -39,17 +39,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from deepshrink.errors import ConfigError, DeepshrinkError
-from deepshrink.analysis.sweep import Point, combos, measure, technique
+from deepshrink.analysis.sweep import Point, combos, measure, progress_bar, technique
 from deepshrink.recipes.config import Recipe
-
-
-def progress_bar(total: int, desc: str, progress: bool | None) -> tqdm:
-    """A progress bar as the trainer draws them (``progress=None``: only on a terminal)."""
-    return tqdm(total=total, desc=desc, unit="run", disable=(not progress) if progress is not None else None,
-                leave=False, dynamic_ncols=True)
 
 #: The stage kinds whose per-layer setting the budget chooses, and the technique that measures it.
 KNOBS = {"prune": "prune", "share": "share", "quantize": "quantize"}

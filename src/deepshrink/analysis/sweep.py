@@ -34,6 +34,14 @@ from deepshrink.share.kmeans import kmeans_1d
 from deepshrink.storage import TensorCoding, encode_tensor
 from deepshrink.storage.tensors import CompressedTensor
 
+def progress_bar(total: int, desc: str, progress: bool | None) -> Any:
+    """A progress bar as the trainer draws them (``progress=None``: only on a terminal)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="setting", disable=(not progress) if progress is not None else None,
+                leave=False, dynamic_ncols=True)
+
+
 Evaluate = Callable[[nn.Module], float]
 """Scores the whole model on the validation split (the objective's primary metric, 0..1)."""
 
