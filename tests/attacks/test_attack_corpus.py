@@ -17,7 +17,10 @@ from deepshrink.inspect import info
 sys.path.insert(0, str(Path(__file__).parent))
 from attack_corpus import attack_cases, heavy_valid_cases  # noqa: E402
 
-MAX_SECONDS = 1.0
+#: Wall-clock bound on refusing one hostile file. They take about 0.4 s each; a bomb that slipped
+#: through would take minutes. Twice the first bound (1 s), which a machine shared with other
+#: benchmark runs exceeded by 1 % (1.01 s).
+MAX_SECONDS = 2.0
 MAX_ALLOCATED = 64 << 20
 
 
@@ -69,7 +72,7 @@ def test_info_without_decoding_says_streams_were_not_checked(cases):
     assert info(path)["streams_checked"] is False
 
 
-@pytest.mark.parametrize("name, seconds", [("chain_10000_nodes", 1.0), ("one_weight_9990_nodes", 1.0)])
+@pytest.mark.parametrize("name, seconds", [("chain_10000_nodes", MAX_SECONDS), ("one_weight_9990_nodes", MAX_SECONDS)])
 def test_heavy_valid_files_open_fast(tmp_path, name, seconds):
     path = dict(heavy_valid_cases(tmp_path))[name]
     t = time.perf_counter()
