@@ -157,10 +157,16 @@ def backfill(tag: str) -> None:
         p.write_text(json.dumps(r, indent=1))
 
 
+def _fmt(x: float) -> str:
+    return "–" if x != x else f"{x:.2f}"
+
+
 def render(command: str, tag: str) -> None:
     rows = []
     records = {}
     for p in sorted(RUNS.glob(f"*__{tag}__seed*.json")):
+        if "__points__" in p.name:
+            continue
         r = json.loads(p.read_text())
         records.setdefault((r["net"], r["job"]), []).append(r)
     lines = [f"Command: `{command}`", "", environment(), "",
@@ -174,7 +180,7 @@ def render(command: str, tag: str) -> None:
             rows.append((net, job, rs))
             lines.append(f"| {net} | {label} | {', '.join(str(r['seed']) for r in rs)} | "
                          f"{_mean([r['test_drop'] for r in rs]):.2f} ± {_sd([r['test_drop'] for r in rs]):.2f} | "
-                         f"{_mean([r['check_drop'] for r in rs if 'check_drop' in r]):.2f} | "
+                         f"{_fmt(_mean([r['check_drop'] for r in rs if 'check_drop' in r]))} | "
                          f"{_mean([r['file_bytes'] for r in rs]):,.0f} | "
                          f"{_mean([r['ratio'] for r in rs]):.1f}× |")
         hs = hand(net)
@@ -183,6 +189,13 @@ def render(command: str, tag: str) -> None:
                          f"{', '.join(str(h.get('seed')) for h in hs)} | "
                          f"{_mean([100 * (h['baseline_test_accuracy'] - h['test_accuracy']) for h in hs]):.2f} | | "
                          f"{_mean([h['file_bytes'] for h in hs]):,.0f} | {_mean([h['ratio'] for h in hs]):.1f}× |")
+    lines += ["", "Each `--max-drop` run:", "", "| network | seed | bytes | ratio | test drop | held-out val drop | "
+              "compress runs | minutes |", "|---|---|---|---|---|---|---|---|"]
+    for net in NETS:
+        for r in records.get((net, "max-drop"), []):
+            lines.append(f"| {net} | {r['seed']} | {r['file_bytes']:,} | {r['ratio']:.1f}× | {r['test_drop']:.2f} | "
+                         f"{_fmt(r.get('check_drop', float('nan')))} | {len(r['budget']['runs'])} | "
+                         f"{r['seconds'] / 60:.0f} |")
     lines += ["", "Per-layer choices of the budget (seed 0):", ""]
     for net in NETS:
         for r in records.get((net, "max-drop"), [])[:1]:
