@@ -608,6 +608,21 @@ static void value_pass(RangeEnc *enc, RangeDec *dec, const uint8_t *mask, uint16
     }
 }
 
+/* The adaptive models of one tensor (mask contexts, value-tree contexts for a tree of ``depth``)
+   and the running keep count of each of its ``cols`` columns; -1 with MemoryError set on failure
+   (the caller frees whatever was allocated). */
+static int ctx_tables(int depth, long long cols, Prob **mp, Prob **vp, uint32_t **colcount)
+{
+    *mp = new_probs(CTX_MASK_CONTEXTS);
+    *vp = new_probs(3 + ((size_t)2 << depth));
+    *colcount = (uint32_t *)calloc((size_t)(cols ? cols : 1), sizeof(uint32_t));
+    if (!*mp || !*vp || !*colcount) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *ctx_encode(PyObject *Py_UNUSED(self), PyObject *args)
 {
     Py_buffer maskb, valsb;
@@ -624,13 +639,8 @@ static PyObject *ctx_encode(PyObject *Py_UNUSED(self), PyObject *args)
         goto done;
     }
     int depth = ctx_depth(k, z);
-    mp = new_probs(CTX_MASK_CONTEXTS);
-    vp = new_probs(3 + ((size_t)2 << depth));
-    colcount = (uint32_t *)calloc((size_t)(cols ? cols : 1), sizeof(uint32_t));
-    if (!mp || !vp || !colcount) {
-        PyErr_NoMemory();
+    if (ctx_tables(depth, cols, &mp, &vp, &colcount) < 0)
         goto done;
-    }
     long long nnz = 0;
     const uint8_t *mask = (const uint8_t *)maskb.buf;
     const uint16_t *vals = (const uint16_t *)valsb.buf;
@@ -681,13 +691,8 @@ static PyObject *ctx_decode(PyObject *Py_UNUSED(self), PyObject *args)
         goto done;
     }
     int depth = ctx_depth(k, z);
-    mp = new_probs(CTX_MASK_CONTEXTS);
-    vp = new_probs(3 + ((size_t)2 << depth));
-    colcount = (uint32_t *)calloc((size_t)(cols ? cols : 1), sizeof(uint32_t));
-    if (!mp || !vp || !colcount) {
-        PyErr_NoMemory();
+    if (ctx_tables(depth, cols, &mp, &vp, &colcount) < 0)
         goto done;
-    }
     int status = 0;
     uint8_t *mask = (uint8_t *)outm.buf;
     Py_BEGIN_ALLOW_THREADS
