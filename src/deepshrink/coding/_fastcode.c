@@ -455,9 +455,9 @@ static void dec_init(RangeDec *d, const uint8_t *b, Py_ssize_t n)
         d->code = (d->code << 8) | dec_byte(d);
 }
 
-static inline int dec_bit(RangeDec *d, Prob *p)
+/* One binary decision: 0 below ``bound`` in the current range, 1 above; then renormalise. */
+static inline int dec_split(RangeDec *d, uint32_t bound)
 {
-    uint32_t bound = (d->range >> CTX_PROB_BITS) * (CTX_ONE - prob_one(p));
     int bit;
     if (d->code < bound) {
         d->range = bound;
@@ -467,8 +467,6 @@ static inline int dec_bit(RangeDec *d, Prob *p)
         d->range -= bound;
         bit = 1;
     }
-    prob_update(p, bit);
-    d->hash = CTX_HASH(d->hash, bit);
     while (d->range < CTX_TOP) {
         d->range <<= 8;
         d->code = (d->code << 8) | dec_byte(d);
@@ -476,23 +474,17 @@ static inline int dec_bit(RangeDec *d, Prob *p)
     return bit;
 }
 
+static inline int dec_bit(RangeDec *d, Prob *p)
+{
+    int bit = dec_split(d, (d->range >> CTX_PROB_BITS) * (CTX_ONE - prob_one(p)));
+    prob_update(p, bit);
+    d->hash = CTX_HASH(d->hash, bit);
+    return bit;
+}
+
 static inline int dec_even(RangeDec *d)
 {
-    uint32_t bound = d->range >> 1;
-    int bit;
-    if (d->code < bound) {
-        d->range = bound;
-        bit = 0;
-    } else {
-        d->code -= bound;
-        d->range -= bound;
-        bit = 1;
-    }
-    while (d->range < CTX_TOP) {
-        d->range <<= 8;
-        d->code = (d->code << 8) | dec_byte(d);
-    }
-    return bit;
+    return dec_split(d, d->range >> 1);
 }
 
 /* Reads the check value; 0 if the decoder ended exactly where a valid stream ends with the check
