@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import deepshrink as ds
 
@@ -23,12 +22,9 @@ def small_data(fashion):
 
 
 @pytest.fixture(scope="session")
-def lenet(small_data):
-    """LeNet-300-100 trained for two epochs on the small subset."""
-    torch.manual_seed(0)
-    model = ds.build_model("lenet-300-100")
-    ds.fit(model, small_data.tensors("train"), small_data.tensors("val"), ds.TrainConfig(epochs=2), progress=False)
-    return model.eval()
+def lenet(trained_mlp):
+    """The root conftest's trained LeNet-300-100 (read-only)."""
+    return trained_mlp
 
 
 @pytest.fixture(scope="session")
