@@ -230,8 +230,8 @@ def frontier(layer_options: Mapping[str, Sequence[Option]], max_points: int = MA
 
 def budget_recipe(recipe: Recipe, allocation: Allocation, kinds: Mapping[str, str], name: str | None = None) -> Recipe:
     """``recipe`` with its varied stages' layer rules replaced by one exact-name rule per layer of
-    ``allocation`` (other settings a layer's rules gave are kept; layers the allocation does not
-    cover keep their rules only through the new table's lack of them: they are left unchanged)."""
+    ``allocation``; other settings a layer's rules gave are kept. A layer the allocation does not
+    cover gets no rule, so those stages leave it alone."""
     order = list(kinds)
     stages = []
     for stage in recipe.stages:
@@ -253,7 +253,8 @@ def budget_recipe(recipe: Recipe, allocation: Allocation, kinds: Mapping[str, st
         raw["layers"] = rules
         stages.append(type(stage).parse(raw, f"budget ({stage.kind})"))
     return Recipe(name or f"{recipe.name}-budget", tuple(stages),
-                  f"{recipe.description} Per-layer settings chosen by deepshrink's automatic budget.".strip())
+                  f"The stages of recipe {recipe.name!r} (coder {recipe.code_stage.coder.value}) with per-layer "
+                  "settings chosen by deepshrink's automatic budget (deepshrink.analysis.budget).")
 
 
 def scaled(recipe: Recipe, factor: float) -> Recipe:
