@@ -209,3 +209,10 @@ def test_compress_with_the_context_coder_and_load(fashion_small, tmp_path, make_
         assert torch.equal(ds.load(path)(x), ds.load(huffman)(x))
     onnx = ds.export(path, tmp_path / "m.onnx", compact=True)  # the typed tensors write themselves
     assert onnx["max_abs_diff"] < 1e-4 and onnx["argmax_agreement"] in (None, 1.0)
+
+
+def test_the_coder_indices_cover_every_codebook():
+    from deepshrink.coding import context
+    from deepshrink.storage.encodings import MAX_CODEBOOK
+
+    assert context.MAX_K == MAX_CODEBOOK - 1

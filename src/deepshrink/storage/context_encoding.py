@@ -26,7 +26,6 @@ from deepshrink.errors import ConfigError, CorruptStream, FormatError, InvalidHe
 from deepshrink.storage.encodings import (
     _CB,
     _K,
-    MAX_CODEBOOK,
     Prepared,
     SharedValues,
     _Codebook,
@@ -38,7 +37,6 @@ from deepshrink.storage.fields import CheckedDescriptor, Context, Field, Rule, S
 from deepshrink.storage.report import EncodedTensor
 from deepshrink.storage.tensors import SparseCodebookTensor, _rows_cols, index_dtype
 
-assert context.MAX_K == MAX_CODEBOOK - 1  # the coder's indices cover every codebook
 
 
 def _cols(ctx: Context) -> int:
