@@ -78,7 +78,8 @@ def run_max_drop(net: str, seed: int, drop: float, coder: str, tag: str) -> dict
     from deepshrink.analysis.budget import Measured
 
     recipe = ds.load_recipe("deep-compression").with_coder(coder)
-    cache = RUNS / f"{net}__points__{coder}__seed{seed}.json"  # the measured layer table, reused on reruns
+    cache = RUNS / f"{net}__points-control__{coder}__seed{seed}.json"  # the measured layer table (with
+    # the control run of measure_recovery), reused on reruns
     measured = None
     if cache.exists():
         measured = Measured.from_dict(json.loads(cache.read_text()))

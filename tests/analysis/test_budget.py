@@ -181,3 +181,31 @@ def test_the_check_samples_are_disjoint_from_the_search_samples(fashion_small):
     b = {x.tobytes() for x in held.x_val}
     assert len(search.y_val) + len(held.y_val) == len(fashion_small.y_val) and not (a & b)
     assert len(search.y_train) == len(fashion_small.y_train) and len(search.y_test) == len(fashion_small.y_test)
+
+
+def test_the_control_run_is_the_same_retraining_with_nothing_pruned(trained, ctx, quick_recipe):
+    import copy
+    from dataclasses import replace
+
+    import torch
+
+    from deepshrink.analysis.budget import retrain_drift, short_context
+
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    short = short_context(ctx, 512)
+    config = replace(quick_recipe.stages[0].retrain, epochs=1)
+    evaluate = lambda m: float(ctx.evaluate(m, "val"))  # noqa: E731
+    drift = retrain_drift(trained, short, config, (0.0, 0.5, 0.9), evaluate)
+    assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
+    assert list(drift) == [0.0, 0.5, 0.9] and drift[0.0] == 0.0
+    assert 0.0 <= drift[0.5] <= drift[0.9]
+    # by hand: two epochs of the same retraining on a copy, nothing pruned
+    m = copy.deepcopy(trained)
+    losses = []
+    for _ in range(2):
+        short.fit(m, config, desc="test")
+        losses.append(max(0.0, evaluate(trained) - evaluate(m)))
+    if losses[0] <= losses[1]:  # already monotone: the control is the raw losses
+        assert (drift[0.5], drift[0.9]) == pytest.approx(tuple(losses))
+    else:  # pooled
+        assert drift[0.5] == pytest.approx(sum(losses) / 2) == pytest.approx(drift[0.9])
