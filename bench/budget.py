@@ -34,10 +34,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import ROOT, environment, update_section  # noqa: E402
-from toolbox import NETS, RUNS as TOOLBOX_RUNS, data_for, load_dense, train_dense  # noqa: E402
+from toolbox import NETS, RUNS as TOOLBOX_RUNS, VAL_SIZE, data_for, load_dense, train_dense  # noqa: E402
 
 RUNS = ROOT / "runs" / "bench-budget"
 RESULTS = ROOT / "bench" / "results" / "budget.json"
+TOOLBOX_RESULTS = ROOT / "bench" / "results" / "toolbox.json"
 JOBS = ("max-drop", "uniform")
 
 
@@ -58,52 +59,63 @@ def _record(res, net: str, seed: int) -> dict:
 
 def held_out_check(model, data, blob: bytes) -> dict:
     """The file's drop (points) on the validation samples the budget holds out (``split_check``),
-    and its standard error: the per-sample differences in correctness between the dense model and
-    the file are paired, so the error is their standard deviation over sqrt(samples)."""
+    and its paired standard error (``paired_drop``)."""
     import deepshrink as ds
-    from deepshrink.analysis.budget import split_check
-    from deepshrink.pipeline.context import load_splits
+    from deepshrink.analysis.budget import paired_drop, split_check
+    from deepshrink.pipeline.context import CompressContext, load_splits
     from deepshrink.train import get_objective
 
     _, held = split_check(data)
-    val = load_splits(held, get_objective("classify"))["val"]
-    with torch.no_grad():
-        right = [(m.eval()(*val.inputs).argmax(1) == val.target).double() for m in (model, ds.load(blob))]
-    diff = right[0] - right[1]
-    return {"check_drop": 100 * float(diff.mean()), "check_se": 100 * float(diff.std() / len(diff) ** 0.5)}
+    obj = get_objective("classify")
+    ctx = CompressContext.create(model, held, obj, progress=False, splits=load_splits(held, obj))
+    drop, se = paired_drop(model, ds.load(blob), ctx)
+    return {"check_drop": drop, "check_se": se, "check_samples": len(ctx.splits["val"])}
 
 
-def run_max_drop(net: str, seed: int, drop: float, coder: str, tag: str) -> dict:
+def measured_table(net: str, seed: int, coder: str, val_size: int):
+    """The budget's measured layer table (``measure_budget``, with the control run), cached."""
+    import deepshrink as ds
+    from deepshrink.analysis.budget import Measured, measure_budget
+
+    cache = RUNS / f"{net}__points-control-val{val_size}__{coder}__seed{seed}.json"
+    if cache.exists():
+        return Measured.from_dict(json.loads(cache.read_text()))
+    data = data_for(seed, val_size)
+    model = load_dense(net, seed, data.num_classes, val_size)
+    t0 = time.perf_counter()
+    measured = measure_budget(model, data, ds.load_recipe("deep-compression").with_coder(coder), progress=False)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**measured.to_dict(), "seconds": time.perf_counter() - t0}))
+    tmp.replace(cache)
+    return measured
+
+
+def run_max_drop(net: str, seed: int, args: argparse.Namespace) -> dict:
     import deepshrink as ds
     from deepshrink.analysis.budget import Target, auto_compress
 
-    train_dense(net, seed)
-    data = data_for(seed)
-    model = load_dense(net, seed, data.num_classes)
-    from deepshrink.analysis.budget import Measured
-
+    drop, coder, tag, val_size = args.drop, args.coder, args.tag, args.val_size
+    train_dense(net, seed, val_size)
+    data = data_for(seed, val_size)
+    model = load_dense(net, seed, data.num_classes, val_size)
     recipe = ds.load_recipe("deep-compression").with_coder(coder)
-    cache = RUNS / f"{net}__points-control__{coder}__seed{seed}.json"  # the measured layer table (with
-    # the control run of measure_recovery), reused on reruns
-    measured = None
-    if cache.exists():
-        measured = Measured.from_dict(json.loads(cache.read_text()))
     t0 = time.perf_counter()
-    b = auto_compress(model, data, recipe, Target(max_drop=drop), progress=False, measured=measured,
+    measured = measured_table(net, seed, coder, val_size)
+    target = Target(max_drop=drop) if args.confidence is None else Target(max_drop=drop, confidence=args.confidence)
+    b = auto_compress(model, data, recipe, target, progress=False, measured=measured,
                       log=lambda m: print(f"[{net} seed {seed}] {m}", flush=True))
-    if measured is None:
-        cache.write_text(json.dumps({**b.measured.to_dict(), "seconds": b.seconds["measure"]}))
     stem = job_path(net, "max-drop", seed, tag).with_suffix("")
     stem.with_suffix(".dsz").write_bytes(b.result.data)
     stem.with_suffix(".recipe.toml").write_text(b.recipe.to_toml())
     return {**_record(b.result, net, seed), "job": "max-drop", "tag": tag, "drop": drop, "coder": coder,
+            "val_size": val_size, "confidence": target.confidence,
             **held_out_check(model, data, b.result.data),
             "seconds": time.perf_counter() - t0, "budget": b.to_dict(),
             "options": {n: [{**o.setting, "bytes": o.bytes, "drop": o.drop} for o in opts]
                         for n, opts in b.options.items()}}
 
 
-def run_uniform(net: str, seed: int, tag: str) -> dict:
+def run_uniform(net: str, seed: int, tag: str, val_size: int) -> dict:
     """One sparsity and one bit width for every layer, at the max-drop file's predicted bytes."""
     import deepshrink as ds
     from deepshrink.analysis.budget import Allocation, Option, budget_recipe
@@ -122,8 +134,8 @@ def run_uniform(net: str, seed: int, tag: str) -> dict:
             best = (s, total, drop)
     if best is None:
         raise SystemExit(f"{net} seed {seed}: no uniform setting fits in {budget_bytes} bytes")
-    data = data_for(seed)
-    model = load_dense(net, seed, data.num_classes)
+    data = data_for(seed, val_size)
+    model = load_dense(net, seed, data.num_classes, val_size)
     _, kinds = layer_table(model)
     alloc = Allocation({n: Option({"prune": best[0][0], "share": best[0][1]}, 0, 0.0) for n in opts}, best[1], best[2])
     recipe = budget_recipe(ds.load_recipe("deep-compression").with_coder(ref["coder"]), alloc, kinds, "uniform")
@@ -136,10 +148,13 @@ def run_uniform(net: str, seed: int, tag: str) -> dict:
 
 
 def hand(net: str) -> list[dict]:
-    """bench/toolbox.py's Deep Compression runs of ``net`` (the hand-written recipe)."""
-    out = []
-    for p in sorted((TOOLBOX_RUNS / "jobs").glob(f"{net}__deep-compression__seed*.json")):
-        out.append(json.loads(p.read_text()))
+    """bench/toolbox.py's Deep Compression runs of ``net`` (the hand-written recipe): its run cache,
+    else its committed results."""
+    out = [json.loads(p.read_text())
+           for p in sorted((TOOLBOX_RUNS / "jobs").glob(f"{net}__deep-compression__seed*.json"))]
+    if not out and TOOLBOX_RESULTS.exists():
+        out = [j for j in json.loads(TOOLBOX_RESULTS.read_text())["jobs"]
+               if j["net"] == net and j["method"] == "deep-compression"]
     return out
 
 
@@ -158,8 +173,8 @@ def backfill(tag: str) -> None:
         r = json.loads(p.read_text())
         if "check_se" in r:
             continue
-        data = data_for(r["seed"])
-        model = load_dense(r["net"], r["seed"], data.num_classes)
+        data = data_for(r["seed"], r.get("val_size", VAL_SIZE))
+        model = load_dense(r["net"], r["seed"], data.num_classes, r.get("val_size", VAL_SIZE))
         r.update(held_out_check(model, data, p.with_suffix(".dsz").read_bytes()))
         p.write_text(json.dumps(r, indent=1))
 
@@ -196,7 +211,11 @@ def render(command: str, tag: str) -> None:
                          f"{', '.join(str(h.get('seed')) for h in hs)} | "
                          f"{_mean([100 * (h['baseline_test_accuracy'] - h['test_accuracy']) for h in hs]):.2f} | | "
                          f"{_mean([h['file_bytes'] for h in hs]):,.0f} | {_mean([h['ratio'] for h in hs]):.1f}× |")
-    lines += ["", "Each `--max-drop` run (± the standard error of the held-out drop, 2,500 paired samples):", "",
+    runs = [r for net in NETS for r in records.get((net, "max-drop"), [])]
+    samples = sorted({r.get("check_samples", 2500) for r in runs})
+    conf = sorted({r.get("confidence", 0.5) for r in runs})
+    lines += ["", f"Each `--max-drop` run, accepted at confidence {', '.join(f'{c:g}' for c in conf)} "
+              f"(± the standard error of the held-out drop, {', '.join(f'{n:,}' for n in samples)} paired samples):", "",
               "| network | seed | bytes | ratio | test drop | held-out val drop | "
               "compress runs | minutes |", "|---|---|---|---|---|---|---|---|"]
     for net in NETS:
@@ -225,6 +244,9 @@ def main() -> None:
     ap.add_argument("--drop", type=float, default=0.5)
     ap.add_argument("--coder", default="ans")
     ap.add_argument("--tag", default="ans", help="names this configuration's results")
+    ap.add_argument("--val-size", type=int, default=VAL_SIZE,
+                    help="validation samples carved from the training data (half of them judge the runs)")
+    ap.add_argument("--confidence", type=float, default=None, help="Target.confidence (default: the library's)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--workers", type=int, default=1, help="(network, seed) pairs run in parallel processes")
     ap.add_argument("--force", action="store_true")
@@ -255,8 +277,8 @@ def run_pair(net: str, seed: int, args: argparse.Namespace) -> None:
         path = job_path(net, job, seed, args.tag)
         if path.exists() and not args.force:
             continue
-        rec = (run_max_drop(net, seed, args.drop, args.coder, args.tag) if job == "max-drop"
-               else run_uniform(net, seed, args.tag))
+        rec = (run_max_drop(net, seed, args) if job == "max-drop"
+               else run_uniform(net, seed, args.tag, args.val_size))
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(rec, indent=1))
         tmp.replace(path)

@@ -75,26 +75,29 @@ ALL = {**METHODS, **QUESTIONS}
 
 # --- jobs ----------------------------------------------------------------------------------------
 
-def dense_path(net: str, seed: int) -> Path:
-    return RUNS / "dense" / f"{net}-seed{seed}.safetensors"
+def dense_path(net: str, seed: int, val_size: int = VAL_SIZE) -> Path:
+    """The cached dense baseline; one per validation size, since the validation samples are left
+    out of its training."""
+    suffix = "" if val_size == VAL_SIZE else f"-val{val_size}"
+    return RUNS / "dense" / f"{net}-seed{seed}{suffix}.safetensors"
 
 
-def data_for(seed: int):
+def data_for(seed: int, val_size: int = VAL_SIZE):
     import deepshrink as ds
 
-    return ds.load_dataset("fashion-mnist", val_size=VAL_SIZE, seed=seed)
+    return ds.load_dataset("fashion-mnist", val_size=val_size, seed=seed)
 
 
-def train_dense(net: str, seed: int) -> dict:
+def train_dense(net: str, seed: int, val_size: int = VAL_SIZE) -> dict:
     """Train (or find cached) the dense baseline of ``net`` for ``seed``."""
     import deepshrink as ds
     from safetensors.torch import save_file
 
     torch.set_num_threads(1)
-    path = dense_path(net, seed)
+    path = dense_path(net, seed, val_size)
     if path.exists():
         return {"net": net, "seed": seed, "cached": True}
-    data = data_for(seed)
+    data = data_for(seed, val_size)
     torch.manual_seed(seed)
     model = ds.build_model(net, num_classes=data.num_classes)
     t0 = time.perf_counter()
@@ -107,12 +110,12 @@ def train_dense(net: str, seed: int) -> dict:
     return {"net": net, "seed": seed, "seconds": time.perf_counter() - t0}
 
 
-def load_dense(net: str, seed: int, num_classes: int) -> torch.nn.Module:
+def load_dense(net: str, seed: int, num_classes: int, val_size: int = VAL_SIZE) -> torch.nn.Module:
     import deepshrink as ds
     from safetensors.torch import load_file
 
     model = ds.build_model(net, num_classes=num_classes)
-    model.load_state_dict(load_file(str(dense_path(net, seed))))
+    model.load_state_dict(load_file(str(dense_path(net, seed, val_size))))
     return model.eval()
 
 

@@ -300,7 +300,7 @@ def _data_and_model(run: Run) -> tuple[Any, str, Any]:
 
 
 def cmd_compress(run: Run) -> dict[str, Any]:
-    from deepshrink.analysis.budget import Target, auto_compress, knobs
+    from deepshrink.analysis.budget import CONFIDENCE, Target, auto_compress, knobs
     from deepshrink.pipeline import compress
     from deepshrink.recipes import load_recipe
     from deepshrink.util.atomic import write_bytes_atomic
@@ -318,7 +318,10 @@ def cmd_compress(run: Run) -> dict[str, Any]:
         raise ConfigError("give one of --target-bytes, --target-ratio and --max-drop, not "
                           + " and ".join("--" + g.replace("_", "-") for g in given))
     if given:
-        target = Target(bytes=args.target_bytes, ratio=args.target_ratio, max_drop=args.max_drop)
+        if args.confidence is not None and args.max_drop is None:
+            raise ConfigError("--confidence applies to --max-drop only")
+        target = Target(bytes=args.target_bytes, ratio=args.target_ratio, max_drop=args.max_drop,
+                        confidence=CONFIDENCE if args.confidence is None else args.confidence)
         knobs(recipe)  # a recipe with nothing to vary is refused before any work
         if args.write_recipe is not None:
             check_target(args.write_recipe)
@@ -346,6 +349,12 @@ def cmd_compress(run: Run) -> dict[str, Any]:
                          "bytes": write_page(args.report, run_page(out, result.data, source=str(args.output)))}
     if not args.json:
         print_compress(run.console, out)
+        if budget is not None:
+            b = out["budget"]
+            run.console.print(Text(
+                f"budget: {budget.target.describe()}; held-out validation drop {b['check_drop']:.2f} ± "
+                f"{b['check_se']:.2f} points ({b['check_samples']:,} samples), {len(b['runs'])} compress runs; "
+                f"recipe → {recipe_path}"))
         if "report" in out:
             run.console.print(Text(f"report ({_kb(out['report']['bytes'])}) → {args.report}"))
     return out
@@ -875,6 +884,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=_non_negative_float, default=None,
                    help="automatic budget: the smallest file within this many points of the dense model's "
                         "validation score (several compress runs; default: none)")
+    p.add_argument("--confidence", type=_non_negative_float, default=None,
+                   help="with --max-drop: one-sided confidence that the file's true drop is within it; a run "
+                        "passes when its drop on held-out validation samples plus that many standard errors does "
+                        "(0.5: the drop alone; default: deepshrink.analysis.budget.CONFIDENCE)")
     p.add_argument("--write-recipe", type=Path, default=None,
                    help="with a target: where to write the recipe the budget chose (default: the output with "
                         "suffix .recipe.toml)")

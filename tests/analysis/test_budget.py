@@ -3,12 +3,14 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import deepshrink as ds
 from deepshrink.analysis.budget import (
+    CONFIDENCE,
     Allocation,
     Option,
     Target,
@@ -107,7 +109,10 @@ def test_max_drop_gives_the_smallest_file_its_runs_found_within_the_drop(trained
     b = auto_compress(trained, fashion_small, quick_recipe, Target(max_drop=2.0), grids=GRIDS, progress=False)
     i = b.frontier.index(b.allocation)
     (chosen,) = [p for p in b.probes if p.index == i and not p.search]
-    assert chosen.met and chosen.val_drop <= 2.0 and chosen.file_bytes == b.result.file_bytes
+    # met at the default confidence: the drop plus z standard errors (paired, 500 samples) is within it
+    assert b.target.confidence == CONFIDENCE and b.target.z > 0.8
+    assert chosen.met and chosen.val_se > 0 and chosen.val_drop + b.target.z * chosen.val_se <= 2.0
+    assert chosen.file_bytes == b.result.file_bytes and b.check is chosen
     # judged on the held-out half of the validation split, which the runs never selected epochs on
     search, held = split_check(fashion_small)
     assert b.check_samples == len(held.y_val) == 500 and len(search.y_val) == 500
@@ -116,10 +121,27 @@ def test_max_drop_gives_the_smallest_file_its_runs_found_within_the_drop(trained
     from deepshrink.train import get_objective
 
     judge = CompressContext.create(trained, held, get_objective("classify"), progress=False)
+    dense_right = judge.per_sample(trained, "val")
+    file_right = judge.per_sample(ds.load(b.result.data), "val")
+    assert set(dense_right.unique().tolist()) <= {0.0, 1.0} and len(dense_right) == 500
     drop = 100 * (judge.evaluate(trained, "val") - judge.evaluate(ds.load(b.result.data), "val"))
-    assert drop == pytest.approx(chosen.val_drop, abs=1e-6) and drop <= 2.0
-    # every smaller point that was run missed the target
-    assert all(not p.met for p in b.probes if p.index < i)
+    assert drop == pytest.approx(chosen.val_drop, abs=1e-4)
+    diff = (dense_right - file_right).numpy()
+    assert chosen.val_se == pytest.approx(100 * diff.std(ddof=1) / np.sqrt(500), rel=1e-6)
+    # every smaller point that was run missed the target, by its bound
+    assert all(not p.met and p.val_drop + b.target.z * p.val_se > 2.0 for p in b.probes if p.index < i)
+    out = b.to_dict()
+    assert out["target"] == {"max_drop": 2.0, "confidence": CONFIDENCE}
+    assert (out["check_drop"], out["check_se"]) == (chosen.val_drop, chosen.val_se)
+
+
+def test_confidence_half_accepts_on_the_drop_alone_and_out_of_range_is_refused():
+    assert Target(max_drop=1.0, confidence=0.5).z == 0.0
+    assert Target(max_drop=1.0, confidence=0.975).z == pytest.approx(1.96, abs=1e-3)
+    for bad in (0.4, 1.0, True, "0.8", float("nan")):
+        with pytest.raises(ConfigError, match="confidence"):
+            Target(max_drop=1.0, confidence=bad)
+    assert "at 0.8 confidence" in Target(max_drop=0.5, confidence=0.8).describe()
 
 
 def test_unreachable_targets_name_the_closest_point(trained, fashion_small, quick_recipe):

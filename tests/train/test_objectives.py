@@ -169,3 +169,24 @@ def test_evaluation_batches_shrink_for_large_inputs_and_give_the_same_outputs():
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
     x = Split((torch.randn(7, 12),))
     assert torch.allclose(outputs(net, x, batch_size=2), outputs(net, x), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["classify", "match-logits", "match-embeddings"])
+def test_per_sample_scores_average_to_the_primary_metric(trained, name):
+    data = _data(seed=5)
+    teacher = outputs(trained, data)
+    student = _perturbed(trained, 0.3)
+    obj = OBJECTIVES[name]
+    per = obj.per_sample(outputs(student, data), data.target, teacher)
+    assert per.dtype == torch.float64 and per.shape == (len(data),)
+    assert float(per.mean()) == pytest.approx(evaluate(student, data, name, teacher), abs=1e-6)
+    assert 0 < float(per.std()) and (name == "match-embeddings" or set(per.unique().tolist()) <= {0.0, 1.0})
+
+
+def test_per_sample_agreement_of_a_sequence_is_the_mean_over_its_positions():
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(6, 5, 7, generator=g), torch.randn(6, 5, 7, generator=g)
+    per = OBJECTIVES["match-logits"].per_sample(student, None, teacher)
+    want = (student.argmax(2) == teacher.argmax(2)).double().mean(1)
+    assert torch.equal(per, want)
+    assert float(per.mean()) == pytest.approx(OBJECTIVES["match-logits"].metrics(student, None, teacher)["top1_agreement"])

@@ -17,7 +17,10 @@
 3. **Retrain and check.** The drops are measured one layer at a time and with less retraining
    than the recipe's, so they order the frontier but do not predict the final score. Each run's
    drop is judged on half of the validation split held out from the runs (:func:`split_check`):
-   their retraining picks its best epoch on the other half. ``max_drop``: a
+   their retraining picks its best epoch on the other half. A run meets ``max_drop`` when its
+   held-out drop plus z paired standard errors does (:func:`paired_drop`, ``Target.confidence``):
+   a finite check cannot tell 0.4 points from 0.6, and a search that keeps the smallest passing
+   file favours the runs the check's noise flattered. ``max_drop``: a
    bisection along the frontier in log-bytes, each probe a full run of the recipe at that
    allocation (``search_scale`` < 1 shortens the probes' training: cheaper, but it loses accuracy
    the full run keeps, so it settles on larger files), until the smallest point known to meet the
@@ -59,6 +62,12 @@ RECOVERY_SAMPLES = 8192
 #: LeNet-300-100 a run 0.04 points down on those samples was 0.86 points down on the test split.
 CHECK_SHARE = 0.5
 CHECK_SEED = 0
+#: One-sided confidence that a run's true drop is within ``max_drop``: a run meets it when its
+#: held-out drop plus z standard errors (z = 0.84 here) does. The check is a few thousand samples,
+#: so its drop carries a standard error of 0.3-0.4 points on Fashion-MNIST (2,500 samples), and the
+#: search keeps the smallest of several files that pass: accepted on the drop alone (0.5), the
+#: chosen files lost 0.18 points more on the test split than on the check (6 runs, LeNets).
+CONFIDENCE = 0.8
 #: Most allocations kept on the frontier (spread evenly in log-bytes).
 MAX_FRONTIER = 2000
 #: The search stops when the smallest allocation known to meet the drop is at most this much
@@ -76,13 +85,26 @@ class TargetUnreachable(DeepshrinkError, ValueError):
 class Target:
     """What the budget aims for: a file of at most ``bytes`` bytes (or ``ratio`` times smaller
     than the dense model), the most accurate such; or the smallest file within ``max_drop``
-    points of the dense model's validation score."""
+    points of the dense model's validation score, at one-sided ``confidence``: a run meets it when
+    its held-out drop plus z standard errors does, z the normal quantile of ``confidence`` (0.5:
+    the drop itself; see :data:`CONFIDENCE`)."""
 
     bytes: int | None = None
     ratio: float | None = None
     max_drop: float | None = None
+    confidence: float = CONFIDENCE
+
+    @property
+    def z(self) -> float:
+        """Standard errors added to a run's drop before it is compared with ``max_drop``."""
+        from statistics import NormalDist
+
+        return NormalDist().inv_cdf(self.confidence)
 
     def __post_init__(self) -> None:
+        c = self.confidence
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.5 <= c < 1:
+            raise ConfigError(f"confidence (that a run's true drop is within max_drop) must be in [0.5, 1), got {c!r}")
         given = [k for k in ("bytes", "ratio", "max_drop") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ConfigError(f"give exactly one target of bytes, ratio or max_drop; got {given or 'none'}")
@@ -111,7 +133,8 @@ class Target:
             return f"at most {self.bytes:,} bytes"
         if self.ratio is not None:
             return f"at least {self.ratio:g}x smaller"
-        return f"within {self.max_drop:g} points of the dense model on validation"
+        return (f"within {self.max_drop:g} points of the dense model on validation"
+                + (f" at {self.confidence:g} confidence" if self.confidence > 0.5 else ""))
 
 
 @dataclass(frozen=True)
@@ -277,8 +300,8 @@ def scaled(recipe: Recipe, factor: float) -> Recipe:
 @dataclass
 class Probe:
     """One run of the recipe at a frontier point: its index, the allocation's bytes, the file's
-    bytes and its drop (points) on the held-out validation samples, and whether it was a shortened
-    search run."""
+    bytes, its drop (points) on the held-out validation samples and that drop's standard error,
+    whether it was a shortened search run, and whether it met the target."""
 
     index: int
     predicted_bytes: int
@@ -286,6 +309,7 @@ class Probe:
     val_drop: float
     search: bool
     met: bool
+    val_se: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -311,11 +335,23 @@ class Budgeted:
     check_val: float = 0.0
     """The dense model's score on the held-out validation samples the runs were judged on."""
     check_samples: int = 0
+    @property
+    def check(self) -> Probe:
+        """The full run of the chosen allocation: its held-out drop and standard error."""
+        return next(p for p in reversed(self.probes) if not p.search and p.index == self.front_index)
+
+    @property
+    def front_index(self) -> int:
+        return next(i for i, a in enumerate(self.frontier) if a is self.allocation)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": {k: v for k, v in self.target.__dict__.items() if v is not None},
+        target = {k: v for k, v in self.target.__dict__.items() if v is not None}
+        if self.target.max_drop is None:
+            target.pop("confidence")
+        return {"target": target,
                 "allocation": self.allocation.to_dict(), "overhead_bytes": self.overhead_bytes,
                 "baseline_val": self.base_val, "check_val": self.check_val, "check_samples": self.check_samples,
+                "check_drop": self.check.val_drop, "check_se": self.check.val_se,
                 "frontier": [{"bytes": a.bytes, "predicted_drop": a.drop}
                                                             for a in self.frontier],
                 "runs": [p.to_dict() for p in self.probes], "seconds": self.seconds,
@@ -499,26 +535,26 @@ def split_check(data: Any, share: float = CHECK_SHARE, seed: int = CHECK_SEED) -
             replace(data, x_val=data.x_val[held], y_val=data.y_val[held]))
 
 
-def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *, objective: str = "classify",
-                  search_scale: float = SEARCH_SCALE, search_tolerance: float = SEARCH_TOLERANCE, grids: Mapping[str, Sequence[float]] | None = None,
-                  progress: bool | None = None, log: Callable[[str], None] | None = None,
-                  measured: Measured | None = None) -> Budgeted:
-    """Compress ``model`` on ``data`` with ``recipe``'s stages, their per-layer settings chosen to
-    meet ``target`` (see the module docstring). ``measured``: what an earlier call on the same
-    model, data and recipe measured (:attr:`Budgeted.measured`), to skip measuring again. Raises :class:`TargetUnreachable`, naming the
-    closest point, when no allocation meets it; a :class:`ConfigError` for a recipe with nothing
-    to vary or data without a validation split."""
-    import time
+@dataclass
+class _Setup:
+    """What measuring and running the budget share: the model (a copy, batch norms folded), the
+    search data, the held-out check data (None when it cannot be split) and their contexts."""
 
+    model: nn.Module
+    data: Any
+    held: Any
+    ctx: Any
+    judge: Any
+    techs: list[str]
+    objective: Any
+
+
+def _setup(model: nn.Module, data: Any, recipe: Recipe, objective: str, progress: bool | None) -> _Setup:
     from deepshrink.graph import fold_batchnorm_modules
-    from deepshrink.pipeline.compress import check_recipe, compress, dense_bytes
+    from deepshrink.pipeline.compress import check_recipe
     from deepshrink.pipeline.context import CompressContext, load_splits
-    from deepshrink.runtime import load
     from deepshrink.train import get_objective
 
-    say = log or (lambda _msg: None)
-    if not 0 < search_scale <= 1:
-        raise ConfigError(f"search_scale must be in (0, 1], got {search_scale!r}")
     techs = knobs(recipe)
     if data.split_sizes().get("val", 0) <= 0:
         raise ConfigError("the budget measures and checks on the validation split, and the data has none "
@@ -527,30 +563,85 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
     model = copy.deepcopy(model).eval()
     check_recipe(model, recipe, has_val=True)
     data, held = split_check(data)
-    if held is None:
-        say("the data cannot be split (not a Dataset, or a validation split of one sample): runs are judged on "
-            "the validation split their retraining chose epochs on, which flatters them")
     splits = load_splits(data, obj)
     fold_batchnorm_modules(model, splits["train"].take(slice(0, 4)).inputs)
     ctx = CompressContext.create(model, data, obj, progress=progress, splits=splits, teach_train=recipe.distills)
     judge = ctx if held is None else CompressContext.create(model, held, obj, progress=False,
                                                             splits=load_splits(held, obj))
-    judge_base = float(judge.evaluate(model, "val"))
-    dense = dense_bytes(model, ctx.graph)
-    limit = target.max_bytes(dense)
+    return _Setup(model, data, held, ctx, judge, techs, obj)
+
+
+def _measure(setup: _Setup, recipe: Recipe, grids: Mapping[str, Sequence[float]] | None,
+             progress: bool | None) -> Measured:
+    model, ctx, techs = setup.model, setup.ctx, setup.techs
     share = next((s for s in recipe.stages if s.kind == "share"), None)
     context = {"init": getattr(share, "init", "linear"), "float16": bool(getattr(share, "float16", False))}
+    prune = next((s for s in recipe.stages if s.kind == "prune"), None)
+    if prune is None:
+        points, base = measure_options(model, ctx, techs, grids=grids, coder=recipe.code_stage.coder,
+                                       context=context, progress=progress)
+        return Measured(points, base)
+    points = measure_recovery(model, ctx, techs, prune.retrain, grids=grids, coder=recipe.code_stage.coder,
+                              context=context, progress=progress)
+    return Measured(points, float(ctx.evaluate(model, "val")))
+
+
+def measure_budget(model: nn.Module, data: Any, recipe: Recipe, *, objective: str = "classify",
+                   grids: Mapping[str, Sequence[float]] | None = None, progress: bool | None = None) -> Measured:
+    """Step 1 of :func:`auto_compress` alone: every layer's options under ``recipe``, measured on
+    the part of ``data``'s validation split the runs search on. Give the result to
+    :func:`auto_compress` as ``measured=`` to run several targets on one measurement."""
+    return _measure(_setup(model, data, recipe, objective, progress), recipe, grids, progress)
+
+
+def paired_drop(base: nn.Module | torch.Tensor, other: nn.Module, ctx: Any, split: str = "val") -> tuple[float, float]:
+    """The drop of ``other`` against ``base`` (a model, or its :meth:`per_sample` scores) on
+    ``ctx``'s ``split``, in points of the objective's primary metric, and its standard error. The
+    samples are paired, so the error is the standard deviation of the per-sample differences over
+    sqrt(samples): far smaller than two independent scores' errors, since most samples are right
+    (or wrong) for both models. An objective without per-sample scores gives an error of 0."""
+    ref = base if isinstance(base, torch.Tensor) else ctx.per_sample(base, split)
+    mine = ctx.per_sample(other, split)
+    if ref is None or mine is None:
+        dense = float(ctx.evaluate(base, split)) if isinstance(base, nn.Module) else float(base.mean())
+        return 100 * (dense - float(ctx.evaluate(other, split))), 0.0
+    diff = ref - mine
+    se = float(diff.std() / math.sqrt(diff.numel())) if diff.numel() > 1 else 0.0
+    return 100 * float(diff.mean()), 100 * se
+
+
+def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *, objective: str = "classify",
+                  search_scale: float = SEARCH_SCALE, search_tolerance: float = SEARCH_TOLERANCE, grids: Mapping[str, Sequence[float]] | None = None,
+                  progress: bool | None = None, log: Callable[[str], None] | None = None,
+                  measured: Measured | None = None) -> Budgeted:
+    """Compress ``model`` on ``data`` with ``recipe``'s stages, their per-layer settings chosen to
+    meet ``target`` (see the module docstring). ``measured``: what an earlier call on the same
+    model, data and recipe measured (:attr:`Budgeted.measured`, or :func:`measure_budget`), to skip
+    measuring again. Raises :class:`TargetUnreachable`, naming the
+    closest point, when no allocation meets it; a :class:`ConfigError` for a recipe with nothing
+    to vary or data without a validation split."""
+    import time
+
+    from deepshrink.pipeline.compress import compress, dense_bytes
+    from deepshrink.runtime import load
+
+    say = log or (lambda _msg: None)
+    if not 0 < search_scale <= 1:
+        raise ConfigError(f"search_scale must be in (0, 1], got {search_scale!r}")
+    z = target.z
+    setup = _setup(model, data, recipe, objective, progress)
+    model, data, held, ctx, judge, techs, obj = (setup.model, setup.data, setup.held, setup.ctx, setup.judge,
+                                                 setup.techs, setup.objective)
+    if held is None:
+        say("the data cannot be split (not a Dataset, or a validation split of one sample): runs are judged on "
+            "the validation split their retraining chose epochs on, which flatters them")
+    judge_base = float(judge.evaluate(model, "val"))
+    judge_ref = judge.per_sample(model, "val")
+    dense = dense_bytes(model, ctx.graph)
+    limit = target.max_bytes(dense)
     t0 = time.perf_counter()
     if measured is None:
-        prune = next((s for s in recipe.stages if s.kind == "prune"), None)
-        if prune is None:
-            points, base = measure_options(model, ctx, techs, grids=grids, coder=recipe.code_stage.coder,
-                                           context=context, progress=progress)
-        else:
-            base = float(ctx.evaluate(model, "val"))
-            points = measure_recovery(model, ctx, techs, prune.retrain, grids=grids, coder=recipe.code_stage.coder,
-                                      context=context, progress=progress)
-        measured = Measured(points, base)
+        measured = _measure(setup, recipe, grids, progress)
     points, base = measured.points, measured.base
     if set(points) != {n for n, k in ctx.kinds.items() if all(k in technique(t).kinds for t in techs)}:
         raise ConfigError("the measured points given do not cover this model's layers")
@@ -570,12 +661,17 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
             return cache[(i, search)]
         r = budget_recipe(recipe, front[i], ctx.kinds)
         res = compress(model, data, scaled(r, search_scale) if search else r, progress=progress, objective=obj)
-        drop = 100 * (judge_base - float(judge.evaluate(load(res.data), "val")))
-        met = res.file_bytes <= limit if limit is not None else drop <= target.max_drop + 1e-9
-        probes.append(Probe(i, overhead + front[i].bytes, res.file_bytes, drop, search, met))
+        drop, se = paired_drop(model if judge_ref is None else judge_ref, load(res.data), judge)
+        met = res.file_bytes <= limit if limit is not None else drop + z * se <= target.max_drop + 1e-9
+        probes.append(Probe(i, overhead + front[i].bytes, res.file_bytes, drop, search, met, se))
+        bound = f" (+{z:.2f} SE: {drop + z * se:.2f})" if limit is None and z > 0 else ""
         say(f"{'search' if search else 'full'} run at frontier point {i + 1}/{len(front)}: "
-            f"{res.file_bytes:,} bytes ({dense / res.file_bytes:.1f}x), validation drop {drop:.2f} points"
-            f" -> {'meets' if met else 'misses'} the target")
+            f"{res.file_bytes:,} bytes ({dense / res.file_bytes:.1f}x), validation drop {drop:.2f} ± {se:.2f} "
+            f"points{bound} -> {'meets' if met else 'misses'} the target")
+        if limit is None and len(probes) == 1 and z * se > target.max_drop / 2:
+            say(f"warning: the held-out check has {len(judge.splits['val']):,} samples; its standard error "
+                f"({se:.2f} points) times {z:.2f} takes {z * se:.2f} of the {target.max_drop:g} points allowed, "
+                f"so the budget settles on larger files; a larger validation split (val_size) narrows it")
         cache[(i, search)] = (res, met)
         return res, met
 
@@ -628,10 +724,11 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
             larger = [j for j in range(i + 1, last) if front[j].bytes >= (1 + search_tolerance) * front[i].bytes]
             i = larger[0] if larger and step < MAX_FULL_RUNS - 2 else last
         if not met:
-            best = min((p for p in probes if not p.search), key=lambda p: p.val_drop)
+            best = min((p for p in probes if not p.search), key=lambda p: p.val_drop + z * p.val_se)
             raise TargetUnreachable(
-                f"no run of recipe {recipe.name!r} kept within {target.max_drop:g} points on validation; the "
-                f"closest lost {best.val_drop:.2f} points at {best.file_bytes:,} bytes "
+                f"no run of recipe {recipe.name!r} kept within {target.max_drop:g} points on validation at "
+                f"{target.confidence:g} confidence; the closest lost {best.val_drop:.2f} ± {best.val_se:.2f} points at "
+                f"{best.file_bytes:,} bytes "
                 f"({dense / best.file_bytes:.1f}x; frontier point {best.index + 1} of {len(front)})")
     seconds["runs"] = time.perf_counter() - t1
     chosen = budget_recipe(recipe, front[i], ctx.kinds)

@@ -139,6 +139,14 @@ class CompressContext:
         data, teacher = self._part(split, limit)
         return evaluate(model, data, self.objective, teacher) if len(data) else None
 
+    def per_sample(self, model: nn.Module, split: str = "val") -> torch.Tensor | None:
+        """The objective's primary metric per sample of ``split`` (see
+        :meth:`~deepshrink.train.Objective.per_sample`), None when it has none or the split is empty."""
+        data, teacher = self._part(split, None)
+        if not len(data):
+            return None
+        return self.objective.per_sample(outputs(model, data), data.target, teacher)
+
     def metrics(self, model: nn.Module, split: str = "test") -> dict[str, float]:
         """Every metric of the objective on ``split``."""
         data, teacher = self._part(split, None)

@@ -87,6 +87,14 @@ class Objective:
         overlap compares samples with each other)."""
         raise NotImplementedError(f"objective {self.name!r} defines no metrics")
 
+    def per_sample(self, outputs: torch.Tensor, target: torch.Tensor | None,
+                   teacher: torch.Tensor | None) -> torch.Tensor | None:
+        """The primary metric of each sample, whose mean is the primary metric (float64), or None
+        when the primary metric is not a mean over samples. Two models' per-sample scores on the
+        same samples are paired: the standard error of their difference is what tells a real drop
+        from the noise of a finite split."""
+        return None
+
     def check_data(self, split: Split, where: str) -> None:
         """A :class:`DataError` when ``split`` cannot be scored by this objective."""
         if self.needs_labels and split.target is None and len(split):
@@ -181,6 +189,9 @@ class Classify(Objective):
             return {"accuracy": math.nan}
         return {"accuracy": float((outputs.argmax(dim=1) == target).float().mean())}
 
+    def per_sample(self, outputs, target, teacher):
+        return (outputs.argmax(dim=1) == target).double()
+
 
 def _topk_overlap(a: torch.Tensor, b: torch.Tensor, k: int) -> float:
     """Mean over rows of ``|topk(a) ∩ topk(b)| / k``."""
@@ -210,6 +221,12 @@ class MatchLogits(Objective):
             "top5_overlap": _topk_overlap(s, t, min(5, s.shape[1])),
             "mean_kl": float(_soft_kl(s, t, 1.0)),
         }
+
+    def per_sample(self, outputs, target, teacher):
+        teacher = _require(teacher, outputs, self.name)
+        c = outputs.shape[-1]  # one prediction per position of a sequence: the sample's mean over them
+        return (outputs.reshape(len(outputs), -1, c).argmax(2) == teacher.reshape(len(teacher), -1, c).argmax(2)
+                ).double().mean(1)
 
 
 def _neighbours(x: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
@@ -252,4 +269,9 @@ class MatchEmbeddings(Objective):
             a, b = _neighbours(s, k), _neighbours(t, k)
             overlap = float((a.unsqueeze(2) == b.unsqueeze(1)).any(dim=2).sum(dim=1).double().mean() / k)
         return {"mean_cosine": float(F.cosine_similarity(s, t, dim=1).mean()), key: overlap}
+
+    def per_sample(self, outputs, target, teacher):
+        teacher = _require(teacher, outputs, self.name)
+        return F.cosine_similarity(outputs.reshape(len(outputs), -1).double(),
+                                   teacher.reshape(len(teacher), -1).double(), dim=1)
 
