@@ -335,6 +335,7 @@ class Budgeted:
     check_val: float = 0.0
     """The dense model's score on the held-out validation samples the runs were judged on."""
     check_samples: int = 0
+
     @property
     def check(self) -> Probe:
         """The full run of the chosen allocation: its held-out drop and standard error."""
@@ -640,6 +641,7 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
     dense = dense_bytes(model, ctx.graph)
     limit = target.max_bytes(dense)
     t0 = time.perf_counter()
+    given = measured is not None
     if measured is None:
         measured = _measure(setup, recipe, grids, progress)
     points, base = measured.points, measured.base
@@ -649,8 +651,9 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
     front = frontier(opts)
     overhead = overhead_bytes(model, data, recipe, list(opts))
     seconds = {"measure": time.perf_counter() - t0}
-    say(f"measured {sum(len(p) for p in points.values())} settings on {len(points)} layers in "
-        f"{seconds['measure']:.0f} s; {len(front)} allocations on the frontier, "
+    how = "given" if given else f"measured in {seconds['measure']:.0f} s"
+    say(f"{sum(len(p) for p in points.values())} settings on {len(points)} layers ({how}); "
+        f"{len(front)} allocations on the frontier, "
         f"{overhead + front[0].bytes:,}..{overhead + front[-1].bytes:,} bytes")
     probes: list[Probe] = []
     cache: dict[tuple[int, bool], Any] = {}
