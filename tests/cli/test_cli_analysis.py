@@ -44,6 +44,8 @@ def test_target_bytes_writes_a_file_within_budget_and_the_recipe_it_chose(cli, b
     (("--target-bytes", "100"), "header, biases"),
     (("--target-bytes", "20000", "--max-drop", "1"), "one of --target-bytes"),
     (("--recipe", "svd", "--max-drop", "1"), "no stage whose per-layer setting"),
+    (("--target-bytes", "20000", "--confidence", "0.9"), "--confidence applies to --max-drop only"),
+    (("--max-drop", "0.5", "--confidence", "1.5"), "must be in [0.5, 1)"),
 ])
 def test_bad_targets_exit_2_with_a_message_and_no_file(cli, base, tmp_path, extra, words):
     out = tmp_path / "m.dsz"
