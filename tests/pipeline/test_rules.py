@@ -104,3 +104,15 @@ def test_no_validation_split_keeps_the_last_epoch_and_reports_none(fashion_small
 def test_a_stage_whose_rules_select_no_layer_is_refused(stage):
     with pytest.raises(ConfigError, match=r"stage 1 .*no layer matches its rules"):
         check_recipe(ds.build_model("lenet-300-100"), _recipe(stage))
+
+
+@pytest.mark.parametrize("ramp, first", [("linear", 0.5), ("cubic", 0.875)])
+def test_the_prune_ramp_sets_each_steps_sparsity(fashion_small, ramp, first):
+    """Two steps to 80 %: the linear ramp prunes 40 % first, the cubic one 70 % (7/8 of the target)."""
+    d = fashion_small
+    small = type(d)(d.name, d.x_train[:512], d.y_train[:512], d.x_val[:256], d.y_val[:256], d.x_test[:256],
+                    d.y_test[:256], d.num_classes, d.input_spec)
+    stage = _prune({"_default": {"sparsity": 0.8}}, steps=2, ramp=ramp)
+    result = ds.compress(ds.build_model("lenet-300-100"), small, _recipe(stage, {"kind": "code"}), progress=False)
+    reached = result.stages[1].detail["sparsity_per_step"]
+    assert reached == pytest.approx([0.8 * first, 0.8], abs=1e-3)

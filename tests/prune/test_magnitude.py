@@ -87,3 +87,19 @@ def test_masking_after_the_step_trains_like_the_forward_hook(monkeypatch, optimi
     for a, b in zip(prunable_layers(after_step).values(), prunable_layers(hooked).values()):
         torch.testing.assert_close(a.weight, b.weight, rtol=1e-5, atol=1e-6)
         assert torch.equal(a.weight == 0, b.weight == 0)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4, 7])
+def test_ramps_end_at_the_target_and_only_rise(steps):
+    from deepshrink.prune import Ramp
+
+    for ramp in Ramp:
+        fr = [ramp.fraction(t, steps) for t in range(1, steps + 1)]
+        assert fr[-1] == 1.0 and all(0 < a < b for a, b in zip(fr, fr[1:]))
+    # the cubic ramp is ahead of the linear one before the last step, and gentler at the end
+    cubic = [Ramp.CUBIC.fraction(t, steps) for t in range(1, steps + 1)]
+    linear = [Ramp.LINEAR.fraction(t, steps) for t in range(1, steps + 1)]
+    assert all(c > lin for c, lin in zip(cubic[:-1], linear[:-1]))
+    if steps > 1:
+        assert cubic[-1] - cubic[-2] < linear[-1] - linear[-2]
+    assert Ramp.CUBIC.fraction(1, 4) == pytest.approx(1 - 0.75 ** 3)

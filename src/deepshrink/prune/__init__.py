@@ -9,6 +9,7 @@ from deepshrink.prune.magnitude import (
     make_permanent,
     masked_training,
     prunable_layers,
+    Ramp,
     sparsity_of,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "make_permanent",
     "masked_training",
     "prunable_layers",
+    "Ramp",
     "sparsity_of",
 ]

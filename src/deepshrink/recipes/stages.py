@@ -42,7 +42,7 @@ from deepshrink.lowrank import (
     no_low_rank_form,
     weight_counts,
 )
-from deepshrink.prune import apply_mask, current_weight, magnitude_mask, make_permanent, prunable_layers
+from deepshrink.prune import Ramp, apply_mask, current_weight, magnitude_mask, make_permanent, prunable_layers
 from deepshrink.recipes.rules import LayerRules
 from deepshrink.share import (
     KMeansInit,
@@ -220,7 +220,8 @@ def _kinds(layers: Mapping[str, Layer]) -> dict[str, str]:
 @dataclass(frozen=True)
 class PruneStage(Stage):
     """Iterative magnitude pruning: ``steps`` cycles of prune → retrain, with per-layer targets
-    ``sparsity`` (fraction pruned) or ``quality`` (threshold = quality × std of the layer)."""
+    ``sparsity`` (fraction pruned) or ``quality`` (threshold = quality × std of the layer),
+    approached along ``ramp`` (:class:`~deepshrink.prune.Ramp`)."""
 
     kind: ClassVar[str] = "prune"
     order: ClassVar[int] = 20
@@ -230,8 +231,10 @@ class PruneStage(Stage):
     layers: LayerRules = field(default_factory=LayerRules)
     steps: int = 3
     retrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=1e-4))
+    ramp: Ramp = Ramp.CUBIC
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "ramp", as_enum(Ramp, self.ramp, "prune: ramp"))
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 100:
             raise ConfigError(f"prune: steps must be an integer in 1..100, got {self.steps!r}")
         for pattern, s in self.layers.rules:
@@ -261,9 +264,10 @@ class PruneStage(Stage):
         targets = self.targets(ctx.kinds)
         layers = ctx.layers
         std0 = {name: float(current_weight(layers[name]).std()) for name in targets}
-        hist = []
+        hist, reached = [], []
         for step in range(1, self.steps + 1):
-            frac = step / self.steps
+            frac = self.ramp.fraction(step, self.steps)
+            zeros = total = 0
             for name, s in targets.items():
                 w = current_weight(layers[name])
                 if "sparsity" in s:
@@ -271,9 +275,12 @@ class PruneStage(Stage):
                 else:
                     mask = magnitude_mask(w, threshold=s["quality"] * frac * std0[name])
                 apply_mask(layers[name], mask)
+                zeros, total = zeros + int((mask == 0).sum()), total + mask.numel()
+            reached.append(zeros / total)
             hist.append(ctx.fit(model, self.retrain, desc=f"prune {step}/{self.steps}"))
         make_permanent(model)
-        return {"val_accuracy_per_step": hist, "targets": {k: dict(v) for k, v in targets.items()}}
+        return {"val_accuracy_per_step": hist, "sparsity_per_step": reached,
+                "targets": {k: dict(v) for k, v in targets.items()}}
 
 
 # --- low rank ----------------------------------------------------------------------------------
