@@ -39,6 +39,7 @@ from toolbox import NETS, RUNS as TOOLBOX_RUNS, VAL_SIZE, data_for, load_dense, 
 RUNS = ROOT / "runs" / "bench-budget"
 RESULTS = ROOT / "bench" / "results" / "budget.json"
 TOOLBOX_RESULTS = ROOT / "bench" / "results" / "toolbox.json"
+RAMP_RUNS = ROOT / "runs" / "bench-ramp"  # bench/prune_ramp.py: the hand-written recipes with each ramp
 JOBS = ("max-drop", "uniform")
 
 
@@ -205,9 +206,16 @@ def render(command: str, tag: str) -> None:
                          f"{_fmt(_mean([r['check_drop'] for r in rs if 'check_drop' in r]))} | "
                          f"{_mean([r['file_bytes'] for r in rs]):,.0f} | "
                          f"{_mean([r['ratio'] for r in rs]):.1f}× |")
+        ramped = [json.loads(p.read_text()) for p in sorted(RAMP_RUNS.glob(f"{net}__cubic-4__val*__seed*.json"))]
+        if ramped:
+            lines.append(f"| {net} | hand-written Deep Compression, cubic ramp (bench/prune_ramp.py) | "
+                         f"{', '.join(str(r['seed']) for r in ramped)} | "
+                         f"{_mean([r['test_drop'] for r in ramped]):.2f} ± {_sd([r['test_drop'] for r in ramped]):.2f} | "
+                         f"{_mean([r['check_drop'] for r in ramped]):.2f} | "
+                         f"{_mean([r['file_bytes'] for r in ramped]):,.0f} | {_mean([r['ratio'] for r in ramped]):.1f}× |")
         hs = hand(net)
         if hs:
-            lines.append(f"| {net} | hand-written Deep Compression (bench/toolbox.py) | "
+            lines.append(f"| {net} | hand-written Deep Compression, linear ramp (bench/toolbox.py) | "
                          f"{', '.join(str(h.get('seed')) for h in hs)} | "
                          f"{_mean([100 * (h['baseline_test_accuracy'] - h['test_accuracy']) for h in hs]):.2f} | | "
                          f"{_mean([h['file_bytes'] for h in hs]):,.0f} | {_mean([h['ratio'] for h in hs]):.1f}× |")

@@ -27,7 +27,7 @@ from deepshrink.train import TrainConfig
 
 #: A table with non-default settings for every stage kind; the registry test fails for a kind without one.
 EXAMPLES = {
-    "prune": {"kind": "prune", "steps": 2, "ramp": "linear", "retrain": {"epochs": 1, "optimizer": "sgd", "distill": 0.5},
+    "prune": {"kind": "prune", "steps": 2, "ramp": "cubic", "retrain": {"epochs": 1, "optimizer": "sgd", "distill": 0.5},
               "layers": {"_linear": {"sparsity": 0.9}, "fc2": {"quality": 1.5}, "re:conv.*": {"sparsity": 0.5}}},
     "lowrank": {"kind": "lowrank", "method": "slr", "importance": "taylor", "calibration": 64,
                 "finetune": {"epochs": 1, "schedule": "constant"},

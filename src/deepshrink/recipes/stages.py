@@ -231,7 +231,7 @@ class PruneStage(Stage):
     layers: LayerRules = field(default_factory=LayerRules)
     steps: int = 3
     retrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=1e-4))
-    ramp: Ramp = Ramp.CUBIC
+    ramp: Ramp = Ramp.LINEAR
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ramp", as_enum(Ramp, self.ramp, "prune: ramp"))
