@@ -184,6 +184,15 @@ def _fmt(x: float) -> str:
     return "–" if x != x else f"{x:.2f}"
 
 
+def _row(net: str, label: str, rs: list[dict]) -> str:
+    """One line of the summary table: mean test drop ± its spread over seeds, held-out check, bytes, ratio."""
+    return (f"| {net} | {label} | {', '.join(str(r['seed']) for r in rs)} | "
+            f"{_mean([r['test_drop'] for r in rs]):.2f} ± {_sd([r['test_drop'] for r in rs]):.2f} | "
+            f"{_fmt(_mean([r['check_drop'] for r in rs if 'check_drop' in r]))} | "
+            f"{_mean([r['file_bytes'] for r in rs]):,.0f} | "
+            f"{_mean([r['ratio'] for r in rs]):.1f}× |")
+
+
 def render(command: str, tag: str) -> None:
     rows = []
     records = {}
@@ -201,18 +210,10 @@ def render(command: str, tag: str) -> None:
             if not rs:
                 continue
             rows.append((net, job, rs))
-            lines.append(f"| {net} | {label} | {', '.join(str(r['seed']) for r in rs)} | "
-                         f"{_mean([r['test_drop'] for r in rs]):.2f} ± {_sd([r['test_drop'] for r in rs]):.2f} | "
-                         f"{_fmt(_mean([r['check_drop'] for r in rs if 'check_drop' in r]))} | "
-                         f"{_mean([r['file_bytes'] for r in rs]):,.0f} | "
-                         f"{_mean([r['ratio'] for r in rs]):.1f}× |")
+            lines.append(_row(net, label, rs))
         ramped = [json.loads(p.read_text()) for p in sorted(RAMP_RUNS.glob(f"{net}__cubic-4__val*__seed*.json"))]
         if ramped:
-            lines.append(f"| {net} | hand-written Deep Compression, cubic ramp (bench/prune_ramp.py) | "
-                         f"{', '.join(str(r['seed']) for r in ramped)} | "
-                         f"{_mean([r['test_drop'] for r in ramped]):.2f} ± {_sd([r['test_drop'] for r in ramped]):.2f} | "
-                         f"{_mean([r['check_drop'] for r in ramped]):.2f} | "
-                         f"{_mean([r['file_bytes'] for r in ramped]):,.0f} | {_mean([r['ratio'] for r in ramped]):.1f}× |")
+            lines.append(_row(net, "hand-written Deep Compression, cubic ramp (bench/prune_ramp.py)", ramped))
         hs = hand(net)
         if hs:
             lines.append(f"| {net} | hand-written Deep Compression, linear ramp (bench/toolbox.py) | "

@@ -22,10 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import ROOT, environment, update_section  # noqa: E402
-from budget import _record, held_out_check  # noqa: E402
+from budget import RAMP_RUNS as RUNS, _record, held_out_check  # noqa: E402
 from toolbox import DC, NETS, data_for, load_dense, train_dense  # noqa: E402
 
-RUNS = ROOT / "runs" / "bench-ramp"
 #: variant -> (ramp, steps); the recipe's epochs per step are scaled to keep the total.
 VARIANTS = {"linear-4": ("linear", 4), "cubic-4": ("cubic", 4), "cubic-8": ("cubic", 8)}
 
