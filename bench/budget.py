@@ -58,9 +58,9 @@ def _record(res, net: str, seed: int) -> dict:
                        for r in res.layers]}
 
 
-def held_out_check(model, data, blob: bytes) -> dict:
-    """The file's drop (points) on the validation samples the budget holds out (``split_check``),
-    and its paired standard error (``paired_drop``)."""
+def confirm_check(model, data, blob: bytes) -> dict:
+    """The file's drop (points) on the confirm half of the validation split (``split_check``),
+    which the budget keeps from its search, and its paired standard error (``paired_drop``)."""
     import deepshrink as ds
     from deepshrink.analysis.budget import paired_drop, split_check
     from deepshrink.pipeline.context import CompressContext, load_splits
@@ -74,7 +74,8 @@ def held_out_check(model, data, blob: bytes) -> dict:
 
 
 def measured_table(net: str, seed: int, coder: str, val_size: int):
-    """The budget's measured layer table (``measure_budget``, with the control run), cached."""
+    """The budget's measured layer table (``measure_budget``, with the control run, on the search
+    half of the validation split), cached."""
     import deepshrink as ds
     from deepshrink.analysis.budget import Measured, measure_budget
 
@@ -110,7 +111,7 @@ def run_max_drop(net: str, seed: int, args: argparse.Namespace) -> dict:
     stem.with_suffix(".recipe.toml").write_text(b.recipe.to_toml())
     return {**_record(b.result, net, seed), "job": "max-drop", "tag": tag, "drop": drop, "coder": coder,
             "val_size": val_size, "confidence": target.confidence,
-            **held_out_check(model, data, b.result.data),
+            **confirm_check(model, data, b.result.data),
             "seconds": time.perf_counter() - t0, "budget": b.to_dict(),
             "options": {n: [{**o.setting, "bytes": o.bytes, "drop": o.drop} for o in opts]
                         for n, opts in b.options.items()}}
@@ -119,7 +120,7 @@ def run_max_drop(net: str, seed: int, args: argparse.Namespace) -> dict:
 def run_uniform(net: str, seed: int, tag: str, val_size: int) -> dict:
     """One sparsity and one bit width for every layer, at the max-drop file's predicted bytes."""
     import deepshrink as ds
-    from deepshrink.analysis.budget import Allocation, Option, budget_recipe
+    from deepshrink.analysis.budget import Allocation, Option, budget_recipe, last_epochs, split_check
     from deepshrink.pipeline import compress
     from deepshrink.pipeline.context import layer_table
 
@@ -140,11 +141,9 @@ def run_uniform(net: str, seed: int, tag: str, val_size: int) -> dict:
     _, kinds = layer_table(model)
     alloc = Allocation({n: Option({"prune": best[0][0], "share": best[0][1]}, 0, 0.0) for n in opts}, best[1], best[2])
     recipe = budget_recipe(ds.load_recipe("deep-compression").with_coder(ref["coder"]), alloc, kinds, "uniform")
-    from deepshrink.analysis.budget import split_check
-
     t0 = time.perf_counter()
-    res = compress(model, split_check(data)[0], recipe, progress=False)  # epochs chosen on the same half
-    return {**_record(res, net, seed), "job": "uniform", **held_out_check(model, data, res.data), "tag": tag, "sparsity": best[0][0], "bits": best[0][1],
+    res = compress(model, split_check(data)[0], last_epochs(recipe), progress=False)  # as the budget's runs
+    return {**_record(res, net, seed), "job": "uniform", **confirm_check(model, data, res.data), "tag": tag, "sparsity": best[0][0], "bits": best[0][1],
             "predicted_bytes": best[1], "seconds": time.perf_counter() - t0}
 
 
@@ -176,8 +175,42 @@ def backfill(tag: str) -> None:
             continue
         data = data_for(r["seed"], r.get("val_size", VAL_SIZE))
         model = load_dense(r["net"], r["seed"], data.num_classes, r.get("val_size", VAL_SIZE))
-        r.update(held_out_check(model, data, p.with_suffix(".dsz").read_bytes()))
+        r.update(confirm_check(model, data, p.with_suffix(".dsz").read_bytes()))
         p.write_text(json.dumps(r, indent=1))
+
+
+def halves(tags: list[str]) -> None:
+    """Where the check was optimistic: for each chosen file of a tag, its drop on each half of the
+    validation split (``split_check``) and on test. Before the confirm half (tags ``confidence``,
+    ``cubic``), the held-out half decided the search and the runs chose their epochs on the other.
+    Prints a markdown table."""
+    import deepshrink as ds
+    from deepshrink.analysis.budget import paired_drop, split_check
+    from deepshrink.pipeline.context import CompressContext
+    from deepshrink.train import get_objective
+
+    rows, sums = [], {"check": [], "search": [], "test": []}
+    for tag in tags:
+        for p in sorted(RUNS.glob(f"*__max-drop__{tag}__seed*.json")):
+            r = json.loads(p.read_text())
+            data = data_for(r["seed"], r["val_size"])
+            model = load_dense(r["net"], r["seed"], data.num_classes, r["val_size"])
+            small = ds.load(p.with_suffix(".dsz").read_bytes())
+            search, held = split_check(data)
+            out = {}
+            for name, part in (("check", held), ("search", search)):
+                out[name] = paired_drop(model, small, CompressContext.create(model, part, get_objective("classify"),
+                                                                            progress=False))[0]
+            out["test"] = r["test_drop"]
+            for k, v in out.items():
+                sums[k].append(v)
+            rows.append(f"| {r['net']} | {tag} | {r['seed']} | {r['ratio']:.1f}× | {out['check']:.2f} | "
+                        f"{out['search']:.2f} | {out['test']:.2f} |")
+    print("| network | tag | seed | ratio | held-out half | other half | test |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    print(f"| mean of {len(rows)} | | | | {_mean(sums['check']):.2f} | {_mean(sums['search']):.2f} | "
+          f"{_mean(sums['test']):.2f} |")
 
 
 def _fmt(x: float) -> str:
@@ -185,7 +218,7 @@ def _fmt(x: float) -> str:
 
 
 def _row(net: str, label: str, rs: list[dict]) -> str:
-    """One line of the summary table: mean test drop ± its spread over seeds, held-out check, bytes, ratio."""
+    """One line of the summary table: mean test drop ± its spread over seeds, validation check, bytes, ratio."""
     return (f"| {net} | {label} | {', '.join(str(r['seed']) for r in rs)} | "
             f"{_mean([r['test_drop'] for r in rs]):.2f} ± {_sd([r['test_drop'] for r in rs]):.2f} | "
             f"{_fmt(_mean([r['check_drop'] for r in rs if 'check_drop' in r]))} | "
@@ -202,7 +235,7 @@ def render(command: str, tag: str) -> None:
         r = json.loads(p.read_text())
         records.setdefault((r["net"], r["job"]), []).append(r)
     lines = [f"Command: `{command}`", "", environment(), "",
-             "| network | method | seeds | test drop (points) | held-out val drop | bytes | ratio |",
+             "| network | method | seeds | test drop (points) | validation check drop | bytes | ratio |",
              "|---|---|---|---|---|---|---|"]
     for net in NETS:
         for job, label in (("max-drop", "budget, `--max-drop 0.5`"), ("uniform", "uniform per-layer, equal bytes")):
@@ -224,8 +257,8 @@ def render(command: str, tag: str) -> None:
     samples = sorted({r.get("check_samples", 2500) for r in runs})
     conf = sorted({r.get("confidence", 0.5) for r in runs})
     lines += ["", f"Each `--max-drop` run, accepted at confidence {', '.join(f'{c:g}' for c in conf)} "
-              f"(± the standard error of the held-out drop, {', '.join(f'{n:,}' for n in samples)} paired samples):", "",
-              "| network | seed | bytes | ratio | test drop | held-out val drop | "
+              f"(± the standard error of the check's drop, {', '.join(f'{n:,}' for n in samples)} paired samples):", "",
+              "| network | seed | bytes | ratio | test drop | validation check drop | "
               "compress runs | minutes |", "|---|---|---|---|---|---|---|---|"]
     for net in NETS:
         for r in records.get((net, "max-drop"), []):
@@ -254,14 +287,19 @@ def main() -> None:
     ap.add_argument("--coder", default="ans")
     ap.add_argument("--tag", default="ans", help="names this configuration's results")
     ap.add_argument("--val-size", type=int, default=VAL_SIZE,
-                    help="validation samples carved from the training data (half of them judge the runs)")
+                    help="validation samples carved from the training data (half of them confirm the chosen file)")
     ap.add_argument("--confidence", type=float, default=None, help="Target.confidence (default: the library's)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--workers", type=int, default=1, help="(network, seed) pairs run in parallel processes")
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--render", action="store_true")
+    ap.add_argument("--halves", nargs="+", metavar="TAG", default=None,
+                    help="print each chosen file's drop on both halves of validation and on test (older tags)")
     ap.add_argument("--command", default="python bench/budget.py")
     args = ap.parse_args()
+    if args.halves:
+        halves(args.halves)
+        return
     if args.render:
         backfill(args.tag)
         render(args.command, args.tag)

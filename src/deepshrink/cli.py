@@ -352,8 +352,9 @@ def cmd_compress(run: Run) -> dict[str, Any]:
         if budget is not None:
             b = out["budget"]
             run.console.print(Text(
-                f"budget: {budget.target.describe()}; held-out validation drop {b['check_drop']:.2f} ± "
-                f"{b['check_se']:.2f} points ({b['check_samples']:,} samples), {len(b['runs'])} compress runs; "
+                f"budget: {budget.target.describe()}; drop on the confirm half of validation {b['check_drop']:.2f} ± "
+                f"{b['check_se']:.2f} points ({b['check_samples']:,} samples the search did not use), "
+                f"{len(b['runs'])} compress runs; "
                 f"recipe → {recipe_path}"))
         if "report" in out:
             run.console.print(Text(f"report ({_kb(out['report']['bytes'])}) → {args.report}"))
@@ -886,8 +887,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "validation score (several compress runs; default: none)")
     p.add_argument("--confidence", type=_non_negative_float, default=None,
                    help="with --max-drop: one-sided confidence that the file's true drop is within it; a run "
-                        "passes when its drop on held-out validation samples plus that many standard errors does "
-                        "(0.5: the drop alone; default: deepshrink.analysis.budget.CONFIDENCE)")
+                        "passes when its validation drop plus z(C) paired standard errors does, on the half of "
+                        "validation that decides the search and then on the other half, which only confirms the "
+                        "chosen file (0.5: the drop alone; default: deepshrink.analysis.budget.CONFIDENCE)")
     p.add_argument("--write-recipe", type=Path, default=None,
                    help="with a target: where to write the recipe the budget chose (default: the output with "
                         "suffix .recipe.toml)")

@@ -2,6 +2,7 @@
 
 import itertools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from deepshrink.analysis.budget import (
     budget_recipe,
     frontier,
     knobs,
+    last_epochs,
     scaled,
     split_check,
 )
@@ -109,30 +111,66 @@ def test_max_drop_gives_the_smallest_file_its_runs_found_within_the_drop(trained
     b = auto_compress(trained, fashion_small, quick_recipe, Target(max_drop=2.0), grids=GRIDS, progress=False)
     i = b.frontier.index(b.allocation)
     (chosen,) = [p for p in b.probes if p.index == i and not p.search]
-    # met at the default confidence: the drop plus z standard errors (paired, 500 samples) is within it
-    assert b.target.confidence == CONFIDENCE and b.target.z > 0.8
-    assert chosen.met and chosen.val_se > 0 and chosen.val_drop + b.target.z * chosen.val_se <= 2.0
+    # confirmed at the default confidence: its drop on the confirm half plus z standard errors
+    # (paired, 500 samples) is within the target
+    z = b.target.z
+    assert b.target.confidence == CONFIDENCE and z > 0.8
+    assert chosen.confirmed and chosen.confirm_se > 0 and chosen.confirm_drop + z * chosen.confirm_se <= 2.0
     assert chosen.file_bytes == b.result.file_bytes and b.check is chosen
-    # judged on the held-out half of the validation split, which the runs never selected epochs on
+    # every retraining kept its last epoch: nothing in a run selected on validation
+    assert all(not getattr(st, t).keep_best for st in b.recipe.stages for t in st.trainings)
+    # the runs saw the search half only; the confirm half judged the chosen file alone
     search, held = split_check(fashion_small)
     assert b.check_samples == len(held.y_val) == 500 and len(search.y_val) == 500
     assert b.result.split_sizes["val"] == 500
+    assert [p.index for p in b.probes if p.confirmed is not None][-1] == i
     from deepshrink.pipeline.context import CompressContext
     from deepshrink.train import get_objective
 
-    judge = CompressContext.create(trained, held, get_objective("classify"), progress=False)
-    dense_right = judge.per_sample(trained, "val")
-    file_right = judge.per_sample(ds.load(b.result.data), "val")
-    assert set(dense_right.unique().tolist()) <= {0.0, 1.0} and len(dense_right) == 500
-    drop = 100 * (judge.evaluate(trained, "val") - judge.evaluate(ds.load(b.result.data), "val"))
-    assert drop == pytest.approx(chosen.val_drop, abs=1e-4)
-    diff = (dense_right - file_right).numpy()
-    assert chosen.val_se == pytest.approx(100 * diff.std(ddof=1) / np.sqrt(500), rel=1e-6)
-    # every smaller point that was run missed the target, by its bound
-    assert all(not p.met and p.val_drop + b.target.z * p.val_se > 2.0 for p in b.probes if p.index < i)
+    for part, drop_, se_ in ((held, chosen.confirm_drop, chosen.confirm_se), (search, chosen.val_drop, chosen.val_se)):
+        judge = CompressContext.create(trained, part, get_objective("classify"), progress=False)
+        dense_right = judge.per_sample(trained, "val")
+        file_right = judge.per_sample(ds.load(b.result.data), "val")
+        assert set(dense_right.unique().tolist()) <= {0.0, 1.0} and len(dense_right) == 500
+        drop = 100 * (judge.evaluate(trained, "val") - judge.evaluate(ds.load(b.result.data), "val"))
+        assert drop == pytest.approx(drop_, abs=1e-4)
+        diff = (dense_right - file_right).numpy()
+        assert se_ == pytest.approx(100 * diff.std(ddof=1) / np.sqrt(500), rel=1e-6)
+    # every smaller point that was run missed the target on the search half, or was not confirmed
+    assert all((not p.met and p.val_drop + z * p.val_se > 2.0) or p.confirmed is False
+               for p in b.probes if p.index < i)
     out = b.to_dict()
     assert out["target"] == {"max_drop": 2.0, "confidence": CONFIDENCE}
-    assert (out["check_drop"], out["check_se"]) == (chosen.val_drop, chosen.val_se)
+    assert (out["check_drop"], out["check_se"]) == (chosen.confirm_drop, chosen.confirm_se)
+
+
+def test_a_file_the_search_half_passes_is_returned_only_when_the_confirm_half_agrees(trained, fashion_small,
+                                                                                     quick_recipe):
+    # relabel the confirm half with the dense model's own predictions: the dense model scores 100 %
+    # there, so every disagreement of a compressed file is a loss, far more than on the search half
+    from dataclasses import replace as dc_replace
+
+    import torch
+
+    order = np.random.default_rng(0).permutation(len(fashion_small.y_val))
+    held = np.sort(order[: len(order) // 2])
+    with torch.no_grad():
+        own = trained(fashion_small.tensors("val")[0]).argmax(1).numpy()
+    y_val = fashion_small.y_val.copy()
+    y_val[held] = own[held].astype(y_val.dtype)
+    data = dc_replace(fashion_small, y_val=y_val)
+    log = []
+    try:
+        b = auto_compress(trained, data, quick_recipe, Target(max_drop=2.0), grids=GRIDS, progress=False,
+                          log=log.append)
+    except TargetUnreachable:
+        b = None
+    rejected = [m for m in log if m.startswith("confirm half") and m.endswith("-> not confirmed")]
+    assert rejected, log  # the search settled on a file the confirm half did not accept
+    if b is not None:  # what it returns instead is confirmed, and larger
+        assert b.check.confirmed and b.check_drop + b.target.z * b.check_se <= 2.0
+        refused = [p for p in b.probes if p.confirmed is False]
+        assert refused and all(p.file_bytes < b.result.file_bytes for p in refused)
 
 
 def test_confidence_half_accepts_on_the_drop_alone_and_out_of_range_is_refused():
@@ -197,12 +235,23 @@ def test_recovery_measures_each_sparsity_after_retraining_and_leaves_the_model(t
     assert fc1[(0.9, 6)].val > base - 0.1
 
 
-def test_the_check_samples_are_disjoint_from_the_search_samples(fashion_small):
+def test_the_confirm_samples_are_disjoint_from_the_search_samples(fashion_small):
     search, held = split_check(fashion_small)
     a = {x.tobytes() for x in search.x_val}
     b = {x.tobytes() for x in held.x_val}
     assert len(search.y_val) + len(held.y_val) == len(fashion_small.y_val) and not (a & b)
     assert len(search.y_train) == len(fashion_small.y_train) and len(search.y_test) == len(fashion_small.y_test)
+
+
+def test_the_runs_keep_their_last_epoch_and_nothing_else_changes(quick_recipe):
+    assert any(getattr(st, t).keep_best for st in quick_recipe.stages for t in st.trainings)
+    last = last_epochs(quick_recipe)
+    for a, b in zip(quick_recipe.stages, last.stages, strict=True):
+        assert a.trainings == b.trainings
+        for t in a.trainings:
+            assert not getattr(b, t).keep_best
+            assert replace(getattr(b, t), keep_best=getattr(a, t).keep_best) == getattr(a, t)
+        assert replace(b, **{t: getattr(a, t) for t in a.trainings}) == a
 
 
 def test_the_control_run_is_the_same_retraining_with_nothing_pruned(trained, ctx, quick_recipe):
