@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import deepshrink as ds
 from deepshrink.analysis.budget import (
     CONFIDENCE,
+    MAX_CONFIRMS,
     Allocation,
     Option,
     Target,
@@ -136,9 +137,11 @@ def test_max_drop_gives_the_smallest_file_its_runs_found_within_the_drop(trained
         assert drop == pytest.approx(drop_, abs=1e-4)
         diff = (dense_right - file_right).numpy()
         assert se_ == pytest.approx(100 * diff.std(ddof=1) / np.sqrt(500), rel=1e-6)
-    # every smaller point that was run missed the target on the search half, or was not confirmed
+    # every smaller point that was run missed the target on the search half, or was not confirmed;
+    # the confirm half judged only points the search half passed
     assert all((not p.met and p.val_drop + z * p.val_se > 2.0) or p.confirmed is False
                for p in b.probes if p.index < i)
+    assert all(p.met for p in b.probes if p.confirmed is not None)
     out = b.to_dict()
     assert out["target"] == {"max_drop": 2.0, "confidence": CONFIDENCE}
     assert (out["check_drop"], out["check_se"]) == (chosen.confirm_drop, chosen.confirm_se)
@@ -167,10 +170,11 @@ def test_a_file_the_search_half_passes_is_returned_only_when_the_confirm_half_ag
         b = None
     rejected = [m for m in log if m.startswith("confirm half") and m.endswith("-> not confirmed")]
     assert rejected, log  # the search settled on a file the confirm half did not accept
-    if b is not None:  # what it returns instead is confirmed, and larger
+    refused = [p for p in (b.probes if b is not None else []) if p.confirmed is False]
+    if b is not None:  # what it returns instead is confirmed, and larger: the search resumed above the refused
         assert b.check.confirmed and b.check_drop + b.target.z * b.check_se <= 2.0
-        refused = [p for p in b.probes if p.confirmed is False]
-        assert refused and all(p.file_bytes < b.result.file_bytes for p in refused)
+        assert refused and all(p.file_bytes < b.result.file_bytes and p.met for p in refused)
+        assert len([p for p in b.probes if p.confirmed is not None]) <= MAX_CONFIRMS
 
 
 def test_confidence_half_accepts_on_the_drop_alone_and_out_of_range_is_refused():

@@ -27,8 +27,9 @@
    full run of the recipe at that allocation (``search_scale`` < 1 shortens the probes' training:
    cheaper, but it loses accuracy the full run keeps, so it settles on larger files), until the
    smallest point known to meet the target on the search half is within ``search_tolerance`` of
-   the largest known to miss it; then that point must meet it on the confirm half, one step back
-   towards accuracy each time it does not. ``target_bytes``: the most accurate allocation whose
+   the largest known to miss it; then that point must meet it on the confirm half as well. A point
+   the confirm half rejects counts as a miss, and the bisection resumes above it (at most
+   :data:`MAX_CONFIRMS` looks at the confirm half). ``target_bytes``: the most accurate allocation whose
    predicted file fits, then smaller ones while the real file is too large.
 
 The chosen settings are an ordinary recipe (:attr:`Budgeted.recipe`): the base recipe with one
@@ -75,8 +76,11 @@ MAX_FRONTIER = 2000
 #: The search stops when the smallest allocation known to meet the drop is at most this much
 #: larger than the largest known to miss it (relative bytes).
 SEARCH_TOLERANCE = 0.08
-#: Full runs tried after the search before giving up (each one step towards accuracy or size).
+#: Full runs tried for a byte target before giving up (each one step towards size).
 MAX_FULL_RUNS = 3
+#: Files the confirm half judges before a ``max_drop`` search gives up: each one it rejects counts
+#: as a miss, and the search resumes among the larger points.
+MAX_CONFIRMS = 3
 
 
 class TargetUnreachable(DeepshrinkError, ValueError):
@@ -718,7 +722,7 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
         """The full run at ``i``, judged on the confirm half (the search half when there is none)."""
         res, met = run(i, False)
         probe = next(p for p in reversed(probes) if p.index == i and not p.search)
-        if probe.confirmed is None:
+        if probe.confirmed is None and met:
             if confirm_ref is None:
                 probe.confirm_drop, probe.confirm_se = probe.val_drop, probe.val_se
             else:
@@ -730,7 +734,7 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
                     f"{i + 1} drops {probe.confirm_drop:.2f} ± {probe.confirm_se:.2f} points (+{z:.2f} SE: "
                     f"{probe.confirm_drop + z * probe.confirm_se:.2f}) -> "
                     f"{'confirmed' if probe.confirmed else 'not confirmed'}")
-        return res, probe.confirmed
+        return res, bool(probe.confirmed)
 
     t1 = time.perf_counter()
     if limit is not None:
@@ -762,30 +766,39 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
                                     f"{MAX_FULL_RUNS} runs; the closest was {min(p.file_bytes for p in probes):,} bytes")
     else:
         # bisection in log-bytes: ``lo`` is the largest point known to miss (-1: none yet), ``hi`` the
-        # smallest known (or, for the most accurate point, assumed) to meet the target
+        # smallest known (or, for the most accurate point, assumed) to meet the target on the search
+        # half. The confirm half then judges ``hi``; a point it rejects counts as a miss, and the
+        # bisection resumes above it.
         lo, hi = -1, len(front) - 1
-        while hi - lo > 1 and (lo < 0 or front[hi].bytes > (1 + search_tolerance) * front[lo].bytes):
-            floor = front[lo].bytes if lo >= 0 else front[0].bytes
-            middle = math.sqrt(floor * front[hi].bytes)
-            mid = min(range(lo + 1, hi), key=lambda j: abs(math.log(front[j].bytes / middle)))
-            _, ok = run(mid, True)
-            if ok:
-                hi = mid
-            else:
-                lo = mid
-        i, last = hi, len(front) - 1
-        for step in range(MAX_FULL_RUNS):  # one step towards accuracy per miss; the last try is the most accurate
-            res, met = confirmed(i)
-            if met or i == last:
+        last, looks = hi, 0
+        while True:
+            while hi - lo > 1 and (lo < 0 or front[hi].bytes > (1 + search_tolerance) * front[lo].bytes):
+                floor = front[lo].bytes if lo >= 0 else front[0].bytes
+                middle = math.sqrt(floor * front[hi].bytes)
+                mid = min(range(lo + 1, hi), key=lambda j: abs(math.log(front[j].bytes / middle)))
+                _, ok = run(mid, True)
+                if ok:
+                    hi = mid
+                else:
+                    lo = mid
+            res, met = run(hi, False)
+            if met:
+                looks += 1
+                res, met = confirmed(hi)
+            if met or hi == last or looks >= MAX_CONFIRMS:
                 break
-            larger = [j for j in range(i + 1, last) if front[j].bytes >= (1 + search_tolerance) * front[i].bytes]
-            i = larger[0] if larger and step < MAX_FULL_RUNS - 2 else last
+            lo = hi
+            hi = min((p.index for p in probes if p.met and p.index > lo), default=last)
+        i = hi
         if not met:
-            best = min((p for p in probes if p.confirmed is not None), key=lambda p: p.confirm_drop + z * p.confirm_se)
+            def bound(p: Probe) -> tuple[float, float]:
+                return (p.val_drop, p.val_se) if p.confirm_drop is None else (p.confirm_drop, p.confirm_se)
+
+            best = min((p for p in probes if not p.search), key=lambda p: bound(p)[0] + z * bound(p)[1])
+            drop, se = bound(best)
             raise TargetUnreachable(
                 f"no run of recipe {recipe.name!r} kept within {target.max_drop:g} points on validation at "
-                f"{target.confidence:g} confidence; the closest lost {best.confirm_drop:.2f} ± {best.confirm_se:.2f} "
-                f"points at "
+                f"{target.confidence:g} confidence; the closest lost {drop:.2f} ± {se:.2f} points at "
                 f"{best.file_bytes:,} bytes "
                 f"({dense / best.file_bytes:.1f}x; frontier point {best.index + 1} of {len(front)})")
     seconds["runs"] = time.perf_counter() - t1
