@@ -28,8 +28,8 @@
    cheaper, but it loses accuracy the full run keeps, so it settles on larger files), until the
    smallest point known to meet the target on the search half is within ``search_tolerance`` of
    the largest known to miss it; then that point must meet it on the confirm half as well. A point
-   the confirm half rejects counts as a miss, and the bisection resumes above it (at most
-   :data:`MAX_CONFIRMS` looks at the confirm half). ``target_bytes``: the most accurate allocation whose
+   the confirm half rejects counts as a miss, and the bisection resumes above it, up to the most
+   accurate point. ``target_bytes``: the most accurate allocation whose
    predicted file fits, then smaller ones while the real file is too large.
 
 The chosen settings are an ordinary recipe (:attr:`Budgeted.recipe`): the base recipe with one
@@ -78,9 +78,6 @@ MAX_FRONTIER = 2000
 SEARCH_TOLERANCE = 0.08
 #: Full runs tried for a byte target before giving up (each one step towards size).
 MAX_FULL_RUNS = 3
-#: Files the confirm half judges before a ``max_drop`` search gives up: each one it rejects counts
-#: as a miss, and the search resumes among the larger points.
-MAX_CONFIRMS = 3
 
 
 class TargetUnreachable(DeepshrinkError, ValueError):
@@ -770,7 +767,7 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
         # half. The confirm half then judges ``hi``; a point it rejects counts as a miss, and the
         # bisection resumes above it.
         lo, hi = -1, len(front) - 1
-        last, looks = hi, 0
+        last = hi
         while True:
             while hi - lo > 1 and (lo < 0 or front[hi].bytes > (1 + search_tolerance) * front[lo].bytes):
                 floor = front[lo].bytes if lo >= 0 else front[0].bytes
@@ -783,22 +780,23 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
                     lo = mid
             res, met = run(hi, False)
             if met:
-                looks += 1
                 res, met = confirmed(hi)
-            if met or hi == last or looks >= MAX_CONFIRMS:
+            if met or hi == last:
                 break
             lo = hi
             hi = min((p.index for p in probes if p.met and p.index > lo), default=last)
         i = hi
         if not met:
-            def bound(p: Probe) -> tuple[float, float]:
-                return (p.val_drop, p.val_se) if p.confirm_drop is None else (p.confirm_drop, p.confirm_se)
-
-            best = min((p for p in probes if not p.search), key=lambda p: bound(p)[0] + z * bound(p)[1])
-            drop, se = bound(best)
+            # the closest run: by the confirm half among the runs it judged, else by the search half
+            judged = [p for p in probes if p.confirm_drop is not None] or [p for p in probes if not p.search]
+            best = min(judged, key=lambda p: (p.val_drop + z * p.val_se) if p.confirm_drop is None
+                       else (p.confirm_drop + z * p.confirm_se))
+            drop, se, half = ((best.val_drop, best.val_se, "search") if best.confirm_drop is None
+                              else (best.confirm_drop, best.confirm_se, "confirm"))
             raise TargetUnreachable(
                 f"no run of recipe {recipe.name!r} kept within {target.max_drop:g} points on validation at "
-                f"{target.confidence:g} confidence; the closest lost {drop:.2f} ± {se:.2f} points at "
+                f"{target.confidence:g} confidence; the closest lost {drop:.2f} ± {se:.2f} points (on the {half} "
+                f"half of the validation split) at "
                 f"{best.file_bytes:,} bytes "
                 f"({dense / best.file_bytes:.1f}x; frontier point {best.index + 1} of {len(front)})")
     seconds["runs"] = time.perf_counter() - t1
