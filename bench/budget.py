@@ -235,7 +235,7 @@ def render(command: str, tag: str) -> None:
         r = json.loads(p.read_text())
         records.setdefault((r["net"], r["job"]), []).append(r)
     lines = [f"Command: `{command}`", "", environment(), "",
-             "| network | method | seeds | test drop (points) | validation check drop | bytes | ratio |",
+             "| network | method | seeds | test drop (points) | check drop (confirm half) | bytes | ratio |",
              "|---|---|---|---|---|---|---|"]
     for net in NETS:
         for job, label in (("max-drop", "budget, `--max-drop 0.5`"), ("uniform", "uniform per-layer, equal bytes")):
@@ -258,7 +258,7 @@ def render(command: str, tag: str) -> None:
     conf = sorted({r.get("confidence", 0.5) for r in runs})
     lines += ["", f"Each `--max-drop` run, accepted at confidence {', '.join(f'{c:g}' for c in conf)} "
               f"(± the standard error of the check's drop, {', '.join(f'{n:,}' for n in samples)} paired samples):", "",
-              "| network | seed | bytes | ratio | test drop | validation check drop | "
+              "| network | seed | bytes | ratio | test drop | check drop (confirm half) | "
               "compress runs | minutes |", "|---|---|---|---|---|---|---|---|"]
     for net in NETS:
         for r in records.get((net, "max-drop"), []):

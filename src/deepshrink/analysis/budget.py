@@ -672,7 +672,8 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
         scores = c.per_sample(model, "val")
         return model if scores is None else scores
 
-    search_ref, confirm_ref = reference(ctx), (reference(confirm) if setup.split else None)
+    search_ref = reference(ctx)
+    confirm_ref = reference(confirm) if setup.split else search_ref
     confirm_base = float(confirm.evaluate(model, "val"))
     dense = dense_bytes(model, ctx.graph)
     limit = target.max_bytes(dense)
@@ -720,10 +721,7 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
         res, met = run(i, False)
         probe = next(p for p in reversed(probes) if p.index == i and not p.search)
         if probe.confirmed is None and met:
-            if confirm_ref is None:
-                probe.confirm_drop, probe.confirm_se = probe.val_drop, probe.val_se
-            else:
-                probe.confirm_drop, probe.confirm_se = paired_drop(confirm_ref, load(res.data), confirm)
+            probe.confirm_drop, probe.confirm_se = paired_drop(confirm_ref, load(res.data), confirm)
             probe.confirmed = (met if limit is not None
                                else probe.confirm_drop + z * probe.confirm_se <= target.max_drop + 1e-9)
             if limit is None and setup.split:
