@@ -58,19 +58,26 @@ def _record(res, net: str, seed: int) -> dict:
                        for r in res.layers]}
 
 
-def confirm_check(model, data, blob: bytes) -> dict:
-    """The file's drop (points) on the confirm half of the validation split (``split_check``),
-    which the budget keeps from its search, and its paired standard error (``paired_drop``)."""
-    import deepshrink as ds
-    from deepshrink.analysis.budget import paired_drop, split_check
+def _drop_on(model, small, part) -> tuple[float, float, int]:
+    """``small``'s drop (points) against ``model`` on ``part``'s validation split, its paired
+    standard error (``paired_drop``) and the number of samples."""
+    from deepshrink.analysis.budget import paired_drop
     from deepshrink.pipeline.context import CompressContext, load_splits
     from deepshrink.train import get_objective
 
-    _, held = split_check(data)
     obj = get_objective("classify")
-    ctx = CompressContext.create(model, held, obj, progress=False, splits=load_splits(held, obj))
-    drop, se = paired_drop(model, ds.load(blob), ctx)
-    return {"check_drop": drop, "check_se": se, "check_samples": len(ctx.splits["val"])}
+    ctx = CompressContext.create(model, part, obj, progress=False, splits=load_splits(part, obj))
+    return (*paired_drop(model, small, ctx), len(ctx.splits["val"]))
+
+
+def confirm_check(model, data, blob: bytes) -> dict:
+    """The file's drop (points) on the confirm half of the validation split (``split_check``),
+    which the budget keeps from its search, and its paired standard error."""
+    import deepshrink as ds
+    from deepshrink.analysis.budget import split_check
+
+    drop, se, n = _drop_on(model, ds.load(blob), split_check(data)[1])
+    return {"check_drop": drop, "check_se": se, "check_samples": n}
 
 
 def measured_table(net: str, seed: int, coder: str, val_size: int):
@@ -185,9 +192,7 @@ def halves(tags: list[str]) -> None:
     ``cubic``), the held-out half decided the search and the runs chose their epochs on the other.
     Prints a markdown table."""
     import deepshrink as ds
-    from deepshrink.analysis.budget import paired_drop, split_check
-    from deepshrink.pipeline.context import CompressContext
-    from deepshrink.train import get_objective
+    from deepshrink.analysis.budget import split_check
 
     rows, sums = [], {"check": [], "search": [], "test": []}
     for tag in tags:
@@ -197,11 +202,8 @@ def halves(tags: list[str]) -> None:
             model = load_dense(r["net"], r["seed"], data.num_classes, r["val_size"])
             small = ds.load(p.with_suffix(".dsz").read_bytes())
             search, held = split_check(data)
-            out = {}
-            for name, part in (("check", held), ("search", search)):
-                out[name] = paired_drop(model, small, CompressContext.create(model, part, get_objective("classify"),
-                                                                            progress=False))[0]
-            out["test"] = r["test_drop"]
+            out = {"check": _drop_on(model, small, held)[0], "search": _drop_on(model, small, search)[0],
+                   "test": r["test_drop"]}
             for k, v in out.items():
                 sums[k].append(v)
             rows.append(f"| {r['net']} | {tag} | {r['seed']} | {r['ratio']:.1f}× | {out['check']:.2f} | "
