@@ -28,6 +28,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -215,6 +216,54 @@ def halves(tags: list[str]) -> None:
           f"{_mean(sums['test']):.2f} |")
 
 
+def retrain_noise(tag: str, nets: list[str], seeds: list[int], retrain_seeds: list[int]) -> None:
+    """How much a run's own training moves its file: each chosen recipe of ``tag`` rerun as the
+    budget runs it (search data, last epochs), with the retraining seed (batch order) changed,
+    each file measured on both halves of the validation split and on test. Runs are cached in
+    ``runs/bench-budget/{net}__retrain__{tag}__seed{s}__r{k}.json``. Prints a markdown table."""
+    import deepshrink as ds
+    from deepshrink.analysis.budget import _map_trainings, split_check
+    from deepshrink.pipeline import compress
+
+    rows, spread = [], {"search": [], "confirm": [], "test": []}
+    for net in nets:
+        for seed in seeds:
+            stem = job_path(net, "max-drop", seed, tag).with_suffix("")
+            if not stem.with_suffix(".json").exists():
+                continue
+            val_size = json.loads(stem.with_suffix(".json").read_text())["val_size"]
+            data = data_for(seed, val_size)
+            model = load_dense(net, seed, data.num_classes, val_size)
+            search, held = split_check(data)
+            chosen = ds.load_recipe(stem.with_suffix(".recipe.toml"))
+            out = {"search": [], "confirm": [], "test": []}
+            for k in retrain_seeds:
+                cache = RUNS / f"{net}__retrain__{tag}__seed{seed}__r{k}.json"
+                if not cache.exists():
+                    recipe = _map_trainings(chosen, lambda cfg, k=k: replace(cfg, seed=k))
+                    res = compress(model, search, recipe, progress=False)
+                    small = ds.load(res.data)
+                    rec = {"file_bytes": res.file_bytes, "search": _drop_on(model, small, search)[0],
+                           "confirm": _drop_on(model, small, held)[0],
+                           "test": 100 * (res.baseline.test_accuracy - res.file_accuracy)}
+                    tmp = cache.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(rec))
+                    tmp.replace(cache)
+                rec = json.loads(cache.read_text())
+                for key in out:
+                    out[key].append(rec[key])
+            for key in out:
+                spread[key].append(_sd(out[key]))
+            r = json.loads(stem.with_suffix(".json").read_text())
+            rows.append(f"| {net} | {seed} | {r['ratio']:.1f}× | {len(retrain_seeds)} | "
+                        + " | ".join(f"{_mean(out[k]):.2f} ± {_sd(out[k]):.2f}" for k in out) + " |")
+    print("| network | seed | ratio | retraining seeds | search half | confirm half | test |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    print(f"| mean spread (sd) | | | | {_mean(spread['search']):.2f} | {_mean(spread['confirm']):.2f} | "
+          f"{_mean(spread['test']):.2f} |")
+
+
 def _fmt(x: float) -> str:
     return "–" if x != x else f"{x:.2f}"
 
@@ -232,7 +281,7 @@ def render(command: str, tag: str) -> None:
     rows = []
     records = {}
     for p in sorted(RUNS.glob(f"*__{tag}__seed*.json")):
-        if "__points__" in p.name:
+        if p.name.split("__")[1] not in JOBS:  # measured tables, retraining-noise reruns
             continue
         r = json.loads(p.read_text())
         records.setdefault((r["net"], r["job"]), []).append(r)
@@ -297,8 +346,15 @@ def main() -> None:
     ap.add_argument("--render", action="store_true")
     ap.add_argument("--halves", nargs="+", metavar="TAG", default=None,
                     help="print each chosen file's drop on both halves of validation and on test (older tags)")
+    ap.add_argument("--retrain-seeds", nargs="+", type=int, metavar="K", default=None,
+                    help="rerun each chosen recipe of --tag with these retraining seeds (batch order) and print "
+                         "its files' drops on both halves and on test")
     ap.add_argument("--command", default="python bench/budget.py")
     args = ap.parse_args()
+    if args.retrain_seeds:
+        torch.set_num_threads(args.threads)
+        retrain_noise(args.tag, args.nets, args.seeds, args.retrain_seeds)
+        return
     if args.halves:
         halves(args.halves)
         return
