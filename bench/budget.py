@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from deepshrink.util.atomic import write_bytes_atomic
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import ROOT, environment, update_section  # noqa: E402
 from toolbox import NETS, RUNS as TOOLBOX_RUNS, VAL_SIZE, data_for, load_dense, train_dense  # noqa: E402
@@ -71,6 +73,19 @@ def _drop_on(model, small, part) -> tuple[float, float, int]:
     return (*paired_drop(model, small, ctx), len(ctx.splits["val"]))
 
 
+def _write_json(path: Path, record: dict) -> None:
+    write_bytes_atomic(path, json.dumps(record, indent=1).encode())
+
+
+def half_drops(model, small, data) -> dict:
+    """``small``'s drop (points) against ``model`` on each half of ``data``'s validation split
+    (``split_check``): the search half and the confirm half."""
+    from deepshrink.analysis.budget import split_check
+
+    search, held = split_check(data)
+    return {"search": _drop_on(model, small, search)[0], "confirm": _drop_on(model, small, held)[0]}
+
+
 def confirm_check(model, data, blob: bytes) -> dict:
     """The file's drop (points) on the confirm half of the validation split (``split_check``),
     which the budget keeps from its search, and its paired standard error."""
@@ -94,9 +109,7 @@ def measured_table(net: str, seed: int, coder: str, val_size: int):
     model = load_dense(net, seed, data.num_classes, val_size)
     t0 = time.perf_counter()
     measured = measure_budget(model, data, ds.load_recipe("deep-compression").with_coder(coder), progress=False)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**measured.to_dict(), "seconds": time.perf_counter() - t0}))
-    tmp.replace(cache)
+    _write_json(cache, {**measured.to_dict(), "seconds": time.perf_counter() - t0})
     return measured
 
 
@@ -115,8 +128,8 @@ def run_max_drop(net: str, seed: int, args: argparse.Namespace) -> dict:
     b = auto_compress(model, data, recipe, target, progress=False, measured=measured,
                       log=lambda m: print(f"[{net} seed {seed}] {m}", flush=True))
     stem = job_path(net, "max-drop", seed, tag).with_suffix("")
-    stem.with_suffix(".dsz").write_bytes(b.result.data)
-    stem.with_suffix(".recipe.toml").write_text(b.recipe.to_toml())
+    write_bytes_atomic(stem.with_suffix(".dsz"), b.result.data)
+    write_bytes_atomic(stem.with_suffix(".recipe.toml"), b.recipe.to_toml().encode())
     return {**_record(b.result, net, seed), "job": "max-drop", "tag": tag, "drop": drop, "coder": coder,
             "val_size": val_size, "confidence": target.confidence,
             **confirm_check(model, data, b.result.data),
@@ -184,7 +197,7 @@ def backfill(tag: str) -> None:
         data = data_for(r["seed"], r.get("val_size", VAL_SIZE))
         model = load_dense(r["net"], r["seed"], data.num_classes, r.get("val_size", VAL_SIZE))
         r.update(confirm_check(model, data, p.with_suffix(".dsz").read_bytes()))
-        p.write_text(json.dumps(r, indent=1))
+        _write_json(p, r)
 
 
 def halves(tags: list[str]) -> None:
@@ -193,7 +206,6 @@ def halves(tags: list[str]) -> None:
     ``cubic``), the held-out half decided the search and the runs chose their epochs on the other.
     Prints a markdown table."""
     import deepshrink as ds
-    from deepshrink.analysis.budget import split_check
 
     rows, sums = [], {"check": [], "search": [], "test": []}
     for tag in tags:
@@ -201,10 +213,8 @@ def halves(tags: list[str]) -> None:
             r = json.loads(p.read_text())
             data = data_for(r["seed"], r["val_size"])
             model = load_dense(r["net"], r["seed"], data.num_classes, r["val_size"])
-            small = ds.load(p.with_suffix(".dsz").read_bytes())
-            search, held = split_check(data)
-            out = {"check": _drop_on(model, small, held)[0], "search": _drop_on(model, small, search)[0],
-                   "test": r["test_drop"]}
+            drops = half_drops(model, ds.load(p.with_suffix(".dsz").read_bytes()), data)
+            out = {"check": drops["confirm"], "search": drops["search"], "test": r["test_drop"]}
             for k, v in out.items():
                 sums[k].append(v)
             rows.append(f"| {r['net']} | {tag} | {r['seed']} | {r['ratio']:.1f}× | {out['check']:.2f} | "
@@ -234,7 +244,7 @@ def retrain_noise(tag: str, nets: list[str], seeds: list[int], retrain_seeds: li
             val_size = json.loads(stem.with_suffix(".json").read_text())["val_size"]
             data = data_for(seed, val_size)
             model = load_dense(net, seed, data.num_classes, val_size)
-            search, held = split_check(data)
+            search = split_check(data)[0]
             chosen = ds.load_recipe(stem.with_suffix(".recipe.toml"))
             out = {"search": [], "confirm": [], "test": []}
             for k in retrain_seeds:
@@ -242,13 +252,9 @@ def retrain_noise(tag: str, nets: list[str], seeds: list[int], retrain_seeds: li
                 if not cache.exists():
                     recipe = _map_trainings(chosen, lambda cfg, k=k: replace(cfg, seed=k))
                     res = compress(model, search, recipe, progress=False)
-                    small = ds.load(res.data)
-                    rec = {"file_bytes": res.file_bytes, "search": _drop_on(model, small, search)[0],
-                           "confirm": _drop_on(model, small, held)[0],
+                    rec = {"file_bytes": res.file_bytes, **half_drops(model, ds.load(res.data), data),
                            "test": 100 * (res.baseline.test_accuracy - res.file_accuracy)}
-                    tmp = cache.with_suffix(".tmp")
-                    tmp.write_text(json.dumps(rec))
-                    tmp.replace(cache)
+                    _write_json(cache, rec)
                 rec = json.loads(cache.read_text())
                 for key in out:
                     out[key].append(rec[key])
@@ -324,8 +330,7 @@ def render(command: str, tag: str) -> None:
                 f"{n} sparsity {v['prune']:g}, {int(v['share'])} bits ({v['bytes']:,} B)"
                 for n, v in r["budget"]["allocation"]["layers"].items())
                 + f"; {len(r['budget']['runs'])} compress runs, {r['seconds'] / 60:.0f} min")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({f"{n}/{j}": rs for (n, j), rs in records.items()}, indent=1))
+    _write_json(RESULTS, {f"{n}/{j}": rs for (n, j), rs in records.items()})
     update_section("budget", "\n".join(lines))
 
 
@@ -384,9 +389,7 @@ def run_pair(net: str, seed: int, args: argparse.Namespace) -> None:
             continue
         rec = (run_max_drop(net, seed, args) if job == "max-drop"
                else run_uniform(net, seed, args.tag, args.val_size))
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, indent=1))
-        tmp.replace(path)
+        _write_json(path, rec)
         print(f"{net} {job} seed {seed}: {rec['file_bytes']:,} B ({rec['ratio']:.1f}x), test drop "
               f"{rec['test_drop']:.2f}, val drop {rec['val_drop']:.2f}", flush=True)
 
