@@ -49,7 +49,12 @@ def test_a_ratio_is_a_byte_budget_of_the_dense_size():
     assert Target(max_drop=0.5).max_bytes(1_000) is None
 
 
-options_st = st.lists(st.tuples(st.integers(1, 10_000), st.floats(0, 50)), min_size=1, max_size=6)
+# Drops on a 0.01-point grid, as measured drops are (accuracy differences on at most 10,000
+# samples): sums of them are then equal up to float rounding (about 1e-14, which the frontier and
+# the check below both treat as a tie) or apart by at least 0.01. Arbitrary floats make near-ties
+# like 4.6e-12 against 0.0, which neither a tolerance of 1e-12 nor of 1e-9 orders the same way.
+options_st = st.lists(st.tuples(st.integers(1, 10_000), st.integers(0, 5_000).map(lambda c: c / 100)),
+                      min_size=1, max_size=6)
 
 
 @settings(max_examples=60, deadline=None)
