@@ -219,6 +219,8 @@ def halves(tags: list[str]) -> None:
                 sums[k].append(v)
             rows.append(f"| {r['net']} | {tag} | {r['seed']} | {r['ratio']:.1f}× | {out['check']:.2f} | "
                         f"{out['search']:.2f} | {out['test']:.2f} |")
+    if not rows:
+        raise SystemExit(f"no max-drop record of tags {', '.join(map(repr, tags))} in {RUNS}")
     print("| network | tag | seed | ratio | held-out half | other half | test |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
@@ -263,6 +265,8 @@ def retrain_noise(tag: str, nets: list[str], seeds: list[int], retrain_seeds: li
             r = json.loads(stem.with_suffix(".json").read_text())
             rows.append(f"| {net} | {seed} | {r['ratio']:.1f}× | {len(retrain_seeds)} | "
                         + " | ".join(f"{_mean(out[k]):.2f} ± {_sd(out[k]):.2f}" for k in out) + " |")
+    if not rows:
+        raise SystemExit(f"no max-drop record of tag {tag!r} for {', '.join(nets)} seeds {seeds} in {RUNS}")
     print("| network | seed | ratio | retraining seeds | search half | confirm half | test |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
