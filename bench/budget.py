@@ -243,9 +243,9 @@ def retrain_noise(tag: str, nets: list[str], seeds: list[int], retrain_seeds: li
             stem = job_path(net, "max-drop", seed, tag).with_suffix("")
             if not stem.with_suffix(".json").exists():
                 continue
-            val_size = json.loads(stem.with_suffix(".json").read_text())["val_size"]
-            data = data_for(seed, val_size)
-            model = load_dense(net, seed, data.num_classes, val_size)
+            r = json.loads(stem.with_suffix(".json").read_text())
+            data = data_for(seed, r["val_size"])
+            model = load_dense(net, seed, data.num_classes, r["val_size"])
             search = split_check(data)[0]
             chosen = ds.load_recipe(stem.with_suffix(".recipe.toml"))
             out = {"search": [], "confirm": [], "test": []}
@@ -262,7 +262,6 @@ def retrain_noise(tag: str, nets: list[str], seeds: list[int], retrain_seeds: li
                     out[key].append(rec[key])
             for key in out:
                 spread[key].append(_sd(out[key]))
-            r = json.loads(stem.with_suffix(".json").read_text())
             rows.append(f"| {net} | {seed} | {r['ratio']:.1f}× | {len(retrain_seeds)} | "
                         + " | ".join(f"{_mean(out[k]):.2f} ± {_sd(out[k]):.2f}" for k in out) + " |")
     if not rows:
