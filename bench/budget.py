@@ -200,6 +200,13 @@ def backfill(tag: str) -> None:
         _write_json(p, r)
 
 
+def _print_table(header: list[str], rows: list[str], last: str) -> None:
+    """A markdown table: ``header``, ``rows`` (already formatted lines) and a summary line."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    print("\n".join([*rows, last]))
+
+
 def halves(tags: list[str]) -> None:
     """Where the check was optimistic: for each chosen file of a tag, its drop on each half of the
     validation split (``split_check``) and on test. Before the confirm half (tags ``confidence``,
@@ -221,11 +228,9 @@ def halves(tags: list[str]) -> None:
                         f"{out['search']:.2f} | {out['test']:.2f} |")
     if not rows:
         raise SystemExit(f"no max-drop record of tags {', '.join(map(repr, tags))} in {RUNS}")
-    print("| network | tag | seed | ratio | held-out half | other half | test |")
-    print("|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    print(f"| mean of {len(rows)} | | | | {_mean(sums['check']):.2f} | {_mean(sums['search']):.2f} | "
-          f"{_mean(sums['test']):.2f} |")
+    _print_table(["network", "tag", "seed", "ratio", "held-out half", "other half", "test"], rows,
+                 f"| mean of {len(rows)} | | | | {_mean(sums['check']):.2f} | {_mean(sums['search']):.2f} | "
+                 f"{_mean(sums['test']):.2f} |")
 
 
 def retrain_noise(tag: str, nets: list[str], seeds: list[int], retrain_seeds: list[int]) -> None:
@@ -266,11 +271,9 @@ def retrain_noise(tag: str, nets: list[str], seeds: list[int], retrain_seeds: li
                         + " | ".join(f"{_mean(out[k]):.2f} ± {_sd(out[k]):.2f}" for k in out) + " |")
     if not rows:
         raise SystemExit(f"no max-drop record of tag {tag!r} for {', '.join(nets)} seeds {seeds} in {RUNS}")
-    print("| network | seed | ratio | retraining seeds | search half | confirm half | test |")
-    print("|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    print(f"| mean spread (sd) | | | | {_mean(spread['search']):.2f} | {_mean(spread['confirm']):.2f} | "
-          f"{_mean(spread['test']):.2f} |")
+    _print_table(["network", "seed", "ratio", "retraining seeds", "search half", "confirm half", "test"], rows,
+                 f"| mean spread (sd) | | | | {_mean(spread['search']):.2f} | {_mean(spread['confirm']):.2f} | "
+                 f"{_mean(spread['test']):.2f} |")
 
 
 def _fmt(x: float) -> str:
