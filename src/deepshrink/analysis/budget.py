@@ -786,11 +786,13 @@ def auto_compress(model: nn.Module, data: Any, recipe: Recipe, target: Target, *
         i = hi
         if not met:
             # the closest run: by the confirm half among the runs it judged, else by the search half
+            def bound(p: Probe) -> tuple[float, float, str]:
+                return ((p.val_drop, p.val_se, "search") if p.confirm_drop is None
+                        else (p.confirm_drop, p.confirm_se, "confirm"))
+
             judged = [p for p in probes if p.confirm_drop is not None] or [p for p in probes if not p.search]
-            best = min(judged, key=lambda p: (p.val_drop + z * p.val_se) if p.confirm_drop is None
-                       else (p.confirm_drop + z * p.confirm_se))
-            drop, se, half = ((best.val_drop, best.val_se, "search") if best.confirm_drop is None
-                              else (best.confirm_drop, best.confirm_se, "confirm"))
+            best = min(judged, key=lambda p: bound(p)[0] + z * bound(p)[1])
+            drop, se, half = bound(best)
             raise TargetUnreachable(
                 f"no run of recipe {recipe.name!r} kept within {target.max_drop:g} points on validation at "
                 f"{target.confidence:g} confidence; the closest lost {drop:.2f} ± {se:.2f} points (on the {half} "
